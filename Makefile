@@ -1,0 +1,48 @@
+# fleetkeeper: the two front-door commands are `make demo` and `make test`.
+# Everything they need is installed here: the Python venv with the pinned
+# emulator, then one debug build of the whole workspace (one shared target/).
+
+SHELL := /bin/bash
+VENV := .venv
+PYTHON ?= python3
+EMULATOR := tests/emulator/with-emulator
+CARGO_BUILD := cargo build --workspace --all-targets --locked
+
+.PHONY: all venv build test test-rust test-emulator demo fmt fmt-check clippy check clean
+
+all: build
+
+# The venv is rebuilt when the pinned requirements change.
+$(VENV)/.installed: tests/emulator/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build:
+	$(CARGO_BUILD)
+
+# The whole suite, the one CI runs: unit and planner tests, the patch layer's
+# tests, emulator-backed integration tests and the bootstrap binaries through
+# the Lambda Runtime API, all against one emulator started for the run.
+test: venv build
+	$(EMULATOR) bash -c 'cargo test --workspace --all-targets --locked -- --test-threads=4 && $(VENV)/bin/pytest -q tests/emulator'
+
+demo: venv build
+	$(EMULATOR) target/debug/demo
+
+fmt:
+	cargo fmt --all
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+check: fmt-check clippy test
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

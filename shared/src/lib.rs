@@ -1,0 +1,33 @@
+//! `fleetkeeper`: the shared library of the fleetkeeper Lambda functions.
+//!
+//! Module map:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | the typed configuration contract, per-function requirements |
+//! | [`params`] | strict patterns for every configured or sent value (shared with the SSM document) |
+//! | [`clients`] | SDK clients built once from the standard `aws-config` chain |
+//! | [`error`] | the error policy: transient / configuration / rejected |
+//! | [`events`] | typed envelopes for every event shape fleetkeeper receives |
+//! | [`skips`] | tallying and logging skipped events for a handler's summary |
+//! | [`deps`] | config + clients + clock, built once per cold start |
+//! | [`clock`] | injected time |
+//! | [`telemetry`] | tracing set-up |
+//!
+//! Each job follows the same shape: a pure planner over plain data returns a
+//! plan, a thin executor performs it with the SDK, and the function's handler
+//! routes events to them.
+
+pub mod clients;
+pub mod clock;
+pub mod config;
+pub mod deps;
+pub mod error;
+pub mod events;
+pub mod params;
+pub mod skips;
+pub mod telemetry;
+
+pub use clients::Clients;
+pub use config::{Component, Config, ConfigError};
+pub use deps::Deps;

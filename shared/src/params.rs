@@ -1,0 +1,130 @@
+//! Strict, anchored patterns for every value fleetkeeper configures or sends.
+//!
+//! The sync document declares the same patterns as the `allowedPattern` of its
+//! parameters (`infra/sync-document.yaml`); a test proves both sides agree and
+//! reject the same hostile values. Values are checked here before anything is
+//! sent, so a bad configuration fails the init instead of a wave.
+//!
+//! The patterns avoid look-around so that Rust's `regex`, Python's `re` and
+//! SSM's validator read them the same way.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::config::ConfigError;
+
+/// A named, anchored pattern.
+pub struct Pattern {
+    /// What the value is, for messages.
+    pub what: &'static str,
+    /// The regular expression source, anchored with `^...$`.
+    pub source: &'static str,
+    regex: LazyLock<Regex>,
+}
+
+impl Pattern {
+    const fn new(what: &'static str, source: &'static str, regex: fn() -> Regex) -> Self {
+        Pattern { what, source, regex: LazyLock::new(regex) }
+    }
+
+    /// Whether `value` matches the whole pattern.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+macro_rules! pattern {
+    ($name:ident, $what:literal, $src:literal) => {
+        #[doc = concat!("Pattern for ", $what, ": `", $src, "`.")]
+        pub static $name: Pattern = Pattern::new($what, $src, || {
+            #[allow(clippy::expect_used)]
+            Regex::new($src).expect("static pattern compiles")
+        });
+    };
+}
+
+pattern!(FLEET_NAME, "a fleet name", r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$");
+pattern!(FILE_SYSTEM_ID, "an EFS file system id", r"^fs-[0-9a-f]{8,40}$");
+pattern!(SECURITY_GROUP_ID, "a security group id", r"^sg-[0-9a-f]{8,17}$");
+pattern!(TABLE_NAME, "a DynamoDB table name", r"^[A-Za-z0-9_.-]{3,255}$");
+pattern!(BUCKET, "an S3 bucket name", r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
+// Segments start with a letter or digit: no `.`/`..` segments, no option-like
+// words; the prefix is empty or ends with `/`.
+pattern!(PREFIX, "an S3 key prefix", r"^([A-Za-z0-9][A-Za-z0-9_.-]*/)*$");
+// Absolute, no trailing slash, no `.`/`..` segment, nothing a shell reads.
+pattern!(DESTINATION, "an absolute directory", r"^(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+$");
+// One `aws s3 sync --exclude` glob: a segment may start with one dot
+// (`.env`) but `.` and `..` segments are refused.
+pattern!(
+    EXCLUDE,
+    "an exclude glob",
+    r"^\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*(/\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*)*$"
+);
+pattern!(DOCUMENT_NAME, "an SSM document name", r"^[A-Za-z0-9_.-]{3,128}$");
+pattern!(MAX_CONCURRENCY, "an SSM MaxConcurrency", r"^([1-9][0-9]{0,3}|[1-9][0-9]?%|100%)$");
+pattern!(MAX_ERRORS, "an SSM MaxErrors", r"^([0-9]{1,4}|[0-9]{1,2}%|100%)$");
+pattern!(GENERATION, "a generation number", r"^[0-9]{1,18}$");
+
+/// Checks a configured value, naming the variable on failure.
+pub fn check(var: &'static str, pattern: &Pattern, value: &str) -> Result<(), ConfigError> {
+    if pattern.is_match(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            reason: format!("expected {} matching {}", pattern.what, pattern.source),
+            value: value.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_refuse_traversal_and_shell_words() {
+        for ok in ["/var/www", "/srv/app_1/code", "/a"] {
+            assert!(DESTINATION.is_match(ok), "{ok}");
+        }
+        for bad in
+            ["/", "var/www", "/var/www/", "/var/../etc", "/var/./www", "/a b", "/a;b", "/$(id)", "/a\nb", "/a`b`"]
+        {
+            assert!(!DESTINATION.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn excludes_accept_globs_and_refuse_dot_segments() {
+        for ok in ["media/*", "*.log", ".env", "cache/**", "a[0-9]/b?", "uploads/!tmp"] {
+            assert!(EXCLUDE.is_match(ok), "{ok}");
+        }
+        for bad in ["../etc/*", "a/../b", "./x", "a b", "a;b", "a,b", "$HOME", "a\nb", ""] {
+            assert!(!EXCLUDE.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_empty_or_slash_terminated_segments() {
+        for ok in ["", "app/", "releases/web-1.2/"] {
+            assert!(PREFIX.is_match(ok), "{ok}");
+        }
+        for bad in ["app", "/app/", "../app/", "a b/", "a/./"] {
+            assert!(!PREFIX.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rate_controls_follow_ssm_spelling() {
+        for ok in ["1", "50", "10%", "100%"] {
+            assert!(MAX_CONCURRENCY.is_match(ok), "{ok}");
+        }
+        for bad in ["0", "0%", "101%", "abc", "-1", "5 "] {
+            assert!(!MAX_CONCURRENCY.is_match(bad), "{bad:?}");
+        }
+        for ok in ["0", "3", "0%", "25%", "100%"] {
+            assert!(MAX_ERRORS.is_match(ok), "{ok}");
+        }
+    }
+}

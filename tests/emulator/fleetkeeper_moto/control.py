@@ -1,0 +1,159 @@
+"""Control endpoints of the patched emulator, under ``/moto-api/fleetkeeper/``.
+
+moto routes unsigned requests it cannot place as S3, except paths under
+``/moto-api``; these endpoints live there. They let a test play the parts AWS
+plays on its own: read the lifecycle events AWS would have sent, move
+instances through a warm pool, register or disconnect an instance's SSM
+agent, and decide how a command invocation ends.
+
+All take and return JSON. ``region`` defaults to ``us-east-1`` and
+``account`` to moto's default account.
+
+=====  =============================================  =====================================================
+verb   path                                           body / query
+=====  =============================================  =====================================================
+GET    health                                         the applied patches
+GET    autoscaling/lifecycle-events                   ``?region&group``: EventBridge events, oldest first
+GET    autoscaling/lifecycle-actions                  ``?region&group``: pending actions and the history
+POST   autoscaling/warm-pool/launch                   ``{group, count}``: new instances into the warm pool
+POST   autoscaling/warm-pool/promote                  ``{instance_id}``: the group takes it from the pool
+POST   ssm/managed-instance                           ``{instance_id, ping_status|null, agent_version}``
+POST   ssm/invocation-status                          ``{command_id, instance_id?, status, response_code?,
+                                                      stdout?, stderr?}``
+=====  =============================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable
+
+from moto.autoscaling.models import autoscaling_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.exceptions import ServiceException
+from moto.ssm.models import ssm_backends
+from werkzeug.wrappers import Request, Response
+
+from . import autoscaling, ssm
+
+PREFIX = "/moto-api/fleetkeeper/"
+
+
+class BadRequest(Exception):
+    pass
+
+
+def backend_args(params: dict[str, Any]) -> tuple[str, str]:
+    return params.get("account") or DEFAULT_ACCOUNT_ID, params.get("region") or "us-east-1"
+
+
+def required(params: dict[str, Any], key: str) -> Any:
+    value = params.get(key)
+    if value in (None, ""):
+        raise BadRequest(f"{key} is required")
+    return value
+
+
+def lifecycle_events(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    sim = autoscaling.state_of(autoscaling_backends[account][region])
+    group = p.get("group")
+    events = [e for e in sim.events if group is None or e["detail"]["AutoScalingGroupName"] == group]
+    return {"events": events}
+
+
+def lifecycle_actions(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    sim = autoscaling.state_of(autoscaling_backends[account][region])
+    group = p.get("group")
+    pending = [dataclasses.asdict(a) for a in sim.actions if group is None or a.group == group]
+    history = [h for h in sim.history if group is None or h["AutoScalingGroupName"] == group]
+    return {"pending": pending, "history": history}
+
+
+def warm_pool_launch(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    ids = autoscaling.warm_pool_launch(autoscaling_backends[account][region], required(p, "group"), int(p.get("count", 1)))
+    return {"instance_ids": ids}
+
+
+def warm_pool_promote(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    state = autoscaling.warm_pool_promote(autoscaling_backends[account][region], required(p, "instance_id"))
+    return {"lifecycle_state": state}
+
+
+def managed_instance(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    if "ping_status" not in p:
+        raise BadRequest("ping_status is required (null unregisters the agent)")
+    ssm.set_managed_instance(ssm_backends[account][region], required(p, "instance_id"), p["ping_status"], p.get("agent_version"), p.get("platform_type"))
+    return {"ok": True}
+
+
+def invocation_status(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    changed = ssm.set_invocation_status(
+        ssm_backends[account][region],
+        required(p, "command_id"),
+        p.get("instance_id"),
+        required(p, "status"),
+        p.get("response_code"),
+        p.get("stdout"),
+        p.get("stderr"),
+    )
+    return {"changed": changed}
+
+
+ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
+    ("GET", "autoscaling/lifecycle-events"): lifecycle_events,
+    ("GET", "autoscaling/lifecycle-actions"): lifecycle_actions,
+    ("POST", "autoscaling/warm-pool/launch"): warm_pool_launch,
+    ("POST", "autoscaling/warm-pool/promote"): warm_pool_promote,
+    ("POST", "ssm/managed-instance"): managed_instance,
+    ("POST", "ssm/invocation-status"): invocation_status,
+}
+
+
+class ControlApp:
+    """WSGI middleware: the control endpoints, then moto for everything else."""
+
+    def __init__(self, moto_app: Any, patches: list[str]):
+        self.moto_app = moto_app
+        self.patches = patches
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(PREFIX):
+            return self.moto_app(environ, start_response)
+        request = Request(environ)
+        return self.handle(request, path[len(PREFIX) :])(environ, start_response)
+
+    def handle(self, request: Request, route: str) -> Response:
+        if request.method == "GET" and route == "health":
+            return reply(200, {"ok": True, "patches": self.patches})
+        handler = ROUTES.get((request.method, route))
+        if handler is None:
+            return reply(404, {"error": f"no control endpoint {request.method} {route}"})
+        params: dict[str, Any] = dict(request.args)
+        if request.method == "POST":
+            try:
+                body = json.loads(request.get_data(as_text=True) or "{}")
+            except json.JSONDecodeError:
+                return reply(400, {"error": "body is not JSON"})
+            if not isinstance(body, dict):
+                return reply(400, {"error": "body must be a JSON object"})
+            params.update(body)
+        try:
+            return reply(200, handler(params))
+        except BadRequest as e:
+            return reply(400, {"error": str(e)})
+        except ServiceException as e:
+            return reply(400, {"error": e.message, "code": e.code})
+        except KeyError as e:
+            return reply(404, {"error": f"not found: {e}"})
+
+
+def reply(status: int, body: Any) -> Response:
+    return Response(json.dumps(body, default=str), status=status, mimetype="application/json")

@@ -1,0 +1,341 @@
+//! Provisioning a classic web tier in the emulator: a VPC with one subnet per
+//! AZ (optionally two in the first AZ), security groups, a launch template, an
+//! ALB target group, an Auto Scaling group with fleetkeeper's lifecycle hooks,
+//! an EFS file system, the lock table and the codebase bucket. Every name is
+//! unique, so tests run side by side without a reset.
+
+use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_ec2::types::{IpPermission, UserIdGroupPair};
+use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetTypeEnum};
+use fleetkeeper::Clients;
+use fleetkeeper::config::vars;
+
+use crate::emulator::unique;
+
+/// What to provision.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// Desired capacity at creation.
+    pub instances: i32,
+    /// AZs the group spans (1 to 3).
+    pub zones: usize,
+    /// A second subnet in the first AZ (two subnets, one AZ).
+    pub second_subnet_in_first_zone: bool,
+    /// Put fleetkeeper's launch hook on the group (before instances launch).
+    pub launch_hook: bool,
+    /// Put fleetkeeper's terminate hook on the group.
+    pub terminate_hook: bool,
+    /// Attach the target group to the group (else fleetkeeper registers).
+    pub attach_target_group: bool,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            instances: 2,
+            zones: 3,
+            second_subnet_in_first_zone: false,
+            launch_hook: true,
+            terminate_hook: true,
+            attach_target_group: false,
+        }
+    }
+}
+
+/// A subnet of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    /// `subnet-...`.
+    pub id: String,
+    /// `us-east-1a`, ...
+    pub zone: String,
+}
+
+/// A provisioned web tier.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The fleet name (`FLEET_NAME`).
+    pub name: String,
+    /// The VPC.
+    pub vpc_id: String,
+    /// The group's subnets, in `VPCZoneIdentifier` order.
+    pub subnets: Vec<Subnet>,
+    /// The web servers' security group.
+    pub web_security_group: String,
+    /// The mount targets' security group (admits TCP 2049 from the web servers).
+    pub efs_security_group: String,
+    /// The Auto Scaling group.
+    pub asg_name: String,
+    /// fleetkeeper's launch hook.
+    pub launch_hook: String,
+    /// fleetkeeper's terminate hook.
+    pub terminate_hook: String,
+    /// The ALB target group.
+    pub target_group_arn: String,
+    /// The EFS file system.
+    pub file_system_id: String,
+    /// The lock table.
+    pub lock_table: String,
+    /// The codebase bucket.
+    pub bucket: String,
+    /// The codebase prefix.
+    pub prefix: String,
+    /// The sync document's name.
+    pub document: String,
+    /// The directory on the instances.
+    pub destination: String,
+}
+
+/// One instance of the group, as Auto Scaling reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `i-...`.
+    pub id: String,
+    /// `Pending:Wait`, `InService`, ...
+    pub lifecycle_state: String,
+    /// Its AZ.
+    pub zone: String,
+}
+
+impl Fleet {
+    /// Provisions everything `spec` asks for.
+    pub async fn provision(c: &Clients, spec: &FleetSpec) -> Fleet {
+        let name = unique("fleet");
+        let vpc_id = c
+            .ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_vpc: {e:?}"))
+            .vpc
+            .and_then(|v| v.vpc_id)
+            .unwrap_or_default();
+        let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+        let mut subnets = Vec::new();
+        let mut plan: Vec<&str> = zones.iter().take(spec.zones.clamp(1, 3)).copied().collect();
+        if spec.second_subnet_in_first_zone {
+            plan.insert(1, zones[0]);
+        }
+        for (i, zone) in plan.iter().enumerate() {
+            let id = c
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc_id)
+                .cidr_block(format!("10.0.{i}.0/24"))
+                .availability_zone(*zone)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create_subnet: {e:?}"))
+                .subnet
+                .and_then(|s| s.subnet_id)
+                .unwrap_or_default();
+            subnets.push(Subnet { id, zone: (*zone).to_owned() });
+        }
+        let web_security_group = security_group(c, &vpc_id, &format!("{name}-web")).await;
+        let efs_security_group = security_group(c, &vpc_id, &format!("{name}-efs")).await;
+        c.ec2
+            .authorize_security_group_ingress()
+            .group_id(&efs_security_group)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(2049)
+                    .to_port(2049)
+                    .user_id_group_pairs(UserIdGroupPair::builder().group_id(&web_security_group).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("authorize nfs: {e:?}"));
+
+        let template = format!("{name}-lt");
+        c.ec2
+            .create_launch_template()
+            .launch_template_name(&template)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id("ami-12c6146b")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .security_group_ids(&web_security_group)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_launch_template: {e:?}"));
+
+        let target_group_arn = c
+            .elbv2
+            .create_target_group()
+            .name(format!("tg-{}", &name[name.len() - 10..]))
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&vpc_id)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_path("/health")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_target_group: {e:?}"))
+            .target_groups
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|t| t.target_group_arn)
+            .unwrap_or_default();
+
+        let asg_name = format!("{name}-web");
+        let launch_hook = format!("{name}-launch");
+        let terminate_hook = format!("{name}-terminate");
+        let mut create = c
+            .autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&asg_name)
+            .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&template).build())
+            .min_size(0)
+            .max_size(20)
+            .desired_capacity(0)
+            .vpc_zone_identifier(subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(","));
+        if spec.attach_target_group {
+            create = create.target_group_arns(&target_group_arn);
+        }
+        create.send().await.unwrap_or_else(|e| panic!("create_auto_scaling_group: {e:?}"));
+        // Hooks before capacity, as a real deployment orders them.
+        for (wanted, hook, transition) in [
+            (spec.launch_hook, &launch_hook, "autoscaling:EC2_INSTANCE_LAUNCHING"),
+            (spec.terminate_hook, &terminate_hook, "autoscaling:EC2_INSTANCE_TERMINATING"),
+        ] {
+            if wanted {
+                c.autoscaling
+                    .put_lifecycle_hook()
+                    .auto_scaling_group_name(&asg_name)
+                    .lifecycle_hook_name(hook)
+                    .lifecycle_transition(transition)
+                    .heartbeat_timeout(300)
+                    .default_result("ABANDON")
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("put_lifecycle_hook: {e:?}"));
+            }
+        }
+        if spec.instances > 0 {
+            c.autoscaling
+                .set_desired_capacity()
+                .auto_scaling_group_name(&asg_name)
+                .desired_capacity(spec.instances)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("set_desired_capacity: {e:?}"));
+        }
+
+        let file_system_id = c
+            .efs
+            .create_file_system()
+            .creation_token(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_file_system: {e:?}"))
+            .file_system_id;
+
+        let lock_table = format!("{name}-locks");
+        c.dynamodb
+            .create_table()
+            .table_name(&lock_table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_table: {e:?}"));
+
+        let bucket = name.to_lowercase();
+        c.s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| panic!("create_bucket: {e:?}"));
+
+        Fleet {
+            document: format!("{name}-sync"),
+            name,
+            vpc_id,
+            subnets,
+            web_security_group,
+            efs_security_group,
+            asg_name,
+            launch_hook,
+            terminate_hook,
+            target_group_arn,
+            file_system_id,
+            lock_table,
+            bucket,
+            prefix: "app/".to_owned(),
+            destination: "/var/www/app".to_owned(),
+        }
+    }
+
+    /// The fleetkeeper environment of this fleet: every variable of the
+    /// configuration contract, so one environment serves every function.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            (vars::FLEET_NAME, self.name.as_str()),
+            (vars::ASG_NAMES, self.asg_name.as_str()),
+            (vars::LIFECYCLE_HOOK_NAMES, &format!("{},{}", self.launch_hook, self.terminate_hook)),
+            (vars::TARGET_GROUP_ARNS, self.target_group_arn.as_str()),
+            (vars::EFS_FILE_SYSTEM_ID, self.file_system_id.as_str()),
+            (vars::MOUNT_TARGET_SECURITY_GROUPS, self.efs_security_group.as_str()),
+            (vars::CODEBASE_BUCKET, self.bucket.as_str()),
+            (vars::CODEBASE_PREFIX, self.prefix.as_str()),
+            (vars::SYNC_EXCLUDES, "media/*"),
+            (vars::SYNC_DESTINATION, self.destination.as_str()),
+            (vars::SYNC_DOCUMENT, self.document.as_str()),
+            (vars::LOCK_TABLE, self.lock_table.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// The group's instances as Auto Scaling reports them, with their AZ.
+    pub async fn members(&self, c: &Clients) -> Vec<Member> {
+        let out = c
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.asg_name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe_auto_scaling_groups: {e:?}"));
+        let group = out.auto_scaling_groups.unwrap_or_default().into_iter().next();
+        group
+            .and_then(|g| g.instances)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| Member {
+                id: i.instance_id.unwrap_or_default(),
+                lifecycle_state: i.lifecycle_state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                zone: i.availability_zone.unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+async fn security_group(c: &Clients, vpc_id: &str, name: &str) -> String {
+    c.ec2
+        .create_security_group()
+        .group_name(name)
+        .description(name)
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create_security_group: {e:?}"))
+        .group_id
+        .unwrap_or_default()
+}

@@ -1,0 +1,32 @@
+//! A minimal JSON-over-HTTP/1.1 client (the control endpoints are plain
+//! HTTP on loopback; the SDK's client is not meant for them).
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// Sends one request and returns the status and the JSON body (`Null` when
+/// the body is empty or not JSON).
+pub async fn request(method: Method, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+    let stream = TcpStream::connect(authority.as_str()).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", authority.as_str())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}

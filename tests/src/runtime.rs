@@ -1,0 +1,337 @@
+//! A Lambda Runtime API that runs a function's real `bootstrap` binary.
+//!
+//! Lambda runs a custom runtime as a process with `AWS_LAMBDA_RUNTIME_API`
+//! pointing at an HTTP API: the process long-polls
+//! `GET /2018-06-01/runtime/invocation/next` for an event and answers with
+//! `POST .../invocation/{id}/response` or `.../error`. This module serves that
+//! API on loopback, starts the binary with a clean environment (the function's
+//! variables, the emulator's endpoint, nothing inherited), queues events and
+//! returns what the function answered. An init failure is the process
+//! exiting: [`run_to_exit`] reports its exit code and output.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long an invocation may take before the harness gives up (the
+/// function's own deadline is passed separately).
+const HARNESS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a function answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `POST /invocation/{id}/response`.
+    Response(Value),
+    /// `POST /invocation/{id}/error`.
+    Error {
+        /// `errorType`.
+        error_type: String,
+        /// `errorMessage`.
+        error_message: String,
+    },
+}
+
+impl Outcome {
+    /// The response, or a panic naming the error.
+    pub fn response(self) -> Value {
+        match self {
+            Outcome::Response(v) => v,
+            Outcome::Error { error_type, error_message } => {
+                panic!("function failed: {error_type}: {error_message}")
+            }
+        }
+    }
+}
+
+struct Pending {
+    request_id: String,
+    event: Value,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct ApiState {
+    queue: Mutex<VecDeque<Pending>>,
+    arrived: Notify,
+    inflight: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    init_error: Mutex<Option<String>>,
+    function_name: String,
+}
+
+/// A running function process behind its own Runtime API.
+pub struct LambdaProcess {
+    name: String,
+    child: Child,
+    api: Arc<ApiState>,
+    server: JoinHandle<()>,
+    output: Output,
+}
+
+/// What a process printed, captured as it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Output {
+    /// Everything printed on stdout so far (the function's logs).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Everything printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// How a process ended, for init failures.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+    /// What the process reported to `/runtime/init/error`, if anything.
+    pub init_error: Option<String>,
+}
+
+/// The path of a workspace binary (`lifecycle-hook`, `codebase-sync`, ...),
+/// next to the running test or demo binary, or under `FLEETKEEPER_BIN_DIR`.
+pub fn binary_path(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("FLEETKEEPER_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+            let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: build the functions first (`cargo build --workspace --all-targets`)",
+        path.display()
+    );
+    path
+}
+
+impl LambdaProcess {
+    /// Starts `binary` (a workspace binary name) with `env` on top of the
+    /// variables Lambda itself sets.
+    pub async fn start(binary: &str, env: &[(String, String)]) -> Self {
+        let (api, server, addr) = serve(binary).await;
+        let (child, output) = spawn(binary, env, &addr);
+        LambdaProcess { name: binary.to_owned(), child, api, server, output }
+    }
+
+    /// Invokes the function with a 60 s deadline.
+    pub async fn invoke(&mut self, event: Value) -> Outcome {
+        self.invoke_with_deadline(event, Duration::from_secs(60)).await
+    }
+
+    /// Invokes the function; its context's deadline is now + `deadline`.
+    pub async fn invoke_with_deadline(&mut self, event: Value, deadline: Duration) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            event,
+            deadline_ms: now_ms() + deadline.as_millis() as u64,
+            reply,
+        };
+        if let Ok(mut q) = self.api.queue.lock() {
+            q.push_back(pending);
+        }
+        self.api.arrived.notify_one();
+        tokio::select! {
+            outcome = answer => outcome.unwrap_or_else(|_| panic!("{}: the runtime API dropped the invocation", self.name)),
+            status = self.child.wait() => panic!(
+                "{} exited ({status:?}) during an invocation.\nstderr:\n{}\nstdout:\n{}",
+                self.name, self.output.stderr(), self.output.stdout()
+            ),
+            _ = tokio::time::sleep(HARNESS_TIMEOUT) => panic!(
+                "{} did not answer within {HARNESS_TIMEOUT:?}.\nstdout:\n{}", self.name, self.output.stdout()
+            ),
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+
+    /// Stops the process.
+    pub async fn stop(mut self) -> Output {
+        let _ = self.child.kill().await;
+        self.server.abort();
+        self.output.clone()
+    }
+}
+
+/// Runs `binary` until it exits (an init failure) or `timeout` passes
+/// (panics then: a process that should have failed kept running).
+pub async fn run_to_exit(binary: &str, env: &[(String, String)], timeout: Duration) -> Exit {
+    let (api, server, addr) = serve(binary).await;
+    let (mut child, output) = spawn(binary, env, &addr);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.unwrap_or_else(|e| panic!("{binary}: wait: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!("{binary} was expected to exit but kept running.\nstdout:\n{}", output.stdout());
+        }
+    };
+    // Let the output readers drain the pipes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.abort();
+    let init_error = api.init_error.lock().ok().and_then(|e| e.clone());
+    Exit { code: status.code(), stdout: output.stdout(), stderr: output.stderr(), init_error }
+}
+
+fn spawn(binary: &str, env: &[(String, String)], addr: &str) -> (Child, Output) {
+    let mut cmd = Command::new(binary_path(binary));
+    // A clean environment: what Lambda sets, what the caller gives, nothing
+    // inherited (a developer's real AWS credentials must never leak in).
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", binary)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{binary}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "harness")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+    let output = Output::default();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(capture(out, output.stdout.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(capture(err, output.stderr.clone()));
+    }
+    (child, output)
+}
+
+async fn capture(stream: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(mut s) = into.lock() {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
+}
+
+async fn serve(function_name: &str) -> (Arc<ApiState>, JoinHandle<()>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let api = Arc::new(ApiState { function_name: function_name.to_owned(), ..ApiState::default() });
+    let state = api.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| route(state.clone(), req));
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (api, server, addr)
+}
+
+async fn route(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let rest = path.strip_prefix("/2018-06-01/runtime/").unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let response = match (method, parts.as_slice()) {
+        (Method::GET, ["invocation", "next"]) => next(&state).await,
+        (Method::POST, ["invocation", id, kind @ ("response" | "error")]) => {
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let sender = state.inflight.lock().ok().and_then(|mut m| m.remove(*id));
+            match sender {
+                Some(sender) => {
+                    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let outcome = if *kind == "response" {
+                        Outcome::Response(value)
+                    } else {
+                        Outcome::Error {
+                            error_type: value["errorType"].as_str().unwrap_or_default().to_owned(),
+                            error_message: value["errorMessage"].as_str().unwrap_or_default().to_owned(),
+                        }
+                    };
+                    let _ = sender.send(outcome);
+                    reply(StatusCode::ACCEPTED, "{\"status\":\"OK\"}".into())
+                }
+                None => reply(StatusCode::BAD_REQUEST, "{\"errorType\":\"InvalidRequestID\"}".into()),
+            }
+        }
+        (Method::POST, ["init", "error"]) => {
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            if let Ok(mut e) = state.init_error.lock() {
+                *e = Some(String::from_utf8_lossy(&body).into_owned());
+            }
+            reply(StatusCode::ACCEPTED, "{\"status\":\"OK\"}".into())
+        }
+        _ => reply(StatusCode::NOT_FOUND, "{\"errorType\":\"NotFound\"}".into()),
+    };
+    Ok(response)
+}
+
+async fn next(state: &ApiState) -> Response<Full<Bytes>> {
+    loop {
+        let pending = state.queue.lock().ok().and_then(|mut q| q.pop_front());
+        if let Some(p) = pending {
+            if let Ok(mut m) = state.inflight.lock() {
+                m.insert(p.request_id.clone(), p.reply);
+            }
+            let arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{}", state.function_name);
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("lambda-runtime-aws-request-id", &p.request_id)
+                .header("lambda-runtime-deadline-ms", p.deadline_ms.to_string())
+                .header("lambda-runtime-invoked-function-arn", arn)
+                .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0")
+                .body(Full::new(Bytes::from(p.event.to_string())))
+                .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, String::new()));
+        }
+        state.arrived.notified().await;
+    }
+}
+
+fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
