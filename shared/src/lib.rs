@@ -9,6 +9,8 @@
 //! | [`clients`] | SDK clients built once from the standard `aws-config` chain |
 //! | [`error`] | the error policy: transient / configuration / rejected |
 //! | [`events`] | typed envelopes for every event shape fleetkeeper receives |
+//! | [`mount_targets`] | one EFS mount target per AZ: planner, executor |
+//! | [`deadline`] | time budgets from the invocation deadline |
 //! | [`skips`] | tallying and logging skipped events for a handler's summary |
 //! | [`deps`] | config + clients + clock, built once per cold start |
 //! | [`clock`] | injected time |
@@ -21,9 +23,11 @@
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod deps;
 pub mod error;
 pub mod events;
+pub mod mount_targets;
 pub mod params;
 pub mod skips;
 pub mod telemetry;

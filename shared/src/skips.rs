@@ -30,11 +30,6 @@ impl Skips {
         }
     }
 
-    /// Records a well-formed event this function does not handle.
-    pub fn not_for_us(&mut self, via: &Via, what: &str) {
-        self.record(via, Skip::new(SkipReason::NotForThisFunction, what));
-    }
-
     /// Total skipped.
     pub fn total(&self) -> usize {
         self.by_reason.values().sum()
@@ -42,18 +37,31 @@ impl Skips {
 }
 
 /// Splits an invocation's events into those `accept` takes and the skipped
-/// rest (malformed, or not for this function), which are logged and counted.
-pub fn triage(received: Vec<Received>, mut accept: impl FnMut(&Event) -> bool) -> (Vec<Received>, Skips) {
+/// rest, which are logged and counted. `accept` answers `Err(skip)` for an
+/// event it will not handle (not for this function, not managed, ...).
+pub fn triage(received: Vec<Received>, mut accept: impl FnMut(&Event) -> Result<(), Skip>) -> (Vec<Received>, Skips) {
     let mut skips = Skips::default();
     let mut kept = Vec::new();
     for r in received {
         match r.event {
             Event::Skipped(skip) => skips.record(&r.via, skip),
-            ref e if accept(e) => kept.push(r),
-            ref e => skips.not_for_us(&r.via, e.kind_name()),
+            ref e => match accept(e) {
+                Ok(()) => kept.push(r),
+                Err(skip) => skips.record(&r.via, skip),
+            },
         }
     }
     (kept, skips)
+}
+
+/// The skip for a well-formed event this function does not handle.
+pub fn not_for_this_function(event: &Event) -> Skip {
+    Skip::new(SkipReason::NotForThisFunction, event.kind_name())
+}
+
+/// Accepts the events `wanted` matches, skips the others as not for this function.
+pub fn only(wanted: impl Fn(&Event) -> bool) -> impl FnMut(&Event) -> Result<(), Skip> {
+    move |e| if wanted(e) { Ok(()) } else { Err(not_for_this_function(e)) }
 }
 
 /// The response of a function whose actions are not built yet: it parses
@@ -73,7 +81,7 @@ pub struct NothingDone {
 pub fn nothing_done(
     function: &'static str,
     payload: &serde_json::Value,
-    accept: impl FnMut(&Event) -> bool,
+    accept: impl FnMut(&Event) -> Result<(), Skip>,
 ) -> NothingDone {
     let received = crate::events::parse(payload);
     let events = received.len();
@@ -102,7 +110,7 @@ mod tests {
             {"eventSource": "aws:s3", "eventName": "ObjectTagging:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}},
             {"eventSource": "aws:sqs", "messageId": "1", "body": "{\"action\": \"reconcile\"}"}
         ]});
-        let (kept, skips) = triage(events::parse(&payload), |e| matches!(e, Event::S3(_)));
+        let (kept, skips) = triage(events::parse(&payload), only(|e| matches!(e, Event::S3(_))));
         assert_eq!(kept.len(), 1);
         assert_eq!(skips.by_reason["not_a_content_change"], 1);
         assert_eq!(skips.by_reason["not_for_this_function"], 1);
@@ -114,7 +122,7 @@ mod tests {
         for i in 0..8 {
             skips.record(&Via::Direct, Skip::new(SkipReason::Malformed, format!("m{i}")));
         }
-        skips.not_for_us(&Via::Direct, "scheduled event");
+        skips.record(&Via::Direct, Skip::new(SkipReason::NotForThisFunction, "scheduled event"));
         assert_eq!(skips.total(), 9);
         assert_eq!(skips.by_reason["malformed"], 8);
         assert_eq!(skips.by_reason["not_for_this_function"], 1);

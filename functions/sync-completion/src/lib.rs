@@ -5,7 +5,7 @@
 
 use fleetkeeper::Deps;
 use fleetkeeper::events::{Event, ManualAction};
-use fleetkeeper::skips::{NothingDone, nothing_done};
+use fleetkeeper::skips::{NothingDone, nothing_done, only};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ pub fn accepts(event: &Event) -> bool {
 
 /// Handles one invocation.
 pub async fn function_handler(event: LambdaEvent<Value>, _deps: &Deps) -> Result<NothingDone, Error> {
-    let summary = nothing_done("sync-completion", &event.payload, accepts);
+    let summary = nothing_done("sync-completion", &event.payload, only(accepts));
     tracing::info!(events = summary.events, skipped = summary.skipped.total(), "done");
     Ok(summary)
 }

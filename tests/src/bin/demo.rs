@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use fleetkeeper_tests::Emulator;
+use fleetkeeper_tests::events::scheduled;
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec};
 use fleetkeeper_tests::runtime::LambdaProcess;
 use serde_json::{Value, json};
@@ -41,26 +42,34 @@ async fn main() {
     for m in fleet.members(&clients).await {
         t.say(format!("instance {} in {} is {}", m.id, m.zone, m.lifecycle_state));
     }
-    let mount_targets = clients
-        .efs
-        .describe_mount_targets()
-        .file_system_id(&fleet.file_system_id)
-        .send()
-        .await
-        .map(|o| o.mount_targets.unwrap_or_default().len())
-        .unwrap_or_default();
-    t.say(format!("EFS {} has {mount_targets} mount targets", fleet.file_system_id));
+    t.say(format!("EFS {} has {} mount targets", fleet.file_system_id, count_mount_targets(&clients, &fleet).await));
+    let mut env = fleet.env();
+    env.extend(emulator.aws_env());
+
+    t.scene("EFS mount targets appear (mount-targets, on its schedule)");
+    let mut mounts = LambdaProcess::start("mount-targets", &env).await;
+    for run in ["first run", "second run"] {
+        let answer = mounts.invoke(scheduled()).await.response();
+        for z in answer["reconcile"]["zones"].as_array().cloned().unwrap_or_default() {
+            t.say(format!(
+                "{run}: {} {} {} (NFS admitted: {})",
+                z["zone"].as_str().unwrap_or_default(),
+                z["outcome"].as_str().unwrap_or_default(),
+                z["mount_target_id"].as_str().unwrap_or("-"),
+                z["nfs_admitted"]
+            ));
+        }
+    }
+    mounts.stop().await;
+    t.say(format!(
+        "EFS {} now has {} mount targets",
+        fleet.file_system_id,
+        count_mount_targets(&clients, &fleet).await
+    ));
 
     t.scene("The events AWS sends, and what each function answers");
     let events = emulator.lifecycle_events(&fleet.asg_name).await;
     t.say(format!("Auto Scaling emitted {} lifecycle events", events.len()));
-    let mut env = fleet.env();
-    env.extend(emulator.aws_env());
-    let scheduled = json!({
-        "version": "0", "id": "demo", "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "123456789012", "time": "2026-11-01T00:00:00Z", "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/fleetkeeper"], "detail": {}
-    });
     let upload = json!({"Records": [{
         "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": fleet.bucket}, "object": {"key": "app%2Findex.php"}}
@@ -68,9 +77,8 @@ async fn main() {
     let first_launch = events.first().cloned().unwrap_or(Value::Null);
     for (function, event, what) in [
         ("lifecycle-hook", first_launch, "the first launch lifecycle action"),
-        ("mount-targets", scheduled.clone(), "its schedule"),
         ("codebase-sync", upload, "an upload to the codebase"),
-        ("sync-completion", scheduled, "its schedule"),
+        ("sync-completion", scheduled(), "its schedule"),
     ] {
         let mut process = LambdaProcess::start(function, &env).await;
         let answer = process.invoke(event).await.response();
@@ -79,8 +87,20 @@ async fn main() {
     }
 
     t.scene("Where this build stands");
-    t.say("built: configuration contract, event envelopes, emulator with lifecycle simulation, runtime harness");
-    t.say("not yet built: mount-target reconcile, the sync wave, the lifecycle gate (each function says so above)");
+    t.say("built: configuration contract, event envelopes, emulator with lifecycle simulation, runtime harness,");
+    t.say("       mount-target reconcile");
+    t.say("not yet built: the sync wave, the lifecycle gate (each function says so above)");
+}
+
+async fn count_mount_targets(clients: &fleetkeeper::Clients, fleet: &Fleet) -> usize {
+    clients
+        .efs
+        .describe_mount_targets()
+        .file_system_id(&fleet.file_system_id)
+        .send()
+        .await
+        .map(|o| o.mount_targets.unwrap_or_default().len())
+        .unwrap_or_default()
 }
 
 fn zones(fleet: &Fleet) -> String {
