@@ -10,6 +10,7 @@
 //! | [`error`] | the error policy: transient / configuration / rejected |
 //! | [`events`] | typed envelopes for every event shape fleetkeeper receives |
 //! | [`mount_targets`] | one EFS mount target per AZ: planner, executor |
+//! | [`sync`] | the coalesced, fenced codebase sync: state machine, store, settle, command |
 //! | [`deadline`] | time budgets from the invocation deadline |
 //! | [`skips`] | tallying and logging skipped events for a handler's summary |
 //! | [`deps`] | config + clients + clock, built once per cold start |
@@ -30,6 +31,7 @@ pub mod events;
 pub mod mount_targets;
 pub mod params;
 pub mod skips;
+pub mod sync;
 pub mod telemetry;
 
 pub use clients::Clients;

@@ -61,6 +61,13 @@ pattern!(
     "an exclude glob",
     r"^\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*(/\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*)*$"
 );
+// The `excludes` document parameter: zero or more EXCLUDE globs, comma-separated.
+pattern!(
+    EXCLUDES,
+    "comma-separated exclude globs",
+    r"^(\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*(/\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*)*(,\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*(/\.?[A-Za-z0-9_*?\[\]!-][A-Za-z0-9_.*?\[\]!-]*)*)*)?$"
+);
+pattern!(REGION, "an AWS region", r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$");
 pattern!(DOCUMENT_NAME, "an SSM document name", r"^[A-Za-z0-9_.-]{3,128}$");
 pattern!(MAX_CONCURRENCY, "an SSM MaxConcurrency", r"^([1-9][0-9]{0,3}|[1-9][0-9]?%|100%)$");
 pattern!(MAX_ERRORS, "an SSM MaxErrors", r"^([0-9]{1,4}|[0-9]{1,2}%|100%)$");
@@ -112,6 +119,16 @@ mod tests {
         }
         for bad in ["app", "/app/", "../app/", "a b/", "a/./"] {
             assert!(!PREFIX.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn excludes_list_is_a_comma_list_of_excludes() {
+        for ok in ["", "media/*", "media/*,*.log,.env"] {
+            assert!(EXCLUDES.is_match(ok), "{ok}");
+        }
+        for bad in [",", "media/*,", ",media/*", "media/*,../x", "a b", "a;b"] {
+            assert!(!EXCLUDES.is_match(bad), "{bad:?}");
         }
     }
 

@@ -420,3 +420,41 @@ def test_describe_instance_information_pages(ec2: Any, ssm: Any, network: dict[s
             break
         kwargs["NextToken"] = page["NextToken"]
     assert sorted(seen) == sorted(ids)
+
+
+# ---------------------------------------------------------------------------
+# DynamoDB
+# ---------------------------------------------------------------------------
+
+
+def test_concurrent_conditional_updates_of_one_item_are_atomic() -> None:
+    import threading
+
+    dynamodb = client("dynamodb")
+    table = unique("race")
+    dynamodb.create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def bump(pk: str) -> None:
+        client("dynamodb").update_item(
+            TableName=table,
+            Key={"pk": {"S": pk}},
+            UpdateExpression="SET #s = if_not_exists(#s, :s) ADD #r :one",
+            ConditionExpression="attribute_not_exists(#s) OR #s <= :s",
+            ExpressionAttributeNames={"#s": "schema", "#r": "requested"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":s": {"N": "1"}},
+        )
+
+    for round_ in range(20):
+        pk = f"item-{round_}"
+        threads = [threading.Thread(target=bump, args=(pk,)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        item = dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}})["Item"]
+        assert item["requested"]["N"] == "16", f"round {round_} lost an update"

@@ -237,28 +237,7 @@ impl Fleet {
             .unwrap_or_else(|e| panic!("create_file_system: {e:?}"))
             .file_system_id;
 
-        let lock_table = format!("{name}-locks");
-        c.dynamodb
-            .create_table()
-            .table_name(&lock_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create_table: {e:?}"));
+        let lock_table = lock_table(c, &format!("{name}-locks")).await;
 
         let bucket = name.to_lowercase();
         c.s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| panic!("create_bucket: {e:?}"));
@@ -325,6 +304,32 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Creates a lock table (one string partition key `pk`) named `name`.
+pub async fn lock_table(c: &Clients, name: &str) -> String {
+    c.dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create_table: {e:?}"));
+    name.to_owned()
 }
 
 async fn security_group(c: &Clients, vpc_id: &str, name: &str) -> String {

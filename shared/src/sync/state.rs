@@ -1,0 +1,426 @@
+//! The fleet item and its transitions, as pure functions.
+//!
+//! The fleet item (`pk = <FLEET_NAME>`) is the coalescing lock:
+//!
+//! * `requested_gen` counts *demand* (not content: the bucket is mutable;
+//!   S3 holds at least generation N's content once N is requested);
+//! * a *wave* holds the lease: its `wave_id` (a uuid: another invocation
+//!   releases it), its target generation (the fencing token sent to the
+//!   instances), an absolute `lease_expires_at` (DynamoDB TTL never decides
+//!   expiry), `sending_since`, the command ids recorded so far and whether
+//!   sending completed;
+//! * `completed_gen` is the last generation synced everywhere;
+//! * `failed_gen` / `failed_attempts` remember the last failed generation: it
+//!   is retried automatically once, then only new demand or a manual sync
+//!   (which is new demand) starts a wave.
+//!
+//! Each transition is one conditional write in [`super::store`]; here it is
+//! a function from the current item to the next one, or a [`Refusal`]. The
+//! [`super::store::MemoryStore`] applies these functions; the DynamoDB store
+//! writes the same conditions and values; the property tests and the
+//! emulator tests hold both to the same results.
+
+use serde::Serialize;
+
+/// The schema version this code writes and understands.
+pub const SCHEMA: u64 = 1;
+
+/// How many waves may fail for one generation before it waits for new demand:
+/// the first attempt and one automatic retry.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+/// A cheap fingerprint of the codebase prefix: object count and newest
+/// `LastModified` (excluded keys left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Fingerprint {
+    /// Objects under the prefix, excludes left out.
+    pub count: u64,
+    /// The newest `LastModified`, epoch ms (0 for an empty prefix).
+    pub newest_ms: u64,
+}
+
+/// The wave holding the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Wave {
+    /// The lease owner: a uuid per wave.
+    pub id: String,
+    /// The generation it syncs to (`running_gen`): the fencing token.
+    pub target: u64,
+    /// Absolute expiry, epoch ms.
+    pub lease_expires_at: u64,
+    /// When the wave was started (before anything was sent), epoch ms.
+    pub sending_since: u64,
+    /// Command ids recorded so far.
+    pub command_ids: Vec<String>,
+    /// Whether every chunk was sent and recorded.
+    pub sent: bool,
+    /// The codebase fingerprint when the wave started.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The fleet item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct FleetItem {
+    /// Demand counter.
+    pub requested_gen: u64,
+    /// Last generation synced everywhere.
+    pub completed_gen: u64,
+    /// The running wave, if any.
+    pub wave: Option<Wave>,
+    /// The generation of the last failed wave (0: none).
+    pub failed_gen: u64,
+    /// How many waves failed for `failed_gen`.
+    pub failed_attempts: u32,
+    /// The fingerprint of the last successful wave.
+    pub fingerprint_synced: Option<Fingerprint>,
+}
+
+/// How a wave ended, as decided from SSM's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaveEnd {
+    /// Every targeted instance synced: `completed_gen` advances.
+    Success,
+    /// Some instance failed: `completed_gen` stays, the failure is counted.
+    Failure,
+    /// Nothing was ever sent (the sender died first): nobody's fault.
+    Abandoned,
+}
+
+/// Why a transition was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    /// A wave holds the lease.
+    Busy {
+        /// Its id.
+        wave_id: String,
+        /// Its target.
+        target: u64,
+        /// When its lease expires, epoch ms.
+        lease_expires_at: u64,
+    },
+    /// Nothing to do: every requested generation is synced.
+    CaughtUp,
+    /// The requested generation failed [`MAX_ATTEMPTS`] times: only new
+    /// demand (an upload, a manual sync) starts a wave.
+    Held {
+        /// The generation.
+        generation: u64,
+        /// Its failed attempts.
+        attempts: u32,
+    },
+    /// The caller's wave is no longer the running one (a stale holder).
+    Stale {
+        /// The running wave, if any.
+        current: Option<String>,
+    },
+    /// Taking over needs an expired lease.
+    LeaseLive {
+        /// When it expires, epoch ms.
+        lease_expires_at: u64,
+    },
+}
+
+/// A transition: what it needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `ADD requested_gen :count` (creates the item).
+    Demand {
+        /// How many generations of demand (1 per invocation).
+        count: u64,
+    },
+    /// Take the lease for a new wave targeting `requested_gen`.
+    Start {
+        /// The new wave's id.
+        wave_id: String,
+        /// Now, epoch ms.
+        now: u64,
+        /// Lease length, ms.
+        lease_ms: u64,
+        /// The codebase fingerprint now.
+        fingerprint: Option<Fingerprint>,
+    },
+    /// Append command ids (after each chunk); `sent` after the last.
+    RecordCommands {
+        /// The holder.
+        wave_id: String,
+        /// Ids to append.
+        command_ids: Vec<String>,
+        /// Sending is complete.
+        sent: bool,
+    },
+    /// Extend the lease while SSM reports the wave's commands running.
+    Renew {
+        /// The holder.
+        wave_id: String,
+        /// Now, epoch ms.
+        now: u64,
+        /// Lease length, ms.
+        lease_ms: u64,
+    },
+    /// Finish the wave (its commands are all terminal) and release.
+    Finish {
+        /// The holder.
+        wave_id: String,
+        /// How it ended.
+        end: WaveEnd,
+    },
+    /// Finish a wave whose sender died: only once its lease expired.
+    TakeOver {
+        /// The dead wave.
+        wave_id: String,
+        /// Now, epoch ms.
+        now: u64,
+        /// How it ended (from its commands found by comment, if any).
+        end: WaveEnd,
+    },
+}
+
+impl Op {
+    /// The wave this transition must be holding, if any.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Op::Demand { .. } | Op::Start { .. } => None,
+            Op::RecordCommands { wave_id, .. }
+            | Op::Renew { wave_id, .. }
+            | Op::Finish { wave_id, .. }
+            | Op::TakeOver { wave_id, .. } => Some(wave_id),
+        }
+    }
+}
+
+/// Applies `op` to the current item (`None`: no item yet).
+pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal> {
+    if let Op::Demand { count } = op {
+        let mut next = current.cloned().unwrap_or_default();
+        next.requested_gen += count;
+        return Ok(next);
+    }
+    let item = current.cloned().unwrap_or_default();
+    if let Op::Start { wave_id, now, lease_ms, fingerprint } = op {
+        start_refusal(&item)?;
+        let mut next = item;
+        next.wave = Some(Wave {
+            id: wave_id.clone(),
+            target: next.requested_gen,
+            lease_expires_at: now + lease_ms,
+            sending_since: *now,
+            command_ids: Vec::new(),
+            sent: false,
+            fingerprint: *fingerprint,
+        });
+        return Ok(next);
+    }
+    // Every other transition must hold the running wave.
+    let holder = op.holder().unwrap_or_default();
+    let wave = match &item.wave {
+        Some(w) if w.id == holder => w.clone(),
+        other => return Err(Refusal::Stale { current: other.as_ref().map(|w| w.id.clone()) }),
+    };
+    let mut next = item;
+    match op {
+        Op::RecordCommands { command_ids, sent, .. } => {
+            if let Some(w) = next.wave.as_mut() {
+                w.command_ids.extend(command_ids.iter().cloned());
+                w.sent |= *sent;
+            }
+        }
+        Op::Renew { now, lease_ms, .. } => {
+            if let Some(w) = next.wave.as_mut() {
+                w.lease_expires_at = now + lease_ms;
+            }
+        }
+        Op::Finish { end, .. } => finish(&mut next, &wave, *end),
+        Op::TakeOver { now, end, .. } => {
+            if wave.lease_expires_at >= *now {
+                return Err(Refusal::LeaseLive { lease_expires_at: wave.lease_expires_at });
+            }
+            finish(&mut next, &wave, *end);
+        }
+        Op::Demand { .. } | Op::Start { .. } => {}
+    }
+    Ok(next)
+}
+
+/// Why no wave can start now, if none can.
+pub fn start_refusal(item: &FleetItem) -> Result<(), Refusal> {
+    if let Some(w) = &item.wave {
+        return Err(Refusal::Busy { wave_id: w.id.clone(), target: w.target, lease_expires_at: w.lease_expires_at });
+    }
+    if item.requested_gen <= item.completed_gen {
+        return Err(Refusal::CaughtUp);
+    }
+    if item.failed_gen >= item.requested_gen && item.failed_attempts >= MAX_ATTEMPTS {
+        return Err(Refusal::Held { generation: item.failed_gen, attempts: item.failed_attempts });
+    }
+    Ok(())
+}
+
+fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
+    match end {
+        WaveEnd::Success => {
+            item.completed_gen = item.completed_gen.max(wave.target);
+            item.failed_gen = 0;
+            item.failed_attempts = 0;
+            if wave.fingerprint.is_some() {
+                item.fingerprint_synced = wave.fingerprint;
+            }
+        }
+        WaveEnd::Failure => {
+            item.failed_attempts = if item.failed_gen == wave.target { item.failed_attempts + 1 } else { 1 };
+            item.failed_gen = wave.target;
+        }
+        WaveEnd::Abandoned => {}
+    }
+    item.wave = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(id: &str, now: u64) -> Op {
+        Op::Start { wave_id: id.into(), now, lease_ms: 1_000, fingerprint: None }
+    }
+
+    fn finish_op(id: &str, end: WaveEnd) -> Op {
+        Op::Finish { wave_id: id.into(), end }
+    }
+
+    fn run(ops: &[Op]) -> (Option<FleetItem>, Vec<Result<(), Refusal>>) {
+        let mut item: Option<FleetItem> = None;
+        let mut results = Vec::new();
+        for op in ops {
+            match apply(item.as_ref(), op) {
+                Ok(next) => {
+                    item = Some(next);
+                    results.push(Ok(()));
+                }
+                Err(r) => results.push(Err(r)),
+            }
+        }
+        (item, results)
+    }
+
+    #[test]
+    fn demand_creates_and_counts() {
+        let (item, _) = run(&[Op::Demand { count: 1 }, Op::Demand { count: 3 }]);
+        assert_eq!(item.map(|i| (i.requested_gen, i.completed_gen)), Some((4, 0)));
+    }
+
+    #[test]
+    fn start_targets_requested_gen_and_excludes_a_second_wave() {
+        let (item, results) = run(&[Op::Demand { count: 2 }, start("w1", 10), start("w2", 11)]);
+        let wave = item.and_then(|i| i.wave).expect("wave");
+        assert_eq!((wave.id.as_str(), wave.target, wave.lease_expires_at, wave.sending_since), ("w1", 2, 1_010, 10));
+        assert!(matches!(&results[2], Err(Refusal::Busy { wave_id, target: 2, .. }) if wave_id == "w1"));
+    }
+
+    #[test]
+    fn nothing_to_start_without_demand() {
+        let (_, results) = run(&[start("w1", 0)]);
+        assert_eq!(results, [Err(Refusal::CaughtUp)]);
+        let (_, results) =
+            run(&[Op::Demand { count: 1 }, start("w1", 0), finish_op("w1", WaveEnd::Success), start("w2", 1)]);
+        assert_eq!(results[3], Err(Refusal::CaughtUp));
+    }
+
+    #[test]
+    fn burst_during_a_wave_makes_one_follow_up_covering_it() {
+        let mut ops = vec![Op::Demand { count: 1 }, start("w1", 0)];
+        for _ in 0..5 {
+            ops.push(Op::Demand { count: 1 });
+            ops.push(start("loser", 1));
+        }
+        ops.push(finish_op("w1", WaveEnd::Success));
+        ops.push(start("w2", 2));
+        let (item, results) = run(&ops);
+        let item = item.expect("item");
+        assert_eq!(item.completed_gen, 1);
+        assert_eq!(item.wave.as_ref().map(|w| (w.id.as_str(), w.target)), Some(("w2", 6)));
+        assert_eq!(results.iter().filter(|r| matches!(r, Err(Refusal::Busy { .. }))).count(), 5);
+    }
+
+    #[test]
+    fn a_failed_generation_is_retried_once_then_held_until_new_demand() {
+        let (item, results) = run(&[
+            Op::Demand { count: 1 },
+            start("w1", 0),
+            finish_op("w1", WaveEnd::Failure),
+            start("w2", 1),
+            finish_op("w2", WaveEnd::Failure),
+            start("w3", 2),
+        ]);
+        assert_eq!(results[3], Ok(()), "one automatic retry");
+        assert_eq!(results[5], Err(Refusal::Held { generation: 1, attempts: 2 }));
+        let item = item.expect("item");
+        assert_eq!((item.completed_gen, item.failed_gen, item.failed_attempts), (0, 1, 2));
+        // New demand (an upload, a manual sync) starts again.
+        let next = apply(Some(&item), &Op::Demand { count: 1 }).expect("demand");
+        let next = apply(Some(&next), &start("w4", 3)).expect("start");
+        assert_eq!(next.wave.map(|w| w.target), Some(2));
+    }
+
+    #[test]
+    fn success_clears_the_failure_and_promotes_the_fingerprint() {
+        let fp = Fingerprint { count: 3, newest_ms: 99 };
+        let (item, _) = run(&[
+            Op::Demand { count: 1 },
+            start("w1", 0),
+            finish_op("w1", WaveEnd::Failure),
+            Op::Start { wave_id: "w2".into(), now: 1, lease_ms: 10, fingerprint: Some(fp) },
+            finish_op("w2", WaveEnd::Success),
+        ]);
+        let item = item.expect("item");
+        assert_eq!((item.completed_gen, item.failed_gen, item.failed_attempts), (1, 0, 0));
+        assert_eq!(item.fingerprint_synced, Some(fp));
+    }
+
+    #[test]
+    fn stale_holders_change_nothing() {
+        let (item, _) = run(&[Op::Demand { count: 1 }, start("w1", 0)]);
+        let item = item.expect("item");
+        for op in [
+            Op::RecordCommands { wave_id: "old".into(), command_ids: vec!["c".into()], sent: true },
+            Op::Renew { wave_id: "old".into(), now: 5, lease_ms: 10 },
+            finish_op("old", WaveEnd::Success),
+            Op::TakeOver { wave_id: "old".into(), now: 10_000, end: WaveEnd::Abandoned },
+        ] {
+            assert_eq!(apply(Some(&item), &op), Err(Refusal::Stale { current: Some("w1".into()) }), "{op:?}");
+        }
+        let idle = apply(Some(&item), &finish_op("w1", WaveEnd::Success)).expect("finish");
+        assert_eq!(
+            apply(Some(&idle), &finish_op("w1", WaveEnd::Success)),
+            Err(Refusal::Stale { current: None }),
+            "a duplicate completion is stale"
+        );
+    }
+
+    #[test]
+    fn take_over_needs_an_expired_lease_and_abandon_counts_nothing() {
+        let (item, _) = run(&[Op::Demand { count: 1 }, start("w1", 0)]);
+        let item = item.expect("item");
+        let early = Op::TakeOver { wave_id: "w1".into(), now: 500, end: WaveEnd::Abandoned };
+        assert_eq!(apply(Some(&item), &early), Err(Refusal::LeaseLive { lease_expires_at: 1_000 }));
+        let late = Op::TakeOver { wave_id: "w1".into(), now: 1_001, end: WaveEnd::Abandoned };
+        let next = apply(Some(&item), &late).expect("taken over");
+        assert_eq!((&next.wave, next.completed_gen, next.failed_attempts), (&None, 0, 0));
+        assert!(start_refusal(&next).is_ok(), "the demand is still there to start a new wave");
+    }
+
+    #[test]
+    fn record_and_renew_hold_the_wave() {
+        let (item, _) = run(&[
+            Op::Demand { count: 1 },
+            start("w1", 0),
+            Op::RecordCommands { wave_id: "w1".into(), command_ids: vec!["a".into()], sent: false },
+            Op::RecordCommands { wave_id: "w1".into(), command_ids: vec!["b".into()], sent: true },
+            Op::Renew { wave_id: "w1".into(), now: 700, lease_ms: 1_000 },
+        ]);
+        let wave = item.and_then(|i| i.wave).expect("wave");
+        assert_eq!(wave.command_ids, ["a", "b"]);
+        assert!(wave.sent);
+        assert_eq!(wave.lease_expires_at, 1_700);
+    }
+}
