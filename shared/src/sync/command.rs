@@ -172,6 +172,44 @@ mod tests {
         assert_eq!(chunk_rate(&pct, 3), RateControls { max_concurrency: "10%".into(), max_errors: "0".into() });
     }
 
+    fn document() -> yaml_rust2::Yaml {
+        let path = format!("{}/../infra/sync-document.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the sync document");
+        yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML").remove(0)
+    }
+
+    #[test]
+    fn the_document_declares_exactly_our_patterns() {
+        let doc = document();
+        for (name, pattern) in PARAMETERS {
+            let declared = doc["parameters"][name]["allowedPattern"].as_str();
+            assert_eq!(declared, Some(pattern.source), "{name}: the document and the Rust check must agree");
+            assert_eq!(doc["parameters"][name]["interpolationType"].as_str(), Some("ENV_VAR"), "{name}");
+        }
+        let script = doc["mainSteps"][0]["inputs"]["runCommand"][0].as_str().expect("script");
+        assert!(!script.contains("{{"), "the script never references a parameter in braces");
+        for (name, _) in PARAMETERS {
+            assert!(script.contains(&format!("\"${{SSM_{name}+set}}\" = set")), "{name} fails closed when unset");
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_refused_before_sending() {
+        let path = format!("{}/fixtures/parameters.json", env!("CARGO_MANIFEST_DIR"));
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        for (name, pattern) in PARAMETERS {
+            for v in fixture[name]["valid"].as_array().expect("valid") {
+                assert!(pattern.is_match(v.as_str().expect("str")), "{name}: {v} should pass");
+            }
+            let hostile = fixture[name]["hostile"].as_array().expect("hostile");
+            assert!(hostile.len() >= 5, "{name}: enough hostile samples");
+            for v in hostile {
+                assert!(!pattern.is_match(v.as_str().expect("str")), "{name}: {v} must be refused");
+            }
+        }
+    }
+
     #[test]
     fn comments_name_the_wave() {
         assert_eq!(wave_comment("abc"), "fleetkeeper wave abc");

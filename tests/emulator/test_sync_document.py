@@ -1,0 +1,283 @@
+"""The sync document (``infra/sync-document.yaml``), run for real.
+
+Its script is run with ``sh`` (and ``bash``), as the agent runs it, against
+the emulator's S3 with the AWS CLI from the venv, into temporary directories
+standing in for instances. Parameters are passed the way the agent passes
+them with ``interpolationType: ENV_VAR``: as ``SSM_<name>`` variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+URL = os.environ.get("FLEETKEEPER_EMULATOR_URL")
+if not URL:
+    raise RuntimeError("FLEETKEEPER_EMULATOR_URL is not set: run these tests through `make test`")
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT_TEXT = (ROOT / "infra" / "sync-document.yaml").read_text()
+DOCUMENT = yaml.safe_load(DOCUMENT_TEXT)
+SCRIPT = "\n".join(DOCUMENT["mainSteps"][0]["inputs"]["runCommand"])
+FIXTURE = json.loads((ROOT / "shared" / "fixtures" / "parameters.json").read_text())
+VENV_BIN = Path(sys.executable).parent
+
+s3 = boto3.client(
+    "s3",
+    endpoint_url=URL,
+    region_name="us-east-1",
+    aws_access_key_id="testing",
+    aws_secret_access_key="testing",
+    config=Config(retries={"total_max_attempts": 1}),
+)
+
+
+@pytest.fixture
+def bucket() -> str:
+    name = f"fk-doc-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    for key, body in {
+        "app/index.php": "v1",
+        "app/lib/a.php": "a",
+        "app/lib/b.php": "b",
+        "app/media/1.jpg": "image",
+        "app/logs/x.log": "log",
+        "other/outside.txt": "not the codebase",
+    }.items():
+        s3.put_object(Bucket=name, Key=key, Body=body.encode())
+    return name
+
+
+def run(bucket: str, dest: Path, generation: int, *, shell: str = "sh", path_prefix: str = "", drop: str | None = None, wait: bool = True) -> Any:
+    env = {
+        "PATH": f"{path_prefix}{VENV_BIN}:/usr/bin:/bin",
+        "HOME": str(dest.parent),
+        "AWS_ENDPOINT_URL": URL,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "SSM_bucket": bucket,
+        "SSM_prefix": "app/",
+        "SSM_destination": str(dest),
+        "SSM_excludes": "media/*,*.log",
+        "SSM_generation": str(generation),
+        "SSM_region": "us-east-1",
+    }
+    if drop:
+        del env[drop]
+    proc = subprocess.Popen([shell, "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def releases(dest: Path) -> list[str]:
+    return sorted(p.name for p in (dest / "releases").iterdir())
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_first_sync_creates_a_release_and_points_current_at_it(bucket: str, tmp_path: Path, shell: str) -> None:
+    dest = tmp_path / "www"
+    code, out, err = run(bucket, dest, 1, shell=shell)
+    assert code == 0, err
+    assert "generation 1 synced into releases/1" in out
+    assert os.readlink(dest / "current") == "releases/1"
+    assert files(dest / "current") == {"index.php": "v1", "lib/a.php": "a", "lib/b.php": "b"}
+    assert (dest / "current" / "media").is_symlink(), "excluded media/* is linked to shared/"
+    assert os.readlink(dest / "current" / "media") == str(dest / "shared" / "media")
+    assert not list((dest / "current").rglob("*.log")), "excluded globs are not copied"
+    assert not (dest / "current" / "outside.txt").exists()
+
+
+def test_changes_and_deletions_arrive_in_a_new_release(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    # A different size: S3 timestamps have one-second granularity, and a
+    # same-size change within the second is invisible to `aws s3 sync`.
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 2")
+    s3.delete_object(Bucket=bucket, Key="app/lib/a.php")
+    code, _, err = run(bucket, dest, 2)
+    assert code == 0, err
+    assert os.readlink(dest / "current") == "releases/2"
+    assert files(dest / "current") == {"index.php": "version 2", "lib/b.php": "b"}, "a deleted key disappears"
+    assert files(dest / "releases" / "1")["index.php"] == "v1", "the old release is untouched"
+
+
+def test_an_older_generation_is_a_no_op(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 3)[0] == 0
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"stale wave")
+    code, out, _ = run(bucket, dest, 2)
+    assert code == 0
+    assert "generation 2 superseded by 3" in out
+    assert os.readlink(dest / "current") == "releases/3"
+    assert releases(dest) == ["3"]
+
+
+def test_an_equal_generation_is_synced_again(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 4)[0] == 0
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 4b")
+    code, out, _ = run(bucket, dest, 4)
+    assert code == 0 and "releases/4.2" in out
+    assert os.readlink(dest / "current") == "releases/4.2"
+    assert files(dest / "current")["index.php"] == "version 4b"
+
+
+def test_three_releases_are_kept(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    for generation in (1, 2, 3, 3, 5):
+        assert run(bucket, dest, generation)[0] == 0
+    assert releases(dest) == ["3", "3.2", "5"]
+    assert os.readlink(dest / "current") == "releases/5"
+
+
+def test_shared_content_survives_and_is_linked_into_every_release(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    # A tree from before fleetkeeper: media/ is a real directory in the release.
+    legacy = dest / "releases" / "0"
+    (legacy / "media").mkdir(parents=True)
+    (legacy / "media" / "upload.jpg").write_text("user upload")
+    (dest / "current").symlink_to("releases/0")
+    assert run(bucket, dest, 1)[0] == 0
+    assert (dest / "shared" / "media" / "upload.jpg").read_text() == "user upload", "moved, not lost"
+    assert (dest / "current" / "media" / "upload.jpg").read_text() == "user upload"
+    assert run(bucket, dest, 2)[0] == 0
+    assert (dest / "current" / "media").is_symlink()
+    assert (dest / "current" / "media" / "upload.jpg").read_text() == "user upload"
+
+
+def test_concurrent_runs_serialize(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    # An `aws` first on PATH that logs when each sync starts and ends.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    log = tmp_path / "aws.log"
+    (shim / "aws").write_text(f'#!/bin/sh\necho "start $SSM_generation $(date +%s.%N)" >> {log}\nsleep 0.3\n"{VENV_BIN}/aws" "$@"\nstatus=$?\necho "end $SSM_generation $(date +%s.%N)" >> {log}\nexit $status\n')
+    (shim / "aws").chmod(0o755)
+    procs = [run(bucket, dest, g, path_prefix=f"{shim}:", wait=False) for g in (5, 6, 6)]
+    outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert [o[2] for o in outcomes] == [0, 0, 0], outcomes
+    events = [line.split() for line in log.read_text().splitlines()]
+    spans: list[tuple[float, float]] = []
+    open_at: float | None = None
+    for kind, _, at in events:
+        if kind == "start":
+            assert open_at is None, f"two syncs overlapped: {events}"
+            open_at = float(at)
+        else:
+            assert open_at is not None
+            spans.append((open_at, float(at)))
+            open_at = None
+    assert len(spans) in (2, 3), events
+    assert os.readlink(dest / "current").startswith("releases/6"), "the highest generation wins"
+    assert not [p for p in (dest / "releases").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_reader_never_sees_a_missing_or_half_filled_tree(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    for n in range(60):
+        s3.put_object(Bucket=bucket, Key=f"app/many/{n:03}.txt", Body=b"one")
+    assert run(bucket, dest, 1)[0] == 0
+    for n in range(60):
+        s3.put_object(Bucket=bucket, Key=f"app/many/{n:03}.txt", Body=b"second")
+    stop = threading.Event()
+    seen: set[str] = set()
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                # Resolve `current` once per read, as a web server resolves
+                # its document root per request: that resolution must always
+                # land on one complete tree.
+                root = Path(os.path.realpath(dest / "current")) / "many"
+                names = list(root.iterdir())
+                contents = {p.read_text() for p in names}
+                count = len(names)
+            except OSError as e:
+                problems.append(f"missing: {e}")
+                continue
+            if count != 60 or len(contents) != 1:
+                problems.append(f"half-filled: {count} files, contents {contents}")
+            seen.update(contents)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        assert run(bucket, dest, 2)[0] == 0
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join()
+    assert problems == []
+    assert seen == {"one", "second"}, "the reader saw both trees, each whole"
+
+
+@pytest.mark.parametrize("missing", ["SSM_bucket", "SSM_prefix", "SSM_destination", "SSM_excludes", "SSM_generation", "SSM_region"])
+def test_a_missing_parameter_fails_closed(bucket: str, tmp_path: Path, missing: str) -> None:
+    dest = tmp_path / "www"
+    code, _, err = run(bucket, dest, 1, drop=missing)
+    assert code == 2
+    assert f"{missing} is not set" in err and "3.3.2746.0" in err
+    assert not (dest / "current").exists()
+
+
+def test_a_failed_sync_leaves_current_alone(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    code, _, _ = run(f"{bucket}-does-not-exist", dest, 2)
+    assert code != 0
+    assert os.readlink(dest / "current") == "releases/1"
+    assert releases(dest) == ["1"], "no half-made release is left behind"
+
+
+def test_the_script_never_references_a_parameter_in_braces() -> None:
+    assert "{{" not in SCRIPT, "the agent substitutes {{ }} even with ENV_VAR interpolation"
+    for name, spec in DOCUMENT["parameters"].items():
+        if name == "executionTimeout":
+            continue  # used by the step's timeoutSeconds, not by the script
+        assert spec.get("interpolationType") == "ENV_VAR", name
+        assert spec["allowedPattern"].startswith("^") and spec["allowedPattern"].endswith("$"), name
+
+
+def test_document_patterns_accept_valid_and_refuse_hostile_values() -> None:
+    for name, values in FIXTURE.items():
+        pattern = DOCUMENT["parameters"][name]["allowedPattern"]
+        for v in values["valid"]:
+            assert re.fullmatch(pattern, v), f"{name}: {v!r} should pass"
+        for v in values["hostile"]:
+            assert re.fullmatch(pattern, v) is None, f"{name}: {v!r} should be refused"
+
+
+def test_the_emulator_enforces_the_document_like_ssm() -> None:
+    ssm = boto3.client("ssm", endpoint_url=URL, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    ec2 = boto3.client("ec2", endpoint_url=URL, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    name = f"fk-doc-{uuid.uuid4().hex[:10]}"
+    ssm.create_document(Name=name, Content=DOCUMENT_TEXT, DocumentType="Command", DocumentFormat="YAML")
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    good = {k: [v["valid"][1] if len(v["valid"]) > 1 else v["valid"][0]] for k, v in FIXTURE.items()}
+    ssm.send_command(InstanceIds=[instance], DocumentName=name, Parameters=good)
+    for param, values in FIXTURE.items():
+        for hostile in values["hostile"][:3]:
+            with pytest.raises(ClientError) as err:
+                ssm.send_command(InstanceIds=[instance], DocumentName=name, Parameters={**good, param: [hostile]})
+            assert err.value.response["Error"]["Code"] == "InvalidParameters", (param, hostile)
