@@ -47,6 +47,8 @@ pub mod vars {
     pub const SYNC_MAX_ERRORS: &str = "FLEET_SYNC_MAX_ERRORS";
     /// `true`: plan and log, write nothing.
     pub const DRY_RUN: &str = "FLEET_DRY_RUN";
+    /// Consecutive failed syncs after which an instance is quarantined.
+    pub const SYNC_QUARANTINE_AFTER: &str = "FLEET_SYNC_QUARANTINE_AFTER";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -175,9 +177,14 @@ pub struct Config {
     pub lease_seconds: u64,
     /// `FLEET_SYNC_MAX_CONCURRENCY` / `FLEET_SYNC_MAX_ERRORS` (defaults 50 / 0).
     pub rate: RateControls,
+    /// `FLEET_SYNC_QUARANTINE_AFTER` (default 3).
+    pub quarantine_after: u32,
     /// `FLEET_DRY_RUN`.
     pub dry_run: bool,
 }
+
+/// Default number of consecutive failed syncs before quarantine.
+pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
 
 /// Default lease length: long enough for any sweep interval, short enough
 /// that a crashed dispatcher is noticed within one sweep or two.
@@ -273,6 +280,14 @@ impl Config {
         let max_errors = get(vars::SYNC_MAX_ERRORS).unwrap_or_else(|| "0".to_owned());
         params::check(vars::SYNC_MAX_ERRORS, &params::MAX_ERRORS, &max_errors)?;
 
+        let quarantine_after = match get(vars::SYNC_QUARANTINE_AFTER) {
+            None => DEFAULT_QUARANTINE_AFTER,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => return Err(invalid(vars::SYNC_QUARANTINE_AFTER, "expected a whole number from 1 to 100", &v)),
+            },
+        };
+
         let dry_run = match get(vars::DRY_RUN).map(|v| v.to_ascii_lowercase()) {
             None => false,
             Some(v) if v == "true" => true,
@@ -291,6 +306,7 @@ impl Config {
             lock_table,
             lease_seconds,
             rate: RateControls { max_concurrency, max_errors },
+            quarantine_after,
             dry_run,
         })
     }
@@ -503,6 +519,7 @@ mod tests {
             (vars::LEASE_SECONDS, "5"),
             (vars::SYNC_MAX_CONCURRENCY, "0"),
             (vars::SYNC_MAX_ERRORS, "many"),
+            (vars::SYNC_QUARANTINE_AFTER, "0"),
             (vars::DRY_RUN, "yes"),
         ];
         for (var, value) in table {

@@ -116,10 +116,15 @@ impl Emulator {
 
     /// Decides how an invocation ends (`instance_id: None`: every invocation).
     pub async fn set_invocation(&self, command_id: &str, instance_id: Option<&str>, status: &str) {
+        self.set_invocation_output(command_id, instance_id, status, "").await;
+    }
+
+    /// The same, with the output the instance printed.
+    pub async fn set_invocation_output(&self, command_id: &str, instance_id: Option<&str>, status: &str, stdout: &str) {
         self.control(
             Method::POST,
             "ssm/invocation-status",
-            Some(json!({"command_id": command_id, "instance_id": instance_id, "status": status})),
+            Some(json!({"command_id": command_id, "instance_id": instance_id, "status": status, "stdout": stdout})),
         )
         .await;
     }

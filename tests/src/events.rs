@@ -20,3 +20,49 @@ pub fn autoscaling_notice(detail_type: &str, group: &str, instance_id: &str) -> 
         "detail": {"AutoScalingGroupName": group, "EC2InstanceId": instance_id}
     })
 }
+
+/// Form-encodes a key the way S3 notifications do (`+` for a space, `%XX`
+/// for everything but unreserved characters).
+pub fn form_encode(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// An S3 notification (direct Lambda invocation) with one `ObjectCreated:Put`
+/// record per key, keys form-encoded as S3 sends them.
+pub fn s3_notification(bucket: &str, keys: &[String]) -> Value {
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "203.0.113.1"},
+                "responseElements": {},
+                "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": form_encode(k), "size": 1, "sequencer": "0055AED6DCD90281E5"}}
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An EventBridge "EC2 Command Status-change Notification".
+pub fn command_status(command_id: &str, document: &str, status: &str) -> Value {
+    json!({
+        "version": "0", "id": "51c0891d-0e34-45b1-83d6-95db273d1602",
+        "detail-type": "EC2 Command Status-change Notification", "source": "aws.ssm",
+        "account": "123456789012", "time": "2026-11-01T00:05:32Z", "region": "us-east-1", "resources": [],
+        "detail": {
+            "command-id": command_id, "document-name": document, "expire-after": "2026-11-01T02:05:30.049Z",
+            "parameters": {"generation": ["1"]}, "requested-date-time": "2026-11-01T00:05:30.049Z", "status": status
+        }
+    })
+}

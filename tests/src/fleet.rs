@@ -306,6 +306,34 @@ impl Fleet {
     }
 }
 
+/// Creates the fleet's sync document in SSM from `infra/sync-document.yaml`.
+pub async fn create_sync_document(c: &Clients, fleet: &Fleet) {
+    let path = format!("{}/../infra/sync-document.yaml", env!("CARGO_MANIFEST_DIR"));
+    let content = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    c.ssm
+        .create_document()
+        .name(&fleet.document)
+        .content(content)
+        .document_type(aws_sdk_ssm::types::DocumentType::Command)
+        .document_format(aws_sdk_ssm::types::DocumentFormat::Yaml)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create_document: {e:?}"));
+}
+
+/// Uploads `keys` (relative to the fleet's prefix) to the codebase bucket.
+pub async fn upload(c: &Clients, fleet: &Fleet, keys: &[String]) {
+    for key in keys {
+        c.s3.put_object()
+            .bucket(&fleet.bucket)
+            .key(format!("{}{key}", fleet.prefix))
+            .body(aws_sdk_s3::primitives::ByteStream::from(key.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put_object {key}: {e:?}"));
+    }
+}
+
 /// Creates a lock table (one string partition key `pk`) named `name`.
 pub async fn lock_table(c: &Clients, name: &str) -> String {
     c.dynamodb

@@ -7,6 +7,7 @@
 //! | [`fleet`] | provisioning a web tier (VPC, subnets, ALB target group, ASG, hooks, EFS, lock table, bucket) |
 //! | [`events`] | events in the shapes AWS sends them |
 //! | [`inprocess`] | a handler's `Deps` and invocation, for in-process handler tests |
+//! | [`instance`] | a stand-in instance: runs the sync document's real script locally |
 //! | [`http`] | a minimal JSON-over-HTTP/1.1 client for the control endpoints |
 //!
 //! The emulator itself (Python, `tests/emulator/`) is started by `make test`
@@ -17,6 +18,7 @@ pub mod events;
 pub mod fleet;
 pub mod http;
 pub mod inprocess;
+pub mod instance;
 pub mod runtime;
 
 pub use emulator::Emulator;

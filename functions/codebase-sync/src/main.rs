@@ -1,3 +1,4 @@
+use codebase_sync::{Function, function_handler};
 use fleetkeeper::{Component, Deps};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -5,6 +6,6 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fleetkeeper::telemetry::init();
-    let deps = Deps::from_env(Component::CodebaseSync).await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| codebase_sync::function_handler(event, &deps))).await
+    let function = Function::new(Deps::from_env(Component::CodebaseSync).await?)?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| function_handler(event, &function))).await
 }

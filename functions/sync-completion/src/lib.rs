@@ -1,23 +1,122 @@
 //! `sync-completion`: finishes sync waves and starts at most one follow-up.
 //!
-//! This version parses its envelopes and answers an honest summary: every
-//! event it will act on is reported as not yet implemented.
+//! SSM command status events of the sync document (the event carries no
+//! comment: a command is classified by its id — the running wave's recorded
+//! ids, or its comment while not every id is recorded; anything else is a
+//! catch-up or a finished wave, a logged skip). When every command of the
+//! running wave is terminal the wave is finished, the lease released while
+//! still held, and exactly one follow-up started when more was requested. The
+//! scheduled sweep asks SSM directly (events are best-effort), renews a live
+//! wave, takes over only a dead one, and compares the codebase's fingerprint
+//! with the last synced one so a change whose event was lost still syncs.
 
-use fleetkeeper::Deps;
-use fleetkeeper::events::{Event, ManualAction};
-use fleetkeeper::skips::{NothingDone, nothing_done, only};
+use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
+use fleetkeeper::skips::{Skips, not_for_this_function, triage};
+use fleetkeeper::sync::run::{SettleOutcome, SweepReport, SyncContext, SyncSettings};
+use fleetkeeper::sync::store::DynamoStore;
+use fleetkeeper::{ConfigError, Deps};
 use lambda_runtime::{Error, LambdaEvent};
+use serde::Serialize;
 use serde_json::Value;
+use tracing::info;
 
-/// Whether this function acts on `event`.
-pub fn accepts(event: &Event) -> bool {
-    matches!(event, Event::CommandStatus(_) | Event::Scheduled(_))
-        || matches!(event, Event::Manual(m) if m.action == ManualAction::Sweep)
+/// The function's state, built once per cold start.
+pub struct Function {
+    /// Config, clients, clock.
+    pub deps: Deps,
+    /// The sync settings.
+    pub settings: SyncSettings,
+    /// The lock table.
+    pub store: DynamoStore,
+}
+
+impl Function {
+    /// Resolves the sync settings (a missing or bad one fails the init).
+    pub fn new(deps: Deps) -> Result<Self, ConfigError> {
+        let settings = SyncSettings::from_config(&deps.config, &deps.clients.region)?;
+        let store = DynamoStore::new(deps.clients.dynamodb.clone(), &settings.lock_table, &settings.fleet);
+        Ok(Function { deps, settings, store })
+    }
+}
+
+/// The function's response and its summary log line.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// `sync-completion`.
+    pub function: &'static str,
+    /// Events in the payload.
+    pub events: usize,
+    /// Events skipped, by reason.
+    pub skipped: Skips,
+    /// Status events of commands still running (nothing to do yet).
+    pub still_running: usize,
+    /// The running wave, settled because one of its commands ended.
+    pub settled: Option<SettleOutcome>,
+    /// The sweep, when the schedule (or a manual sweep) asked for one.
+    pub sweep: Option<SweepReport>,
+}
+
+/// Whether this function acts on `event`, or why not.
+pub fn classify(event: &Event, settings: &SyncSettings) -> Result<(), Skip> {
+    match event {
+        Event::CommandStatus(c) => match &c.document_name {
+            Some(d) if *d != settings.document => {
+                Err(Skip::new(SkipReason::NotManaged, format!("command of document {d:?}")))
+            }
+            _ => Ok(()),
+        },
+        Event::Scheduled(_) => Ok(()),
+        Event::Manual(m) if m.action == ManualAction::Sweep => Ok(()),
+        other => Err(not_for_this_function(other)),
+    }
 }
 
 /// Handles one invocation.
-pub async fn function_handler(event: LambdaEvent<Value>, _deps: &Deps) -> Result<NothingDone, Error> {
-    let summary = nothing_done("sync-completion", &event.payload, only(accepts));
-    tracing::info!(events = summary.events, skipped = summary.skipped.total(), "done");
+pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result<Summary, Error> {
+    let received = events::parse(&event.payload);
+    let total = received.len();
+    let (accepted, mut skipped) = triage(received, |e| classify(e, &f.settings));
+    let cx =
+        SyncContext { clients: &f.deps.clients, store: &f.store, settings: &f.settings, clock: f.deps.clock.as_ref() };
+    let mut summary = Summary {
+        function: "sync-completion",
+        events: total,
+        skipped: Skips::default(),
+        still_running: 0,
+        settled: None,
+        sweep: None,
+    };
+
+    let sweep = accepted.iter().any(|r| matches!(r.event, Event::Scheduled(_) | Event::Manual(_)));
+    if sweep {
+        // The sweep looks at everything the status events would have.
+        let report = cx.sweep().await.map_err(Box::new)?;
+        info!(settled = ?report.settled, started = report.started.is_some(), fingerprint_changed = report.fingerprint_changed, "sweep done");
+        summary.sweep = Some(report);
+        summary.skipped = skipped;
+        return Ok(summary);
+    }
+    let mut settle_wave = false;
+    for r in &accepted {
+        let Event::CommandStatus(change) = &r.event else { continue };
+        if !change.status.is_terminal() {
+            summary.still_running += 1;
+            continue;
+        }
+        match cx.belongs_to_running_wave(&change.command_id).await.map_err(Box::new)? {
+            Some(_) => settle_wave = true,
+            None => skipped.record(
+                &r.via,
+                Skip::new(SkipReason::NotManaged, "not a command of the running wave (a catch-up, or a finished wave)"),
+            ),
+        }
+    }
+    if settle_wave {
+        // One settle per invocation, however many of the wave's commands ended.
+        let settled = cx.settle().await.map_err(Box::new)?;
+        info!(?settled, "settled the running wave");
+        summary.settled = Some(settled);
+    }
+    summary.skipped = skipped;
     Ok(summary)
 }

@@ -519,6 +519,7 @@ mod tests {
             ssm: mock_client!(aws_sdk_ssm, &[]),
             dynamodb: mock_client!(aws_sdk_dynamodb, &[]),
             s3: mock_client!(aws_sdk_s3, &[]),
+            region: "us-east-1".into(),
         }
     }
 

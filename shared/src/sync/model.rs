@@ -23,7 +23,7 @@
 
 use proptest::prelude::*;
 
-use super::settle::{CommandView, InvocationView, settle, transition};
+use super::settle::{CommandView, InvocationView, Settlement, settle, transition};
 use super::state::{FleetItem, MAX_ATTEMPTS, Op, Refusal, WaveEnd, apply, start_refusal};
 use crate::events::CommandStatus;
 
@@ -95,6 +95,11 @@ struct Sender {
     unrecorded: Option<usize>,
 }
 
+/// Instances in the `c`-th chunk of a wave.
+fn chunk_size(c: u8) -> u8 {
+    1 + c % 3
+}
+
 #[derive(Debug, Default)]
 struct World {
     item: Option<FleetItem>,
@@ -110,6 +115,8 @@ struct World {
     last_end: Option<WaveEnd>,
     last_target: u64,
     retries: std::collections::HashMap<u64, u32>,
+    /// Each wave's intended instances (its record, written before sending).
+    intended: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl World {
@@ -164,6 +171,8 @@ impl World {
             self.starts += 1;
             self.demand_since_start = false;
             self.last_end = None;
+            let planned = (0..chunks).flat_map(|c| (0..chunk_size(c)).map(move |k| format!("i-{c}-{k}"))).collect();
+            self.intended.insert(id.clone(), planned);
             self.senders.push(Sender { wave: id, chunks_left: chunks, unrecorded: None });
         }
         assert!(self.finishes <= self.starts && self.starts <= self.finishes + 1, "one wave at a time");
@@ -186,7 +195,8 @@ impl World {
             if renewed.is_ok() {
                 assert_eq!(self.current_wave().as_deref(), Some(s.wave.as_str()));
                 let n = self.commands.len();
-                let instances = (0..=(n % 3)).map(|k| (format!("i-{k}"), CommandStatus::InProgress)).collect();
+                let c = self.commands.iter().filter(|cmd| cmd.wave == s.wave).count() as u8;
+                let instances = (0..chunk_size(c)).map(|k| (format!("i-{c}-{k}"), CommandStatus::InProgress)).collect();
                 self.commands.push(Command { wave: s.wave.clone(), instances });
                 s.chunks_left -= 1;
                 s.unrecorded = Some(n);
@@ -237,7 +247,15 @@ impl World {
             ids.extend(found);
         }
         let views: Vec<CommandView> = ids.iter().map(|&c| self.commands[c].view(c)).collect();
-        let settlement = settle(&wave, &views, self.now);
+        let intended = self.intended.get(&wave.id).cloned();
+        let settlement = settle(&wave, &views, intended.as_deref(), self.now);
+        if let Settlement::Done(r) = &settlement
+            && r.end == WaveEnd::Success
+        {
+            let reached: usize = ids.iter().map(|&c| self.commands[c].instances.len()).sum();
+            let planned = intended.as_ref().map_or(reached, Vec::len);
+            assert_eq!(reached, planned, "wave {} would succeed without reaching every instance", wave.id);
+        }
         if let Some(op) = transition(&wave, &settlement, self.now, LEASE) {
             self.finish(&op);
         }

@@ -67,8 +67,11 @@ pub enum Settlement {
 }
 
 /// Decides about `wave` from its `commands` (recorded ids, plus those found
-/// by comment when not every id was recorded) at `now`.
-pub fn settle(wave: &Wave, commands: &[CommandView], now: u64) -> Settlement {
+/// by comment when not every id was recorded) at `now`. `intended` is the
+/// instances the wave meant to reach (its record, written before sending):
+/// one that no command reached was never attempted, so the wave cannot be a
+/// success (its sender died midway); `None` when the record is missing.
+pub fn settle(wave: &Wave, commands: &[CommandView], intended: Option<&[String]>, now: u64) -> Settlement {
     let pending = commands
         .iter()
         .filter(|c| !c.status.is_terminal() || c.invocations.iter().any(|i| !i.status.is_terminal()))
@@ -95,6 +98,11 @@ pub fn settle(wave: &Wave, commands: &[CommandView], now: u64) -> Settlement {
             Some((_, r)) if rank(result) < rank(*r) => *r = result,
             Some(_) => {}
             None => results.push((inv.instance_id.clone(), result)),
+        }
+    }
+    for id in intended.unwrap_or_default() {
+        if !results.iter().any(|(i, _)| i == id) {
+            results.push((id.clone(), InstanceResult::NotAttempted));
         }
     }
     let success = results.iter().all(|(_, r)| matches!(r, InstanceResult::Synced | InstanceResult::Gone));
@@ -169,18 +177,19 @@ mod tests {
     #[test]
     fn running_commands_renew_even_when_the_lease_expired() {
         for lease in [0, 1_000_000] {
-            let s = settle(&wave(true, lease), &[cmd("InProgress", &[("a", "Success"), ("b", "InProgress")])], 500);
+            let s =
+                settle(&wave(true, lease), &[cmd("InProgress", &[("a", "Success"), ("b", "InProgress")])], None, 500);
             assert_eq!(s, Settlement::Running { pending: 1 });
             assert!(matches!(transition(&wave(true, lease), &s, 500, 10), Some(Op::Renew { .. })));
         }
         // A command whose status lags its invocations still counts as running.
-        let s = settle(&wave(true, 0), &[cmd("InProgress", &[("a", "Success")])], 500);
+        let s = settle(&wave(true, 0), &[cmd("InProgress", &[("a", "Success")])], None, 500);
         assert_eq!(s, Settlement::Running { pending: 1 });
     }
 
     #[test]
     fn all_success_finishes_with_success() {
-        let s = settle(&wave(true, 1_000), &[cmd("Success", &[("a", "Success"), ("b", "Success")])], 500);
+        let s = settle(&wave(true, 1_000), &[cmd("Success", &[("a", "Success"), ("b", "Success")])], None, 500);
         let Settlement::Done(r) = &s else { panic!("{s:?}") };
         assert_eq!(r.end, WaveEnd::Success);
         assert_eq!(r.with(InstanceResult::Synced), ["a", "b"]);
@@ -195,6 +204,7 @@ mod tests {
         let s = settle(
             &wave(true, 1_000),
             &[cmd("Failed", &[("a", "Success"), ("b", "Failed"), ("c", "Cancelled"), ("d", "TimedOut")])],
+            None,
             5,
         );
         let Settlement::Done(r) = s else { panic!() };
@@ -208,6 +218,7 @@ mod tests {
         let s = settle(
             &wave(true, 1_000),
             &[cmd("Failed", &[("a", "Success"), ("b", "Undeliverable"), ("c", "Terminated")])],
+            None,
             5,
         );
         let Settlement::Done(r) = s else { panic!() };
@@ -218,16 +229,16 @@ mod tests {
     #[test]
     fn an_instance_in_a_retried_chunk_keeps_its_best_result() {
         let commands = [cmd("Failed", &[("a", "Failed")]), cmd("Success", &[("a", "Success")])];
-        let Settlement::Done(r) = settle(&wave(true, 1_000), &commands, 5) else { panic!() };
+        let Settlement::Done(r) = settle(&wave(true, 1_000), &commands, None, 5) else { panic!() };
         assert_eq!(r.results, [("a".to_owned(), InstanceResult::Synced)]);
     }
 
     #[test]
     fn unrecorded_ids_wait_for_the_lease_then_take_over() {
         let terminal = [cmd("Success", &[("a", "Success")])];
-        assert_eq!(settle(&wave(false, 1_000), &terminal, 500), Settlement::Sending);
+        assert_eq!(settle(&wave(false, 1_000), &terminal, None, 500), Settlement::Sending);
         assert_eq!(transition(&wave(false, 1_000), &Settlement::Sending, 500, 10), None);
-        let s = settle(&wave(false, 1_000), &terminal, 1_001);
+        let s = settle(&wave(false, 1_000), &terminal, None, 1_001);
         assert!(matches!(
             transition(&wave(false, 1_000), &s, 1_001, 10),
             Some(Op::TakeOver { end: WaveEnd::Success, .. })
@@ -236,8 +247,8 @@ mod tests {
 
     #[test]
     fn a_sender_that_died_before_sending_is_dead_only_after_its_lease() {
-        assert_eq!(settle(&wave(false, 1_000), &[], 500), Settlement::Sending);
-        assert_eq!(settle(&wave(false, 1_000), &[], 1_001), Settlement::Dead);
+        assert_eq!(settle(&wave(false, 1_000), &[], None, 500), Settlement::Sending);
+        assert_eq!(settle(&wave(false, 1_000), &[], None, 1_001), Settlement::Dead);
         assert!(matches!(
             transition(&wave(false, 1_000), &Settlement::Dead, 1_001, 10),
             Some(Op::TakeOver { end: WaveEnd::Abandoned, .. })
@@ -245,8 +256,17 @@ mod tests {
     }
 
     #[test]
+    fn an_intended_instance_no_command_reached_fails_the_wave() {
+        let intended = ["a".to_owned(), "b".to_owned()];
+        let s = settle(&wave(false, 0), &[cmd("Success", &[("a", "Success")])], Some(&intended), 5);
+        let Settlement::Done(r) = s else { panic!("{s:?}") };
+        assert_eq!(r.end, WaveEnd::Failure, "the sender died before reaching b");
+        assert_eq!(r.with(InstanceResult::NotAttempted), ["b"]);
+    }
+
+    #[test]
     fn a_wave_sent_to_nobody_is_done() {
-        let s = settle(&wave(true, 1_000), &[], 5);
+        let s = settle(&wave(true, 1_000), &[], None, 5);
         assert_eq!(s, Settlement::Done(WaveResult { end: WaveEnd::Success, results: vec![] }));
     }
 }
