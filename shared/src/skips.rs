@@ -59,39 +59,6 @@ pub fn not_for_this_function(event: &Event) -> Skip {
     Skip::new(SkipReason::NotForThisFunction, event.kind_name())
 }
 
-/// Accepts the events `wanted` matches, skips the others as not for this function.
-pub fn only(wanted: impl Fn(&Event) -> bool) -> impl FnMut(&Event) -> Result<(), Skip> {
-    move |e| if wanted(e) { Ok(()) } else { Err(not_for_this_function(e)) }
-}
-
-/// The response of a function whose actions are not built yet: it parses
-/// its envelopes and says, honestly, that it did nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NothingDone {
-    /// The function.
-    pub function: &'static str,
-    /// Events in the payload.
-    pub events: usize,
-    /// All of them, skipped, by reason.
-    pub skipped: Skips,
-}
-
-/// Parses `payload`, skips what the function does not handle and marks what
-/// it would handle as not yet implemented.
-pub fn nothing_done(
-    function: &'static str,
-    payload: &serde_json::Value,
-    accept: impl FnMut(&Event) -> Result<(), Skip>,
-) -> NothingDone {
-    let received = crate::events::parse(payload);
-    let events = received.len();
-    let (accepted, mut skipped) = triage(received, accept);
-    for r in accepted {
-        skipped.record(&r.via, Skip::new(SkipReason::NotYetImplemented, r.event.kind_name()));
-    }
-    NothingDone { function, events, skipped }
-}
-
 fn reason_name(reason: SkipReason) -> String {
     serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
@@ -110,7 +77,9 @@ mod tests {
             {"eventSource": "aws:s3", "eventName": "ObjectTagging:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}},
             {"eventSource": "aws:sqs", "messageId": "1", "body": "{\"action\": \"reconcile\"}"}
         ]});
-        let (kept, skips) = triage(events::parse(&payload), only(|e| matches!(e, Event::S3(_))));
+        let (kept, skips) = triage(events::parse(&payload), |e| {
+            if matches!(e, Event::S3(_)) { Ok(()) } else { Err(not_for_this_function(e)) }
+        });
         assert_eq!(kept.len(), 1);
         assert_eq!(skips.by_reason["not_a_content_change"], 1);
         assert_eq!(skips.by_reason["not_for_this_function"], 1);

@@ -56,10 +56,17 @@ pub fn s3_notification(bucket: &str, keys: &[String]) -> Value {
 
 /// An EventBridge "EC2 Command Status-change Notification".
 pub fn command_status(command_id: &str, document: &str, status: &str) -> Value {
+    command_status_on(command_id, document, status, &[])
+}
+
+/// The same, listing the command's instances in `resources` as AWS does.
+pub fn command_status_on(command_id: &str, document: &str, status: &str, instances: &[String]) -> Value {
+    let resources: Vec<String> =
+        instances.iter().map(|i| format!("arn:aws:ec2:us-east-1:123456789012:instance/{i}")).collect();
     json!({
         "version": "0", "id": "51c0891d-0e34-45b1-83d6-95db273d1602",
         "detail-type": "EC2 Command Status-change Notification", "source": "aws.ssm",
-        "account": "123456789012", "time": "2026-11-01T00:05:32Z", "region": "us-east-1", "resources": [],
+        "account": "123456789012", "time": "2026-11-01T00:05:32Z", "region": "us-east-1", "resources": resources,
         "detail": {
             "command-id": command_id, "document-name": document, "expire-after": "2026-11-01T02:05:30.049Z",
             "parameters": {"generation": ["1"]}, "requested-date-time": "2026-11-01T00:05:30.049Z", "status": status

@@ -2,13 +2,13 @@
 //! an SQS hook-target message), the SQS test notification, and the other
 //! `aws.autoscaling` events `mount-targets` reconciles on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Event, SkipReason, str_field, truncate};
 
 /// Which way an instance is moving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// `autoscaling:EC2_INSTANCE_LAUNCHING`.

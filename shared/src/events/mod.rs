@@ -116,8 +116,6 @@ pub enum SkipReason {
     TestNotification,
     /// A manual action this function does not know.
     UnknownAction,
-    /// This version of the function does not act on this event yet.
-    NotYetImplemented,
 }
 
 impl Skip {

@@ -30,6 +30,7 @@ use thiserror::Error;
 
 use super::state::{self, Fingerprint, FleetItem, Op, Refusal, SCHEMA, Wave, WaveEnd};
 use crate::error::AwsError;
+use crate::lifecycle::record::LifecycleRecord;
 
 /// The result of a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +155,19 @@ pub trait FleetStore: Send + Sync {
         now: u64,
         quarantine_after: u32,
     ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+    /// Reads an instance's lifecycle record and its version (0: none yet).
+    fn lifecycle(&self, instance_id: &str) -> impl Future<Output = Result<(LifecycleRecord, u64), StoreError>> + Send;
+    /// Writes an instance's lifecycle record if its version is still
+    /// `expected`; returns the new version, or `None` when another writer
+    /// moved it first. `expires_at` (epoch seconds) lets DynamoDB delete the
+    /// whole instance item once the instance is gone.
+    fn save_lifecycle(
+        &self,
+        instance_id: &str,
+        record: &LifecycleRecord,
+        expected: u64,
+        expires_at: Option<u64>,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 }
 
 /// What a result does to an instance record (shared by both stores).
@@ -190,6 +204,7 @@ struct Memory {
     fleet: Option<FleetItem>,
     waves: HashMap<String, WaveRecord>,
     instances: HashMap<String, InstanceRecord>,
+    lifecycles: HashMap<String, (LifecycleRecord, u64)>,
 }
 
 impl MemoryStore {
@@ -254,6 +269,27 @@ impl FleetStore for MemoryStore {
                 .collect()
         }))
     }
+
+    async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
+        Ok(self.with(|m| m.lifecycles.get(instance_id).cloned().unwrap_or_default()))
+    }
+
+    async fn save_lifecycle(
+        &self,
+        instance_id: &str,
+        record: &LifecycleRecord,
+        expected: u64,
+        _expires_at: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(|m| {
+            let current = m.lifecycles.get(instance_id).map(|(_, v)| *v).unwrap_or(0);
+            if current != expected {
+                return None;
+            }
+            m.lifecycles.insert(instance_id.to_owned(), (record.clone(), expected + 1));
+            Some(expected + 1)
+        }))
+    }
 }
 
 fn fresh(id: &str) -> InstanceRecord {
@@ -289,6 +325,8 @@ const A_FP_SYNCED: &str = "fingerprint_synced";
 const A_FAILED_GEN: &str = "failed_gen";
 const A_FAILED_ATTEMPTS: &str = "failed_attempts";
 const A_EXPIRES: &str = "expires_at";
+const A_LIFECYCLE: &str = "lifecycle";
+const A_LC_VERSION: &str = "lifecycle_version";
 
 /// Builds an `UpdateItem` expression's names and values.
 #[derive(Default)]
@@ -651,6 +689,58 @@ impl FleetStore for DynamoStore {
             out.push(record);
         }
         Ok(out)
+    }
+
+    async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
+        let pk = self.instance_pk(instance_id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetItem", e))?;
+        let Some(attrs) = out.item else { return Ok((LifecycleRecord::default(), 0)) };
+        let r = Reader { pk: &pk, attrs: &attrs };
+        let version = r.number(A_LC_VERSION)?.unwrap_or(0);
+        let record = match r.string(A_LIFECYCLE)? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Unreadable { pk: pk.clone(), why: format!("lifecycle record: {e}") })?,
+            None => LifecycleRecord::default(),
+        };
+        Ok((record, version))
+    }
+
+    async fn save_lifecycle(
+        &self,
+        instance_id: &str,
+        record: &LifecycleRecord,
+        expected: u64,
+        expires_at: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| StoreError::Unreadable { pk: self.instance_pk(instance_id), why: e.to_string() })?;
+        let mut e = Expr::default();
+        let (iid, lc, version, expires) = (e.n("instance_id"), e.n(A_LIFECYCLE), e.n(A_LC_VERSION), e.n(A_EXPIRES));
+        let idv = e.v("id", AttributeValue::S(instance_id.to_owned()));
+        let j = e.v("json", AttributeValue::S(json));
+        let (old, new) = (e.v("old", num(expected)), e.v("new", num(expected + 1)));
+        let mut update = format!("SET {iid} = {idv}, {lc} = {j}, {version} = {new}");
+        match expires_at {
+            Some(t) => {
+                let tv = e.v("expires", num(t));
+                update.push_str(&format!(", {expires} = {tv}"));
+            }
+            None => update.push_str(&format!(" REMOVE {expires}")),
+        }
+        let condition = if expected == 0 {
+            format!("attribute_not_exists({version}) OR {version} = {old}")
+        } else {
+            format!("{version} = {old}")
+        };
+        Ok(self.instance_update(instance_id, update, Some(condition), e).await?.map(|_| expected + 1))
     }
 }
 

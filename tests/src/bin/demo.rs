@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use fleetkeeper::Clients;
 use fleetkeeper_tests::Emulator;
-use fleetkeeper_tests::events::{command_status, s3_notification, scheduled};
+use fleetkeeper_tests::events::{command_status, command_status_on, s3_notification, scheduled};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
 use fleetkeeper_tests::instance::run_document;
 use fleetkeeper_tests::runtime::LambdaProcess;
@@ -30,6 +30,15 @@ impl Timeline {
     }
 }
 
+/// A fleet wave's command, as SSM lists it.
+#[derive(Clone)]
+struct Sent {
+    id: String,
+    generation: String,
+    instances: Vec<String>,
+    parameters: HashMap<String, Vec<String>>,
+}
+
 struct Demo {
     t: Timeline,
     emulator: Emulator,
@@ -47,36 +56,174 @@ async fn main() {
     println!("fleetkeeper demo against the embedded AWS emulator at {}", emulator.url());
 
     t.scene("A web tier launches");
-    // The lifecycle gate is not built yet: this fleet has no launch hook, so
-    // its instances enter service at once.
-    let spec = FleetSpec { instances: 3, launch_hook: false, terminate_hook: false, ..FleetSpec::default() };
+    // The codebase and the document exist before the fleet, as in a real
+    // deployment (the fleet's names come from provisioning, so the objects
+    // are uploaded right after it).
+    let spec = FleetSpec { instances: 3, ..FleetSpec::default() };
     let fleet = Fleet::provision(&clients, &spec).await;
+    create_sync_document(&clients, &fleet).await;
+    upload(&clients, &fleet, &["index.php".into(), "lib/app.php".into(), "media/logo.png".into()]).await;
     t.say(format!("VPC {} with subnets in {}", fleet.vpc_id, zones(&fleet)));
-    t.say(format!("Auto Scaling group {} (no lifecycle hook yet: the gate is not built)", fleet.asg_name));
+    t.say(format!(
+        "Auto Scaling group {} with hooks {} and {}",
+        fleet.asg_name, fleet.launch_hook, fleet.terminate_hook
+    ));
+    t.say(format!(
+        "target group {} (not attached to the group: fleetkeeper registers)",
+        short_arn(&fleet.target_group_arn)
+    ));
+    t.say(format!("codebase in s3://{}/{} (3 objects); sync document {}", fleet.bucket, fleet.prefix, fleet.document));
     for m in fleet.members(&clients).await {
         t.say(format!("instance {} in {} is {}", m.id, m.zone, m.lifecycle_state));
     }
-    create_sync_document(&clients, &fleet).await;
-    upload(&clients, &fleet, &["index.php".into(), "lib/app.php".into(), "media/logo.png".into()]).await;
-    t.say(format!("codebase in s3://{}/{} (3 objects); sync document {}", fleet.bucket, fleet.prefix, fleet.document));
     let mut env = fleet.env();
     env.extend(emulator.aws_env());
     let hosts = std::env::temp_dir().join(format!("fleetkeeper-demo-{}", std::process::id()));
     let demo = Demo { t, emulator, clients, fleet, env, hosts };
 
+    demo.gate_in().await;
     demo.mount_targets().await;
     demo.burst().await;
-
-    demo.t.scene("Where this build stands");
-    demo.t.say("built: configuration, events, emulator, runtime harness, mount-target reconcile,");
-    demo.t.say("       the coalesced, fenced sync (codebase-sync, sync-completion, the SSM document)");
-    demo.t.say("not yet built: the lifecycle gate (lifecycle-hook answers \"not yet implemented\")");
+    demo.drain_out().await;
     let _ = std::fs::remove_dir_all(&demo.hosts);
 }
 
 impl Demo {
+    async fn gate_in(&self) {
+        self.t.scene("Instances are gated into service (lifecycle-hook)");
+        let mut gate = LambdaProcess::start("lifecycle-hook", &self.env).await;
+        let events = self.emulator.lifecycle_events(&self.fleet.asg_name).await;
+        let mut catch_ups = Vec::new();
+        for event in &events {
+            let id = event["detail"]["EC2InstanceId"].as_str().unwrap_or_default().to_owned();
+            let answer = gate.invoke(event.clone()).await.response();
+            let d = &answer["driven"][0];
+            self.t.say(format!(
+                "{id}: launch action -> {} ({}); did: {}",
+                d["result"].as_str().unwrap_or_default(),
+                d["reason"].as_str().unwrap_or_default(),
+                actions(d)
+            ));
+            catch_ups.push(id);
+        }
+        self.t.say(format!(
+            "EFS {} has mount targets in {} (each instance's AZ, ensured by the gate)",
+            self.fleet.file_system_id,
+            self.mount_target_zones().await.join(", ")
+        ));
+        self.t.say(format!(
+            "target group has {} target(s): no traffic before the code is there",
+            self.targets().await.len()
+        ));
+        for id in &catch_ups {
+            let Some((command_id, parameters)) = self.catch_up_of(id).await else { continue };
+            self.run_on_instances(&command_id, std::slice::from_ref(id), &parameters).await;
+            let event = command_status_on(&command_id, &self.fleet.document, "Success", std::slice::from_ref(id));
+            let answer = gate.invoke(event).await.response();
+            let d = &answer["driven"][0];
+            self.t.say(format!(
+                "{id}: catch-up done -> {}; did: {}",
+                d["result"].as_str().unwrap_or_default(),
+                actions(d)
+            ));
+        }
+        for m in self.fleet.members(&self.clients).await {
+            self.t.say(format!("instance {} is {}", m.id, m.lifecycle_state));
+        }
+        self.t.say(format!("target group has {} healthy target(s)", self.healthy_targets().await));
+        gate.stop().await;
+    }
+
+    async fn drain_out(&self) {
+        self.t.scene("An instance is drained out (scale-in)");
+        let before: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
+        let _ = self
+            .clients
+            .autoscaling
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.fleet.asg_name)
+            .desired_capacity(2)
+            .send()
+            .await;
+        let leaving: Vec<String> = self
+            .fleet
+            .members(&self.clients)
+            .await
+            .into_iter()
+            .filter(|m| m.lifecycle_state == "Terminating:Wait")
+            .map(|m| m.id)
+            .collect();
+        for id in &leaving {
+            self.t.say(format!("desired capacity 3 -> 2: {id} is Terminating:Wait"));
+        }
+        let mut gate = LambdaProcess::start("lifecycle-hook", &self.env).await;
+        for event in self.emulator.lifecycle_events(&self.fleet.asg_name).await {
+            let id = event["detail"]["EC2InstanceId"].as_str().unwrap_or_default();
+            let terminating =
+                event["detail"]["LifecycleTransition"].as_str().unwrap_or_default().ends_with("TERMINATING");
+            if !terminating || !leaving.iter().any(|l| l == id) {
+                continue;
+            }
+            let answer = gate.invoke(event.clone()).await.response();
+            let d = &answer["driven"][0];
+            self.t.say(format!(
+                "{id}: terminate action -> {}; did: {}",
+                d["result"].as_str().unwrap_or_default(),
+                actions(d)
+            ));
+        }
+        gate.stop().await;
+        let after: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
+        let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
+        self.t.say(format!(
+            "the group now has {} instance(s); gone: {:?}; target group has {} healthy target(s)",
+            after.len(),
+            gone,
+            self.healthy_targets().await
+        ));
+    }
+
+    async fn catch_up_of(&self, id: &str) -> Option<(String, HashMap<String, Vec<String>>)> {
+        let out = self.clients.ssm.list_commands().instance_id(id).send().await.ok()?;
+        out.commands()
+            .iter()
+            .find(|c| c.comment().is_some_and(|c| c.starts_with("fleetkeeper catch-up")))
+            .map(|c| (c.command_id().unwrap_or_default().to_owned(), c.parameters().cloned().unwrap_or_default()))
+    }
+
+    /// The target group's targets and their health state.
+    async fn targets(&self) -> Vec<(String, String)> {
+        let out =
+            self.clients.elbv2.describe_target_health().target_group_arn(&self.fleet.target_group_arn).send().await;
+        out.map(|o| {
+            o.target_health_descriptions()
+                .iter()
+                .filter_map(|d| {
+                    let id = d.target().and_then(|t| t.id())?.to_owned();
+                    let state =
+                        d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_owned()).unwrap_or_default();
+                    Some((id, state))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    async fn healthy_targets(&self) -> usize {
+        self.targets().await.iter().filter(|(_, state)| state == "healthy").count()
+    }
+
+    async fn mount_target_zones(&self) -> Vec<String> {
+        let out = self.clients.efs.describe_mount_targets().file_system_id(&self.fleet.file_system_id).send().await;
+        let mut zones: Vec<String> = out
+            .map(|o| o.mount_targets().iter().filter_map(|m| m.availability_zone_name().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        zones.sort();
+        zones
+    }
+
     async fn mount_targets(&self) {
-        self.t.scene("EFS mount targets appear (mount-targets, on its schedule)");
+        self.t.scene("Every AZ of the group gets its mount target (mount-targets, on its schedule)");
         self.t.say(format!("EFS {} has {} mount targets", self.fleet.file_system_id, self.count_mount_targets().await));
         let mut mounts = LambdaProcess::start("mount-targets", &self.env).await;
         for run in ["first run", "second run"] {
@@ -112,13 +259,13 @@ impl Demo {
         }
         let mut seen = 0;
         loop {
-            let commands = self.commands().await;
-            if commands.len() == seen {
+            let waves = self.waves().await;
+            if waves.len() == seen {
                 break;
             }
-            self.t.say(format!("SSM has received {} command(s) for the sync document in all", commands.len()));
-            let (command_id, generation, instances, parameters) = commands[seen].clone();
-            seen = commands.len();
+            self.t.say(format!("SSM has received {} fleet wave command(s) in all", waves.len()));
+            let Sent { id: command_id, generation, instances, parameters } = waves[seen].clone();
+            seen = waves.len();
             self.run_on_instances(&command_id, &instances, &parameters).await;
             let answer =
                 completion.invoke(command_status(&command_id, &self.fleet.document, "Success")).await.response();
@@ -182,33 +329,33 @@ impl Demo {
         }
     }
 
-    /// (command id, generation, instances, parameters) of every command sent
-    /// with the fleet's document, oldest first.
-    async fn commands(&self) -> Vec<(String, String, Vec<String>, HashMap<String, Vec<String>>)> {
+    /// The fleet waves' commands sent with the fleet's document, oldest first.
+    async fn waves(&self) -> Vec<Sent> {
         let filter = aws_sdk_ssm::types::CommandFilter::builder()
             .key(aws_sdk_ssm::types::CommandFilterKey::DocumentName)
             .value(&self.fleet.document)
             .build();
         let Ok(filter) = filter else { return Vec::new() };
         let out = self.clients.ssm.list_commands().filters(filter).send().await;
-        let mut all: Vec<_> = out
+        let mut all: Vec<Sent> = out
             .map(|o| {
                 o.commands()
                     .iter()
+                    .filter(|c| c.comment().is_some_and(|c| c.starts_with("fleetkeeper wave")))
                     .map(|c| {
                         let parameters = c.parameters().cloned().unwrap_or_default();
                         let generation = parameters.get("generation").map(|g| g.join(",")).unwrap_or_default();
-                        (
-                            c.command_id().unwrap_or_default().to_owned(),
+                        Sent {
+                            id: c.command_id().unwrap_or_default().to_owned(),
                             generation,
-                            c.instance_ids().to_vec(),
+                            instances: c.instance_ids().to_vec(),
                             parameters,
-                        )
+                        }
                     })
                     .collect()
             })
             .unwrap_or_default();
-        all.sort_by_key(|(_, g, _, _)| g.parse::<u64>().unwrap_or_default());
+        all.sort_by_key(|c| c.generation.parse::<u64>().unwrap_or_default());
         all
     }
 
@@ -222,6 +369,21 @@ impl Demo {
             .map(|o| o.mount_targets.unwrap_or_default().len())
             .unwrap_or_default()
     }
+}
+
+fn actions(driven: &Value) -> String {
+    let list: Vec<String> = driven["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .map(|a| a.replace("arn:aws:elasticloadbalancing:us-east-1:123456789012:", ""))
+        .collect();
+    if list.is_empty() { "nothing yet".into() } else { list.join(", ") }
+}
+
+fn short_arn(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
 }
 
 fn describe_start(wave: &Value) -> String {

@@ -1,0 +1,317 @@
+//! The executor's timing paths, which the emulator cannot show (its targets
+//! are healthy at once and never drain): SDK-level tests with
+//! `aws-smithy-mocks` and an injected clock. They prove the heartbeats, the
+//! health and drain bounds, the global-timeout rule, stopping when the
+//! invocation's time is up, and AWS's unmodeled "No active Lifecycle Action
+//! found" answer.
+
+use std::time::Duration;
+
+use aws_sdk_autoscaling::operation::complete_lifecycle_action::{
+    CompleteLifecycleActionError, CompleteLifecycleActionOutput,
+};
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::operation::describe_auto_scaling_instances::DescribeAutoScalingInstancesOutput;
+use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
+use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, AutoScalingInstanceDetails, LifecycleHook};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::types::{Instance, InstanceState as Ec2State, InstanceStateName, Placement, Reservation};
+use aws_sdk_elasticloadbalancingv2::operation::deregister_targets::DeregisterTargetsOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_group_attributes::DescribeTargetGroupAttributesOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+use aws_sdk_elasticloadbalancingv2::operation::register_targets::RegisterTargetsOutput;
+use aws_sdk_elasticloadbalancingv2::types::{
+    TargetDescription, TargetGroup, TargetGroupAttribute, TargetHealth, TargetHealthDescription, TargetHealthStateEnum,
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use tokio::time::Instant;
+
+use super::exec::{Gate, GateSettings};
+use super::plan::{GLOBAL_MARGIN_MS, TARGET_MARGIN_MS};
+use crate::Clients;
+use crate::clock::ManualClock;
+use crate::events::{LifecycleAction, Place, Transition};
+use crate::sync::store::MemoryStore;
+
+const TG: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/1";
+const ID: &str = "i-0123456789abcdef0";
+const T0: u64 = 1_800_000_000_000;
+
+fn settings() -> GateSettings {
+    GateSettings {
+        asg_names: vec!["web".into()],
+        hook_names: vec!["fk".into()],
+        target_group_arns: vec![TG.into()],
+        mount: None,
+        catch_up: None,
+        dry_run: false,
+    }
+}
+
+fn action(transition: Transition) -> LifecycleAction {
+    let (origin, destination) = match transition {
+        Transition::Launching => (Place::Ec2, Place::AutoScalingGroup),
+        Transition::Terminating => (Place::AutoScalingGroup, Place::Ec2),
+    };
+    LifecycleAction {
+        auto_scaling_group_name: "web".into(),
+        lifecycle_hook_name: "fk".into(),
+        instance_id: ID.into(),
+        transition,
+        token: Some("11111111-2222-3333-4444-555555555555".into()),
+        origin: Some(origin),
+        destination: Some(destination),
+        notification_metadata: None,
+    }
+}
+
+fn health(state: Option<TargetHealthStateEnum>) -> DescribeTargetHealthOutput {
+    let mut d = TargetHealthDescription::builder().target(TargetDescription::builder().id(ID).build());
+    if let Some(s) = state {
+        d = d.target_health(TargetHealth::builder().state(s).build());
+    } else {
+        d = d.target_health(
+            TargetHealth::builder()
+                .state(TargetHealthStateEnum::Unused)
+                .reason(aws_sdk_elasticloadbalancingv2::types::TargetHealthReasonEnum::NotRegistered)
+                .build(),
+        );
+    }
+    DescribeTargetHealthOutput::builder().target_health_descriptions(d.build()).build()
+}
+
+/// The calls a test can count.
+struct Calls {
+    heartbeat: Rule,
+    complete: Rule,
+    register: Rule,
+    deregister: Rule,
+}
+
+/// Clients answering as AWS would for one instance in `lifecycle_state`,
+/// with the target group's health answers in `healths` (the last repeats).
+fn clients(
+    lifecycle_state: &'static str,
+    healths: Vec<Option<TargetHealthStateEnum>>,
+    complete: Rule,
+) -> (Clients, Calls) {
+    let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks).then_output(|| {
+        DescribeLifecycleHooksOutput::builder()
+            .lifecycle_hooks(
+                LifecycleHook::builder()
+                    .lifecycle_hook_name("fk")
+                    .global_timeout(172_800)
+                    .heartbeat_timeout(300)
+                    .build(),
+            )
+            .build()
+    });
+    let instances = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances).then_output(move || {
+        DescribeAutoScalingInstancesOutput::builder()
+            .auto_scaling_instances(
+                AutoScalingInstanceDetails::builder()
+                    .instance_id(ID)
+                    .auto_scaling_group_name("web")
+                    .availability_zone("us-east-1a")
+                    .lifecycle_state(lifecycle_state)
+                    .health_status("HEALTHY")
+                    .protected_from_scale_in(false)
+                    .build(),
+            )
+            .build()
+    });
+    let groups = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+        DescribeAutoScalingGroupsOutput::builder()
+            .auto_scaling_groups(AutoScalingGroup::builder().auto_scaling_group_name("web").build())
+            .build()
+    });
+    let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+    let ec2 = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(
+                        Instance::builder()
+                            .instance_id(ID)
+                            .state(Ec2State::builder().name(InstanceStateName::Running).build())
+                            .placement(Placement::builder().availability_zone("us-east-1a").build())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let tgs = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups).then_output(|| {
+        DescribeTargetGroupsOutput::builder()
+            .target_groups(
+                TargetGroup::builder()
+                    .target_group_arn(TG)
+                    .health_check_interval_seconds(10)
+                    .healthy_threshold_count(3)
+                    .build(),
+            )
+            .build()
+    });
+    let attrs = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_group_attributes).then_output(|| {
+        DescribeTargetGroupAttributesOutput::builder()
+            .attributes(
+                TargetGroupAttribute::builder().key("deregistration_delay.timeout_seconds").value("120").build(),
+            )
+            .build()
+    });
+    let mut seq = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health).sequence();
+    for h in healths {
+        seq = seq.output(move || health(h.clone()));
+    }
+    let health_rule = seq.repeatedly().build();
+    let register = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .then_output(|| RegisterTargetsOutput::builder().build());
+    let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .then_output(|| DeregisterTargetsOutput::builder().build());
+    let clients = Clients {
+        autoscaling: mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            &[&hooks, &instances, &groups, &heartbeat, &complete]
+        ),
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&ec2]),
+        elbv2: mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::MatchAny,
+            &[&tgs, &attrs, &health_rule, &register, &deregister]
+        ),
+        efs: mock_client!(aws_sdk_efs, &[]),
+        ssm: mock_client!(aws_sdk_ssm, &[]),
+        dynamodb: mock_client!(aws_sdk_dynamodb, &[]),
+        s3: mock_client!(aws_sdk_s3, &[]),
+        region: "us-east-1".into(),
+    };
+    (clients, Calls { heartbeat, complete, register, deregister })
+}
+
+fn ok_complete() -> Rule {
+    mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .then_output(|| CompleteLifecycleActionOutput::builder().build())
+}
+
+fn gate<'a>(
+    clients: &'a Clients,
+    store: &'a MemoryStore,
+    settings: &'a GateSettings,
+    clock: &'a ManualClock,
+) -> Gate<'a, MemoryStore> {
+    Gate { clients, store, settings, clock, until: Instant::now() + Duration::from_secs(600) }
+}
+
+#[tokio::test]
+async fn a_target_that_never_turns_healthy_is_waited_for_with_heartbeats_then_deregistered_and_abandoned() {
+    use TargetHealthStateEnum::Initial;
+    let (clients, calls) = clients("Pending:Wait", vec![None, Some(Initial)], ok_complete());
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let g = gate(&clients, &store, &settings, &clock);
+
+    let first = g.drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(first.result, "in_progress");
+    assert!(first.reason.as_deref().unwrap_or_default().contains("initial"), "{first:?}");
+    assert_eq!((calls.register.num_calls(), calls.heartbeat.num_calls()), (1, 1), "registered, then a heartbeat");
+
+    // Within interval × threshold (30 s) + margin: still waiting, another heartbeat.
+    clock.advance(60_000);
+    let second = g.drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(second.result, "in_progress");
+    assert_eq!((calls.register.num_calls(), calls.heartbeat.num_calls()), (1, 2), "never registered twice");
+
+    clock.advance(30_000 + TARGET_MARGIN_MS);
+    let third = g.drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(third.result, "abandon", "{third:?}");
+    assert_eq!(third.actions, [format!("deregistered from {TG}"), "ABANDON".to_owned()], "rolled back, then abandoned");
+    assert_eq!((calls.deregister.num_calls(), calls.complete.num_calls()), (1, 1));
+    let (record, _) = crate::sync::store::FleetStore::lifecycle(&store, ID).await.expect("record");
+    assert!(record.registered.is_empty(), "nothing left registered on record");
+}
+
+#[tokio::test]
+async fn a_drain_is_waited_for_within_the_deregistration_delay_then_terminate_continues() {
+    use TargetHealthStateEnum::{Draining, Healthy};
+    let (clients, calls) = clients("Terminating:Wait", vec![Some(Healthy), Some(Draining)], ok_complete());
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let g = gate(&clients, &store, &settings, &clock);
+
+    let first = g.drive(&action(Transition::Terminating)).await.expect("drive");
+    assert_eq!(first.result, "in_progress");
+    assert_eq!(first.actions, [format!("deregistered from {TG}"), "heartbeat".to_owned()]);
+
+    clock.advance(100_000);
+    assert_eq!(
+        g.drive(&action(Transition::Terminating)).await.expect("drive").result,
+        "in_progress",
+        "within 120 s + margin"
+    );
+    assert_eq!(calls.heartbeat.num_calls(), 2);
+
+    clock.advance(120_000 + TARGET_MARGIN_MS);
+    let last = g.drive(&action(Transition::Terminating)).await.expect("drive");
+    assert_eq!(last.result, "continue", "{last:?}");
+    assert!(last.warnings[0].contains("past its deregistration delay"));
+    assert_eq!((calls.deregister.num_calls(), calls.complete.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn near_the_global_timeout_a_launch_is_abandoned() {
+    let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Initial)], ok_complete());
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let g = gate(&clients, &store, &settings, &clock);
+    assert_eq!(g.drive(&action(Transition::Launching)).await.expect("drive").result, "in_progress");
+    clock.advance(172_800_000 - GLOBAL_MARGIN_MS);
+    let late = g.drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(late.result, "abandon");
+    assert_eq!(late.reason.as_deref(), Some("the lifecycle hook's global timeout is near"));
+    assert_eq!(calls.complete.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn out_of_time_the_hook_is_kept_alive_and_nothing_completes() {
+    let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete());
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let g = Gate { until: Instant::now(), ..gate(&clients, &store, &settings, &clock) };
+    let d = g.drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(d.result, "in_progress");
+    assert!(d.reason.as_deref().unwrap_or_default().contains("time is up"), "{d:?}");
+    assert_eq!((calls.heartbeat.num_calls(), calls.complete.num_calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn completing_an_action_that_is_no_longer_active_is_success() {
+    let gone = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action).then_error(|| {
+        CompleteLifecycleActionError::generic(
+            ErrorMetadata::builder()
+                .code("ValidationError")
+                .message(format!("No active Lifecycle Action found with instance ID {ID}"))
+                .build(),
+        )
+    });
+    let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], gone);
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let d = gate(&clients, &store, &settings, &clock)
+        .drive(&action(Transition::Launching))
+        .await
+        .expect("an inactive action is not an error");
+    assert_eq!(d.result, "continue");
+    assert_eq!(calls.complete.num_calls(), 2, "by token, then by instance id, then accepted as done");
+}
+
+#[tokio::test]
+async fn any_other_validation_error_is_an_error() {
+    let bad = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action).then_error(|| {
+        CompleteLifecycleActionError::generic(
+            ErrorMetadata::builder().code("ValidationError").message("Unable to complete").build(),
+        )
+    });
+    let (clients, _) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], bad);
+    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    assert!(gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.is_err());
+}

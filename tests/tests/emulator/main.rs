@@ -1,0 +1,8 @@
+//! Emulator-backed integration tests, in one binary: each test module would
+//! otherwise link the whole AWS SDK again.
+
+mod codebase_sync;
+mod lifecycle_hook;
+mod mount_targets;
+mod runtime_harness;
+mod sync_store;
