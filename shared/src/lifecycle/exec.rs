@@ -24,11 +24,14 @@ use crate::config::{CodebaseConfig, Config};
 use crate::error::AwsError;
 use crate::events::{CommandStatus, CommandStatusChange, LifecycleAction, Place, Transition};
 use crate::mount_targets::{self, Outcome as MountOutcome};
-use crate::sync::command::{SyncParameters, catch_up_comment};
+use crate::sync::command::{self, SyncParameters, catch_up_comment};
 use crate::sync::store::{FleetStore, InstanceResult, StoreError};
 
 /// How long a finished instance item is kept after the instance is gone.
 const GONE_RETENTION_SECS: u64 = 7 * 86_400;
+
+/// Why an invocation stops when another one moved the instance's record.
+const RACED: &str = "another invocation advanced this instance first: it continues";
 
 /// At most this many planner steps per action and invocation.
 const MAX_STEPS: usize = 24;
@@ -203,7 +206,7 @@ impl<S: FleetStore> Gate<'_, S> {
                     state.step = reason.clone();
                     record.action = Some(state.clone());
                     if self.save(id, &record, version, None).await?.is_none() {
-                        out.reason = Some("another invocation advanced this instance first".into());
+                        out.reason = Some(RACED.into());
                         return Ok(out);
                     }
                     self.heartbeat(action, &state).await?;
@@ -253,7 +256,10 @@ impl<S: FleetStore> Gate<'_, S> {
                     record.action = Some(state.clone());
                     // Recorded before registering: a rollback or the reconcile
                     // can always tell what fleetkeeper registered.
-                    let Some(v) = self.save(id, &record, version, None).await? else { return Ok(out) };
+                    let Some(v) = self.save(id, &record, version, None).await? else {
+                        out.reason = Some(RACED.into());
+                        return Ok(out);
+                    };
                     version = v;
                     for tg in &target_groups {
                         self.register(tg, id).await?;
@@ -269,7 +275,10 @@ impl<S: FleetStore> Gate<'_, S> {
                     record.registered.retain(|t| !target_groups.contains(t));
                     state.drain_started_at.get_or_insert(now);
                     record.action = Some(state.clone());
-                    let Some(v) = self.save(id, &record, version, None).await? else { return Ok(out) };
+                    let Some(v) = self.save(id, &record, version, None).await? else {
+                        out.reason = Some(RACED.into());
+                        return Ok(out);
+                    };
                     version = v;
                     seen.targets = None;
                 }
@@ -585,24 +594,11 @@ impl<S: FleetStore> Gate<'_, S> {
         let parameters = SyncParameters::new(&settings.codebase, &settings.destination, generation, &settings.region)
             .to_ssm()
             .map_err(|e| GateError::Build(e.to_string()))?;
-        let result = self
-            .clients
-            .ssm
-            .send_command()
-            .document_name(&settings.document)
-            .instance_ids(id)
-            .set_parameters(Some(parameters))
-            .comment(catch_up_comment(id, generation))
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(out.command().and_then(|c| c.command_id()).map(str::to_owned)),
-            Err(SdkError::ServiceError(ctx)) if ctx.err().is_invalid_instance_id() => {
-                warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
-                Ok(None)
-            }
-            Err(e) => Err(AwsError::from_sdk("SendCommand", e).into()),
+        let sent = command::send_catch_up(&self.clients.ssm, &settings.document, parameters, id, generation).await?;
+        if sent.is_none() {
+            warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
         }
+        Ok(sent)
     }
 
     /// A catch-up whose id was never recorded, found by its comment.
@@ -637,22 +633,12 @@ impl<S: FleetStore> Gate<'_, S> {
     }
 
     async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {
-        let result = self.clients.ssm.get_command_invocation().command_id(command_id).instance_id(id).send().await;
-        match result {
-            Ok(out) => {
-                let status = CommandStatus::parse(out.status().map(|s| s.as_str()).unwrap_or("Pending"));
-                Ok(match status {
-                    CommandStatus::Success => CatchUpState::Succeeded,
-                    s if s.is_terminal() => {
-                        CatchUpState::Failed(out.status().map(|s| s.as_str().to_owned()).unwrap_or_default())
-                    }
-                    _ => CatchUpState::Running,
-                })
-            }
-            // For a moment after SendCommand the invocation does not exist: pending.
-            Err(SdkError::ServiceError(ctx)) if ctx.err().is_invocation_does_not_exist() => Ok(CatchUpState::Running),
-            Err(e) => Err(AwsError::from_sdk("GetCommandInvocation", e).into()),
-        }
+        let status = command::invocation_status(&self.clients.ssm, command_id, id).await?;
+        Ok(match status {
+            CommandStatus::Success => CatchUpState::Succeeded,
+            s if s.is_terminal() => CatchUpState::Failed(format!("{s:?}")),
+            _ => CatchUpState::Running,
+        })
     }
 
     /// Completes the action (token when known, else instance id); an action

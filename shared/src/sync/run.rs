@@ -12,7 +12,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::codebase::{Excludes, fingerprint};
-use super::command::{ParamError, SyncParameters, chunk_rate, chunks, wave_comment};
+use super::command::{ParamError, SyncParameters, chunk_rate, chunks, invocation_status, send_catch_up, wave_comment};
 use super::settle::{CommandView, InvocationView, Settlement, WaveResult, settle, transition};
 use super::state::{FleetItem, Op, Refusal, Wave, WaveEnd, start_refusal};
 use super::store::{Applied, FleetStore, InstanceResult, StoreError, WaveRecord};
@@ -652,19 +652,69 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// a change whose event was lost still syncs.
     pub async fn sweep(&self) -> Result<SweepReport, SyncError> {
         let settled = self.settle().await?;
-        let mut report = SweepReport { settled, started: None, fingerprint_changed: false };
-        let Some(item) = self.store.load().await? else {
+        let report = SweepReport { settled, started: None, fingerprint_changed: false, recoveries: Vec::new() };
+        let item = self.store.load().await?;
+        let mut report = match &item {
             // Never any demand: the first sweep syncs an existing codebase.
-            return self.sweep_fingerprint(report, None).await;
+            None => self.sweep_fingerprint(report, None).await?,
+            Some(item) => match start_refusal(item) {
+                Ok(()) => SweepReport { started: Some(self.start("sweep: demand without a wave").await?), ..report },
+                Err(Refusal::CaughtUp) => self.sweep_fingerprint(report, item.fingerprint_synced).await?,
+                Err(_) => report,
+            },
         };
-        match start_refusal(&item) {
-            Ok(()) => {
-                report.started = Some(self.start("sweep: demand without a wave").await?);
-                Ok(report)
-            }
-            Err(Refusal::CaughtUp) => self.sweep_fingerprint(report, item.fingerprint_synced).await,
-            Err(_) => Ok(report),
+        report.recoveries = self.recover().await?;
+        Ok(report)
+    }
+
+    /// Offers each quarantined instance (in service, online) a catch-up, at
+    /// most once per [`RECOVERY_SPACING_MS`]: a success lifts the quarantine
+    /// and the instance rejoins the waves; a failure counts and waits.
+    async fn recover(&self) -> Result<Vec<Recovery>, SyncError> {
+        if self.settings.dry_run {
+            return Ok(Vec::new());
         }
+        let quarantined = self.eligible().await?.quarantined;
+        if quarantined.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.settings;
+        let now = self.clock.now_ms();
+        let requested = self.store.load().await?.map(|i| i.requested_gen).unwrap_or(0);
+        let mut out = Vec::new();
+        for r in self.store.instances(&quarantined).await? {
+            let id = r.instance_id.clone();
+            let recovery = |action: &str, generation, command_id: Option<String>| Recovery {
+                instance_id: id.clone(),
+                action: action.to_owned(),
+                generation,
+                command_id,
+            };
+            if let Some(command) = &r.recovery_command {
+                let status = invocation_status(&self.clients.ssm, command, &id).await?;
+                if !status.is_terminal() {
+                    out.push(recovery("running", r.recovery_gen, Some(command.clone())));
+                    continue;
+                }
+                let result = if status.is_success() { InstanceResult::Synced } else { InstanceResult::Failed };
+                self.store.record_results(r.recovery_gen, &[(id.clone(), result)], now, s.quarantine_after).await?;
+                self.store.set_recovery(&id, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(now)).await?;
+                let action = if status.is_success() { "recovered" } else { "still failing" };
+                info!(instance_id = %id, action, "quarantine recovery catch-up ended");
+                out.push(recovery(action, r.recovery_gen, Some(command.clone())));
+            } else if r.recovery_sent_at.is_none_or(|t| now >= t + RECOVERY_SPACING_MS) {
+                let parameters = SyncParameters::new(&s.codebase, &s.destination, requested, &s.region).to_ssm()?;
+                match send_catch_up(&self.clients.ssm, &s.document, parameters, &id, requested).await? {
+                    Some(command) => {
+                        self.store.set_recovery(&id, Some(command.clone()), requested, now).await?;
+                        info!(instance_id = %id, generation = requested, "quarantine recovery catch-up sent");
+                        out.push(recovery("sent", requested, Some(command)));
+                    }
+                    None => out.push(recovery("not online", requested, None)),
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn sweep_fingerprint(
@@ -710,6 +760,22 @@ pub struct Eligible {
     pub not_online: Vec<String>,
 }
 
+/// How often a quarantined instance is offered a recovery catch-up.
+pub const RECOVERY_SPACING_MS: u64 = 60 * 60 * 1000;
+
+/// A quarantined instance's recovery catch-up, as the sweep saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// The instance.
+    pub instance_id: String,
+    /// `sent`, `running`, `recovered`, `still failing`, `not online`.
+    pub action: String,
+    /// The generation it syncs to.
+    pub generation: u64,
+    /// Its command.
+    pub command_id: Option<String>,
+}
+
 /// What the sweep did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -720,6 +786,8 @@ pub struct SweepReport {
     /// The codebase changed since the last successful wave with no demand
     /// recorded (a lost event).
     pub fingerprint_changed: bool,
+    /// Recovery catch-ups of quarantined instances.
+    pub recoveries: Vec<Recovery>,
 }
 
 fn refused(refusal: Refusal) -> StartOutcome {

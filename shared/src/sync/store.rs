@@ -90,6 +90,12 @@ pub struct InstanceRecord {
     pub quarantined_since: Option<u64>,
     /// The last generation it synced.
     pub last_synced_gen: u64,
+    /// The recovery catch-up of a quarantined instance, while in flight.
+    pub recovery_command: Option<String>,
+    /// The generation that recovery catch-up syncs to.
+    pub recovery_gen: u64,
+    /// When the last recovery catch-up was sent, epoch ms.
+    pub recovery_sent_at: Option<u64>,
 }
 
 impl InstanceRecord {
@@ -155,6 +161,15 @@ pub trait FleetStore: Send + Sync {
         now: u64,
         quarantine_after: u32,
     ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+    /// Records a quarantined instance's recovery catch-up (`command: None`:
+    /// none in flight; `sent_at` is kept to space the attempts).
+    fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Reads an instance's lifecycle record and its version (0: none yet).
     fn lifecycle(&self, instance_id: &str) -> impl Future<Output = Result<(LifecycleRecord, u64), StoreError>> + Send;
     /// Writes an instance's lifecycle record if its version is still
@@ -268,6 +283,22 @@ impl FleetStore for MemoryStore {
                 })
                 .collect()
         }))
+    }
+
+    async fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let r = m.instances.entry(instance_id.to_owned()).or_insert_with(|| fresh(instance_id));
+            r.recovery_command = command;
+            r.recovery_gen = generation;
+            r.recovery_sent_at = Some(sent_at);
+        });
+        Ok(())
     }
 
     async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
@@ -691,6 +722,33 @@ impl FleetStore for DynamoStore {
         Ok(out)
     }
 
+    async fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut e = Expr::default();
+        let (iid, cmd, g, at) =
+            (e.n("instance_id"), e.n("recovery_command"), e.n("recovery_gen"), e.n("recovery_sent_at"));
+        let (idv, gv, atv) = (
+            e.v("id", AttributeValue::S(instance_id.to_owned())),
+            e.v("gen", num(generation)),
+            e.v("at", num(sent_at)),
+        );
+        let mut update = format!("SET {iid} = {idv}, {g} = {gv}, {at} = {atv}");
+        match command {
+            Some(c) => {
+                let cv = e.v("cmd", AttributeValue::S(c));
+                update.push_str(&format!(", {cmd} = {cv}"));
+            }
+            None => update.push_str(&format!(" REMOVE {cmd}")),
+        }
+        self.instance_update(instance_id, update, None, e).await?;
+        Ok(())
+    }
+
     async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
         let pk = self.instance_pk(instance_id);
         let out = self
@@ -898,6 +956,9 @@ fn parse_instance(attrs: &HashMap<String, AttributeValue>) -> Result<InstanceRec
         sync_failures: u32::try_from(r.number("sync_failures")?.unwrap_or_default()).unwrap_or(u32::MAX),
         quarantined_since: r.number("quarantined_since")?,
         last_synced_gen: r.number("last_synced_gen")?.unwrap_or_default(),
+        recovery_command: r.string("recovery_command")?,
+        recovery_gen: r.number("recovery_gen")?.unwrap_or_default(),
+        recovery_sent_at: r.number("recovery_sent_at")?,
     })
 }
 

@@ -90,7 +90,8 @@ impl World {
         serde_json::to_value(summary).expect("json")
     }
 
-    /// Every command sent with the fleet's document, oldest first.
+    /// Every wave command sent with the fleet's document, oldest first
+    /// (catch-ups left out).
     async fn sent(&self) -> Vec<Sent> {
         let out = self
             .clients
@@ -109,6 +110,7 @@ impl World {
         let mut sent: Vec<Sent> = out
             .commands()
             .iter()
+            .filter(|c| c.comment().is_some_and(|c| c.starts_with("fleetkeeper wave")))
             .map(|c| {
                 let mut parameters: Vec<(String, Vec<String>)> =
                     c.parameters().map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
@@ -465,4 +467,68 @@ async fn both_real_bootstraps_run_a_wave_through_the_runtime_api() {
     let logs = dispatcher.stop().await.stdout();
     assert!(logs.contains("sync wave sent"), "{logs}");
     completion.stop().await;
+}
+
+/// Quarantines `bad` with one failed wave (`FLEET_SYNC_QUARANTINE_AFTER=1`);
+/// the retry syncs `good` alone.
+async fn quarantine_one(w: &World) -> (String, String) {
+    let members = w.members().await;
+    let (bad, good) = (members[0].clone(), members[1].clone());
+    started(&w.uploads(1, "q").await);
+    let sent = w.sent().await;
+    w.end(&sent[0].id, Some(&bad), "Failed").await;
+    w.end(&sent[0].id, Some(&good), "Success").await;
+    let done = w.event_for(&sent[0].id, "Failed").await;
+    assert_eq!(done["settled"]["quarantined"], json!([bad]), "{done}");
+    let retry = &done["settled"]["follow_up"];
+    assert_eq!(retry["instances"], json!([good]), "left out while quarantined");
+    let retry_id = w.sent().await[1].id.clone();
+    w.end(&retry_id, None, "Success").await;
+    assert_eq!(w.event_for(&retry_id, "Success").await["settled"]["end"], "success");
+    (bad, good)
+}
+
+#[tokio::test]
+async fn a_quarantined_instance_gets_a_recovery_catch_up_and_rejoins_on_success() {
+    let w = World::with(2, |env| set_var(env, fleetkeeper::config::vars::SYNC_QUARANTINE_AFTER, "1")).await;
+    let (bad, good) = quarantine_one(&w).await;
+
+    let sweep = w.complete(scheduled()).await;
+    let recovery = &sweep["sweep"]["recoveries"][0];
+    assert_eq!(
+        (recovery["instance_id"].as_str(), recovery["action"].as_str()),
+        (Some(bad.as_str()), Some("sent")),
+        "{sweep}"
+    );
+    let command = recovery["command_id"].as_str().unwrap_or_default().to_owned();
+    let catch_up = w.clients.ssm.list_commands().command_id(&command).send().await.expect("list");
+    assert_eq!(catch_up.commands()[0].instance_ids(), std::slice::from_ref(&bad), "sent to the quarantined host alone");
+    assert!(catch_up.commands()[0].comment().unwrap_or_default().starts_with("fleetkeeper catch-up"));
+
+    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "running");
+    w.end(&command, Some(&bad), "Success").await;
+    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "recovered");
+
+    let wave = w.uploads(1, "back").await;
+    let mut instances: Vec<String> = serde_json::from_value(started(&wave)["instances"].clone()).expect("ids");
+    instances.sort();
+    let mut both = vec![bad, good];
+    both.sort();
+    assert_eq!(instances, both, "the recovered host rejoins the waves");
+    assert_eq!(started(&wave)["quarantined"], json!([]));
+}
+
+#[tokio::test]
+async fn a_failing_recovery_counts_and_the_next_waits_an_hour() {
+    let w = World::with(2, |env| set_var(env, fleetkeeper::config::vars::SYNC_QUARANTINE_AFTER, "1")).await;
+    let (bad, _) = quarantine_one(&w).await;
+    let sweep = w.complete(scheduled()).await;
+    let command = sweep["sweep"]["recoveries"][0]["command_id"].as_str().unwrap_or_default().to_owned();
+    w.end(&command, Some(&bad), "Failed").await;
+    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "still failing");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"], json!([]), "not again within the hour");
+    let record = w.store().instances(std::slice::from_ref(&bad)).await.expect("record").remove(0);
+    assert_eq!((record.sync_failures, record.quarantined()), (2, true));
+    w.clock.advance(fleetkeeper::sync::run::RECOVERY_SPACING_MS);
+    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "sent");
 }
