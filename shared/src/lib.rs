@@ -9,6 +9,7 @@
 //! | [`clients`] | SDK clients built once from the standard `aws-config` chain |
 //! | [`error`] | the error policy: transient / configuration / rejected |
 //! | [`events`] | typed envelopes for every event shape fleetkeeper receives |
+//! | [`groups`] | the managed Auto Scaling groups |
 //! | [`lifecycle`] | gating instances in and out of service: planner, record, executor |
 //! | [`mount_targets`] | one EFS mount target per AZ: planner, executor |
 //! | [`sync`] | the coalesced, fenced codebase sync: state machine, store, settle, command |
@@ -29,6 +30,7 @@ pub mod deadline;
 pub mod deps;
 pub mod error;
 pub mod events;
+pub mod groups;
 pub mod lifecycle;
 pub mod mount_targets;
 pub mod params;

@@ -11,33 +11,16 @@
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
 use fleetkeeper::sync::codebase::relevance;
-use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncContext, SyncSettings};
+use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncFunction, SyncSettings};
 use fleetkeeper::sync::state::Op;
-use fleetkeeper::sync::store::{Applied, DynamoStore, FleetStore};
-use fleetkeeper::{ConfigError, Deps};
+use fleetkeeper::sync::store::{Applied, FleetStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
 
 /// The function's state, built once per cold start.
-pub struct Function {
-    /// Config, clients, clock.
-    pub deps: Deps,
-    /// The sync settings.
-    pub settings: SyncSettings,
-    /// The lock table.
-    pub store: DynamoStore,
-}
-
-impl Function {
-    /// Resolves the sync settings (a missing or bad one fails the init).
-    pub fn new(deps: Deps) -> Result<Self, ConfigError> {
-        let settings = SyncSettings::from_config(&deps.config, &deps.clients.region)?;
-        let store = DynamoStore::new(deps.clients.dynamodb.clone(), &settings.lock_table, &settings.fleet);
-        Ok(Function { deps, settings, store })
-    }
-}
+pub type Function = SyncFunction;
 
 /// The function's response and its summary log line.
 #[derive(Debug, Serialize)]
@@ -94,8 +77,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         info!(events, skipped = summary.skipped.total(), "no relevant change");
         return Ok(summary);
     }
-    let cx =
-        SyncContext { clients: &f.deps.clients, store: &f.store, settings: &f.settings, clock: f.deps.clock.as_ref() };
+    let cx = f.context();
     let reason = match &manual {
         Some(r) => format!("manual: {r}"),
         None => "upload".to_owned(),

@@ -12,32 +12,14 @@
 
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
-use fleetkeeper::sync::run::{SettleOutcome, SweepReport, SyncContext, SyncSettings};
-use fleetkeeper::sync::store::DynamoStore;
-use fleetkeeper::{ConfigError, Deps};
+use fleetkeeper::sync::run::{SettleOutcome, SweepReport, SyncFunction, SyncSettings};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
 
 /// The function's state, built once per cold start.
-pub struct Function {
-    /// Config, clients, clock.
-    pub deps: Deps,
-    /// The sync settings.
-    pub settings: SyncSettings,
-    /// The lock table.
-    pub store: DynamoStore,
-}
-
-impl Function {
-    /// Resolves the sync settings (a missing or bad one fails the init).
-    pub fn new(deps: Deps) -> Result<Self, ConfigError> {
-        let settings = SyncSettings::from_config(&deps.config, &deps.clients.region)?;
-        let store = DynamoStore::new(deps.clients.dynamodb.clone(), &settings.lock_table, &settings.fleet);
-        Ok(Function { deps, settings, store })
-    }
-}
+pub type Function = SyncFunction;
 
 /// The function's response and its summary log line.
 #[derive(Debug, Serialize)]
@@ -76,8 +58,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let received = events::parse(&event.payload);
     let total = received.len();
     let (accepted, mut skipped) = triage(received, |e| classify(e, &f.settings));
-    let cx =
-        SyncContext { clients: &f.deps.clients, store: &f.store, settings: &f.settings, clock: f.deps.clock.as_ref() };
+    let cx = f.context();
     let mut summary = Summary {
         function: "sync-completion",
         events: total,

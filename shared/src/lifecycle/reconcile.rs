@@ -40,20 +40,9 @@ impl<S: FleetStore> Gate<'_, S> {
     /// Runs the reconcile.
     pub async fn reconcile(&self) -> Result<ReconcileReport, GateError> {
         let mut report = ReconcileReport::default();
-        let groups = self
-            .clients
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .set_auto_scaling_group_names(Some(self.settings.asg_names.clone()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeAutoScalingGroups", e))?;
-        let found: BTreeSet<&str> = groups.iter().filter_map(|g| g.auto_scaling_group_name()).collect();
-        report.missing_groups =
-            self.settings.asg_names.iter().filter(|n| !found.contains(n.as_str())).cloned().collect();
+        let managed = crate::groups::managed_groups(self.clients, &self.settings.asg_names).await?;
+        report.missing_groups = managed.missing;
+        let groups = managed.found;
 
         // 1. Drive every instance waiting on one of our hooks.
         for g in &groups {

@@ -284,19 +284,8 @@ struct Observed {
 }
 
 async fn observe(clients: &Clients, target: &Target) -> Result<Observed, MountError> {
-    let groups = clients
-        .autoscaling
-        .describe_auto_scaling_groups()
-        .set_auto_scaling_group_names(Some(target.asg_names.clone()))
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| AwsError::from_sdk("DescribeAutoScalingGroups", e))?;
-    let found: BTreeSet<&str> = groups.iter().filter_map(|g| g.auto_scaling_group_name()).collect();
-    let missing_groups: Vec<String> =
-        target.asg_names.iter().filter(|n| !found.contains(n.as_str())).cloned().collect();
+    let crate::groups::ManagedGroups { found: groups, missing: missing_groups } =
+        crate::groups::managed_groups(clients, &target.asg_names).await?;
     for g in &missing_groups {
         warn!(group = %g, "managed group does not exist");
     }

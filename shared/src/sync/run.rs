@@ -78,6 +78,37 @@ impl SyncSettings {
     }
 }
 
+/// A sync function's state (`codebase-sync`, `sync-completion`), built once
+/// per cold start.
+pub struct SyncFunction {
+    /// Config, clients, clock.
+    pub deps: crate::Deps,
+    /// The sync settings.
+    pub settings: SyncSettings,
+    /// The lock table.
+    pub store: super::store::DynamoStore,
+}
+
+impl SyncFunction {
+    /// Resolves the sync settings (a missing or bad one fails the init).
+    pub fn new(deps: crate::Deps) -> Result<Self, ConfigError> {
+        let settings = SyncSettings::from_config(&deps.config, &deps.clients.region)?;
+        let store =
+            super::store::DynamoStore::new(deps.clients.dynamodb.clone(), &settings.lock_table, &settings.fleet);
+        Ok(SyncFunction { deps, settings, store })
+    }
+
+    /// The executor over this state.
+    pub fn context(&self) -> SyncContext<'_, super::store::DynamoStore> {
+        SyncContext {
+            clients: &self.deps.clients,
+            store: &self.store,
+            settings: &self.settings,
+            clock: self.deps.clock.as_ref(),
+        }
+    }
+}
+
 /// What the executor works with.
 pub struct SyncContext<'a, S> {
     /// SDK clients.
@@ -389,17 +420,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// Instances to sync: `InService` and healthy in a managed group, `Online`
     /// in SSM, not quarantined.
     pub async fn eligible(&self) -> Result<Eligible, SyncError> {
-        let groups = self
-            .clients
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .set_auto_scaling_group_names(Some(self.settings.asg_names.clone()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeAutoScalingGroups", e))?;
+        let groups = crate::groups::managed_groups(self.clients, &self.settings.asg_names).await?.found;
         let in_service: Vec<String> = groups
             .iter()
             .flat_map(|g| g.instances())

@@ -471,16 +471,7 @@ impl DynamoStore {
 
 impl FleetStore for DynamoStore {
     async fn load(&self) -> Result<Option<FleetItem>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(self.fleet.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("GetItem", e))?;
-        out.item.map(|attrs| parse_fleet(&self.fleet, &attrs)).transpose()
+        self.get(&self.fleet).await?.map(|attrs| parse_fleet(&self.fleet, &attrs)).transpose()
     }
 
     async fn apply(&self, op: &Op) -> Result<Applied, StoreError> {
@@ -617,16 +608,7 @@ impl FleetStore for DynamoStore {
 
     async fn wave(&self, wave_id: &str) -> Result<Option<WaveRecord>, StoreError> {
         let pk = self.wave_pk(wave_id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("GetItem", e))?;
-        let Some(a) = out.item else { return Ok(None) };
+        let Some(a) = self.get(&pk).await? else { return Ok(None) };
         let r = Reader { pk: &pk, attrs: &a };
         Ok(Some(WaveRecord {
             wave_id: r.string("wave_id")?.unwrap_or_default(),
@@ -751,16 +733,7 @@ impl FleetStore for DynamoStore {
 
     async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
         let pk = self.instance_pk(instance_id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("GetItem", e))?;
-        let Some(attrs) = out.item else { return Ok((LifecycleRecord::default(), 0)) };
+        let Some(attrs) = self.get(&pk).await? else { return Ok((LifecycleRecord::default(), 0)) };
         let r = Reader { pk: &pk, attrs: &attrs };
         let version = r.number(A_LC_VERSION)?.unwrap_or(0);
         let record = match r.string(A_LIFECYCLE)? {
@@ -803,6 +776,20 @@ impl FleetStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// A strongly consistent read of one item.
+    async fn get(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// Updates an instance record; `None` when the condition failed.
     async fn instance_update(
         &self,
