@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -224,7 +223,6 @@ def test_a_reader_never_sees_a_missing_or_half_filled_tree(bucket: str, tmp_path
     t.start()
     try:
         assert run(bucket, dest, 2)[0] == 0
-        time.sleep(0.05)
     finally:
         stop.set()
         t.join()

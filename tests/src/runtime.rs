@@ -89,6 +89,7 @@ pub struct LambdaProcess {
 pub struct Output {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Output {
@@ -203,8 +204,10 @@ pub async fn run_to_exit(binary: &str, env: &[(String, String)], timeout: Durati
             panic!("{binary} was expected to exit but kept running.\nstdout:\n{}", output.stdout());
         }
     };
-    // Let the output readers drain the pipes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The readers end when the pipes close: wait for them, not for a delay.
+    for reader in output.readers.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default() {
+        let _ = reader.await;
+    }
     server.abort();
     let init_error = api.init_error.lock().ok().and_then(|e| e.clone());
     Exit { code: status.code(), stdout: output.stdout(), stderr: output.stderr(), init_error }
@@ -229,11 +232,15 @@ fn spawn(binary: &str, env: &[(String, String)], addr: &str) -> (Child, Output) 
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
     let output = Output::default();
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(capture(out, output.stdout.clone()));
+        readers.push(tokio::spawn(capture(out, output.stdout.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(capture(err, output.stderr.clone()));
+        readers.push(tokio::spawn(capture(err, output.stderr.clone())));
+    }
+    if let Ok(mut r) = output.readers.lock() {
+        *r = readers;
     }
     (child, output)
 }
