@@ -32,3 +32,11 @@ pub async fn managed_groups(clients: &Clients, names: &[String]) -> Result<Manag
     let missing = names.iter().filter(|n| !present.contains(n.as_str())).cloned().collect();
     Ok(ManagedGroups { found, missing })
 }
+
+/// The target groups attached to a group: `TargetGroupARNs` and the
+/// identifiers of its `TrafficSources`.
+pub fn attached_target_groups(group: &AutoScalingGroup) -> BTreeSet<String> {
+    let mut attached: BTreeSet<String> = group.target_group_arns().iter().cloned().collect();
+    attached.extend(group.traffic_sources().iter().filter_map(|t| t.identifier().map(str::to_owned)));
+    attached
+}

@@ -283,6 +283,44 @@ impl Fleet {
         .collect()
     }
 
+    /// The target group's targets and their health state, sorted by id.
+    pub async fn targets(&self, c: &Clients) -> Vec<(String, String)> {
+        let out = c
+            .elbv2
+            .describe_target_health()
+            .target_group_arn(&self.target_group_arn)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe_target_health: {e:?}"));
+        let mut targets: Vec<(String, String)> = out
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let id = d.target().and_then(|t| t.id())?.to_owned();
+                let state =
+                    d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_owned()).unwrap_or_default();
+                Some((id, state))
+            })
+            .collect();
+        targets.sort();
+        targets
+    }
+
+    /// The AZs of the file system's mount targets, sorted.
+    pub async fn mount_target_zones(&self, c: &Clients) -> Vec<String> {
+        let out = c
+            .efs
+            .describe_mount_targets()
+            .file_system_id(&self.file_system_id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe_mount_targets: {e:?}"));
+        let mut zones: Vec<String> =
+            out.mount_targets().iter().filter_map(|m| m.availability_zone_name().map(str::to_owned)).collect();
+        zones.sort();
+        zones
+    }
+
     /// The group's instances as Auto Scaling reports them, with their AZ.
     pub async fn members(&self, c: &Clients) -> Vec<Member> {
         let out = c

@@ -542,12 +542,7 @@ impl<S: FleetStore> Gate<'_, S> {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeAutoScalingGroups", e))?;
-        let mut attached = BTreeSet::new();
-        for g in out.auto_scaling_groups() {
-            attached.extend(g.target_group_arns().iter().cloned());
-            attached.extend(g.traffic_sources().iter().filter_map(|t| t.identifier().map(str::to_owned)));
-        }
-        Ok(attached)
+        Ok(out.auto_scaling_groups().iter().flat_map(crate::groups::attached_target_groups).collect())
     }
 
     pub(super) async fn register(&self, tg: &str, id: &str) -> Result<(), GateError> {

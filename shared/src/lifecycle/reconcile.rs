@@ -9,7 +9,7 @@
 //!   are deregistered — only when fleetkeeper's own instance record says it
 //!   registered them (target groups may be shared with other teams).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_autoscaling::types::LifecycleState;
 use serde::Serialize;
@@ -87,10 +87,11 @@ impl<S: FleetStore> Gate<'_, S> {
         // 2. Registrations: InService members of each group, in the managed
         //    target groups not attached to it.
         let mut members: BTreeSet<String> = BTreeSet::new();
+        // Each target group is described once per run (steps 2 and 3 share it).
+        let mut targets: HashMap<String, BTreeSet<String>> = HashMap::new();
         for g in &groups {
             members.extend(g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
-            let mut attached: BTreeSet<String> = g.target_group_arns().iter().cloned().collect();
-            attached.extend(g.traffic_sources().iter().filter_map(|t| t.identifier().map(str::to_owned)));
+            let attached = crate::groups::attached_target_groups(g);
             let in_service: Vec<&str> = g
                 .instances()
                 .iter()
@@ -101,7 +102,7 @@ impl<S: FleetStore> Gate<'_, S> {
                 .filter_map(|i| i.instance_id())
                 .collect();
             for tg in self.settings.target_group_arns.iter().filter(|t| !attached.contains(*t)) {
-                let present = self.targets_of(tg).await?;
+                let present = self.targets_of(tg, &mut targets).await?.clone();
                 for id in in_service.iter().filter(|i| !present.contains(**i)) {
                     if self.remember_registration(id, tg).await? {
                         self.register(tg, id).await?;
@@ -114,7 +115,7 @@ impl<S: FleetStore> Gate<'_, S> {
 
         // 3. Targets whose instance left every managed group, registered by us.
         for tg in &self.settings.target_group_arns {
-            for id in self.targets_of(tg).await? {
+            for id in self.targets_of(tg, &mut targets).await?.clone() {
                 if members.contains(&id) {
                     continue;
                 }
@@ -168,7 +169,20 @@ impl<S: FleetStore> Gate<'_, S> {
         Ok(action)
     }
 
-    async fn targets_of(&self, tg: &str) -> Result<BTreeSet<String>, GateError> {
+    /// The non-draining targets of `tg`, described once per run.
+    async fn targets_of<'c>(
+        &self,
+        tg: &str,
+        cache: &'c mut HashMap<String, BTreeSet<String>>,
+    ) -> Result<&'c BTreeSet<String>, GateError> {
+        if !cache.contains_key(tg) {
+            let described = self.describe_targets(tg).await?;
+            cache.insert(tg.to_owned(), described);
+        }
+        Ok(cache.entry(tg.to_owned()).or_default())
+    }
+
+    async fn describe_targets(&self, tg: &str) -> Result<BTreeSet<String>, GateError> {
         let out = self
             .clients
             .elbv2

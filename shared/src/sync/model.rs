@@ -329,6 +329,16 @@ impl World {
         }
     }
 
+    /// Plays `actions` (every invariant checked at each step), then drains.
+    fn run(actions: &[Action]) -> World {
+        let mut world = World::default();
+        for a in actions {
+            world.step(a);
+        }
+        world.drain();
+        world
+    }
+
     /// Completions succeed from now on: senders finish, commands succeed,
     /// sweeps run past leases; a held generation gets a manual sync.
     fn drain(&mut self) {
@@ -363,11 +373,7 @@ proptest! {
 
     #[test]
     fn interleavings_keep_the_invariants_and_lose_no_demand(actions in prop::collection::vec(action(), 1..160)) {
-        let mut world = World::default();
-        for a in &actions {
-            world.step(a);
-        }
-        world.drain();
+        let world = World::run(&actions);
         if let Some(item) = &world.item {
             prop_assert_eq!(item.completed_gen, item.requested_gen);
             prop_assert!(item.wave.is_none());
@@ -376,11 +382,7 @@ proptest! {
 
     #[test]
     fn failing_fleets_retry_each_generation_once(actions in prop::collection::vec(action_with(0.1), 1..160)) {
-        let mut world = World::default();
-        for a in &actions {
-            world.step(a);
-        }
-        world.drain();
+        let world = World::run(&actions);
         if let Some(item) = &world.item {
             prop_assert_eq!(item.completed_gen, item.requested_gen);
         }

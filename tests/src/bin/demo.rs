@@ -109,11 +109,11 @@ impl Demo {
         self.t.say(format!(
             "EFS {} has mount targets in {} (each instance's AZ, ensured by the gate)",
             self.fleet.file_system_id,
-            self.mount_target_zones().await.join(", ")
+            self.fleet.mount_target_zones(&self.clients).await.join(", ")
         ));
         self.t.say(format!(
             "target group has {} target(s): no traffic before the code is there",
-            self.targets().await.len()
+            self.fleet.targets(&self.clients).await.len()
         ));
         for id in &catch_ups {
             let Some((command_id, parameters)) = self.catch_up_of(id).await else { continue };
@@ -191,40 +191,17 @@ impl Demo {
             .map(|c| (c.command_id().unwrap_or_default().to_owned(), c.parameters().cloned().unwrap_or_default()))
     }
 
-    /// The target group's targets and their health state.
-    async fn targets(&self) -> Vec<(String, String)> {
-        let out =
-            self.clients.elbv2.describe_target_health().target_group_arn(&self.fleet.target_group_arn).send().await;
-        out.map(|o| {
-            o.target_health_descriptions()
-                .iter()
-                .filter_map(|d| {
-                    let id = d.target().and_then(|t| t.id())?.to_owned();
-                    let state =
-                        d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_owned()).unwrap_or_default();
-                    Some((id, state))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
     async fn healthy_targets(&self) -> usize {
-        self.targets().await.iter().filter(|(_, state)| state == "healthy").count()
-    }
-
-    async fn mount_target_zones(&self) -> Vec<String> {
-        let out = self.clients.efs.describe_mount_targets().file_system_id(&self.fleet.file_system_id).send().await;
-        let mut zones: Vec<String> = out
-            .map(|o| o.mount_targets().iter().filter_map(|m| m.availability_zone_name().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        zones.sort();
-        zones
+        self.fleet.targets(&self.clients).await.iter().filter(|(_, state)| state == "healthy").count()
     }
 
     async fn mount_targets(&self) {
         self.t.scene("Every AZ of the group gets its mount target (mount-targets, on its schedule)");
-        self.t.say(format!("EFS {} has {} mount targets", self.fleet.file_system_id, self.count_mount_targets().await));
+        self.t.say(format!(
+            "EFS {} has {} mount targets",
+            self.fleet.file_system_id,
+            self.fleet.mount_target_zones(&self.clients).await.len()
+        ));
         let mut mounts = LambdaProcess::start("mount-targets", &self.env).await;
         for run in ["first run", "second run"] {
             let answer = mounts.invoke(scheduled()).await.response();
@@ -242,7 +219,7 @@ impl Demo {
         self.t.say(format!(
             "EFS {} now has {} mount targets",
             self.fleet.file_system_id,
-            self.count_mount_targets().await
+            self.fleet.mount_target_zones(&self.clients).await.len()
         ));
     }
 
@@ -357,17 +334,6 @@ impl Demo {
             .unwrap_or_default();
         all.sort_by_key(|c| c.generation.parse::<u64>().unwrap_or_default());
         all
-    }
-
-    async fn count_mount_targets(&self) -> usize {
-        self.clients
-            .efs
-            .describe_mount_targets()
-            .file_system_id(&self.fleet.file_system_id)
-            .send()
-            .await
-            .map(|o| o.mount_targets.unwrap_or_default().len())
-            .unwrap_or_default()
     }
 }
 

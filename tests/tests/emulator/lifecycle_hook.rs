@@ -69,21 +69,7 @@ impl World {
     }
 
     async fn targets(&self) -> Vec<String> {
-        let out = self
-            .clients
-            .elbv2
-            .describe_target_health()
-            .target_group_arn(&self.fleet.target_group_arn)
-            .send()
-            .await
-            .expect("health");
-        let mut ids: Vec<String> = out
-            .target_health_descriptions()
-            .iter()
-            .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
+        self.fleet.targets(&self.clients).await.into_iter().map(|(id, _)| id).collect()
     }
 
     async fn history(&self) -> Vec<Value> {
@@ -113,15 +99,7 @@ impl World {
     }
 
     async fn mount_target_zones(&self) -> Vec<String> {
-        let out = self
-            .clients
-            .efs
-            .describe_mount_targets()
-            .file_system_id(&self.fleet.file_system_id)
-            .send()
-            .await
-            .expect("mts");
-        out.mount_targets().iter().filter_map(|m| m.availability_zone_name().map(str::to_owned)).collect()
+        self.fleet.mount_target_zones(&self.clients).await
     }
 
     async fn first(&self) -> (String, String) {
