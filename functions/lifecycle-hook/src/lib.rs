@@ -14,7 +14,7 @@ use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::lifecycle::exec::{Driven, Gate, GateSettings};
 use fleetkeeper::lifecycle::reconcile::ReconcileReport;
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
-use fleetkeeper::sync::store::DynamoStore;
+use fleetkeeper::store::Table;
 use fleetkeeper::{Component, ConfigError, Deps, deadline};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub struct Function {
     /// The gate's settings.
     pub settings: GateSettings,
     /// The lock table.
-    pub store: DynamoStore,
+    pub store: Table,
 }
 
 impl Function {
@@ -43,7 +43,7 @@ impl Function {
         let fleet = deps.config.fleet_name.clone().ok_or_else(|| missing(fleetkeeper::config::vars::FLEET_NAME))?;
         let table = deps.config.lock_table.clone().ok_or_else(|| missing(fleetkeeper::config::vars::LOCK_TABLE))?;
         let settings = GateSettings::from_config(&deps.config, &deps.clients.region);
-        let store = DynamoStore::new(deps.clients.dynamodb.clone(), table, fleet);
+        let store = Table::new(deps.clients.dynamodb.clone(), table, fleet);
         Ok(Function { deps, settings, store })
     }
 }

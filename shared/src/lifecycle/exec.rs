@@ -18,14 +18,16 @@ use super::plan::{
     CatchUpState, Duties, Health, InstanceState, MountState, Next, Observed, Stage, TargetObs, next, phase,
 };
 use super::record::{ActionState, CatchUp, LifecycleRecord, PlanRecord};
+use super::store::RecordStore;
 use crate::Clients;
 use crate::clock::Clock;
 use crate::config::{CodebaseConfig, Config};
 use crate::error::AwsError;
 use crate::events::{CommandStatus, CommandStatusChange, LifecycleAction, Place, Transition};
 use crate::mount_targets::{self, Outcome as MountOutcome};
-use crate::sync::command::{self, SyncParameters, catch_up_comment};
-use crate::sync::store::{FleetStore, InstanceResult, StoreError};
+use crate::ssm_document::history::InstanceResult;
+use crate::ssm_document::{self, SyncParameters, catch_up_comment};
+use crate::store::StoreError;
 
 /// How long a finished instance item is kept after the instance is gone.
 const GONE_RETENTION_SECS: u64 = 7 * 86_400;
@@ -149,7 +151,7 @@ pub struct Gate<'a, S> {
     pub until: Instant,
 }
 
-impl<S: FleetStore> Gate<'_, S> {
+impl<S: RecordStore> Gate<'_, S> {
     /// Drives one action as far as it can go now.
     pub async fn drive(&self, action: &LifecycleAction) -> Result<Driven, GateError> {
         let id = &action.instance_id;
@@ -216,7 +218,7 @@ impl<S: FleetStore> Gate<'_, S> {
                 }
                 Next::SendCatchUp { attempt } => {
                     let Some(settings) = &self.settings.catch_up else { return Ok(out) };
-                    let generation = self.store.load().await?.map(|i| i.requested_gen).unwrap_or(0);
+                    let generation = self.store.requested_gen().await?;
                     state.catch_up =
                         Some(CatchUp { phase: phase.clone(), attempt, generation, command_id: None, sent_at: now });
                     state.step = format!("sending catch-up to generation {generation} (attempt {attempt})");
@@ -589,7 +591,8 @@ impl<S: FleetStore> Gate<'_, S> {
         let parameters = SyncParameters::new(&settings.codebase, &settings.destination, generation, &settings.region)
             .to_ssm()
             .map_err(|e| GateError::Build(e.to_string()))?;
-        let sent = command::send_catch_up(&self.clients.ssm, &settings.document, parameters, id, generation).await?;
+        let sent =
+            ssm_document::run::send_catch_up(&self.clients.ssm, &settings.document, parameters, id, generation).await?;
         if sent.is_none() {
             warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
         }
@@ -628,7 +631,7 @@ impl<S: FleetStore> Gate<'_, S> {
     }
 
     async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {
-        let status = command::invocation_status(&self.clients.ssm, command_id, id).await?;
+        let status = ssm_document::run::invocation_status(&self.clients.ssm, command_id, id).await?;
         Ok(match status {
             CommandStatus::Success => CatchUpState::Succeeded,
             s if s.is_terminal() => CatchUpState::Failed(format!("{s:?}")),

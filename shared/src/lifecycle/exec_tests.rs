@@ -34,7 +34,7 @@ use super::plan::{GLOBAL_MARGIN_MS, TARGET_MARGIN_MS};
 use crate::Clients;
 use crate::clock::ManualClock;
 use crate::events::{LifecycleAction, Place, Transition};
-use crate::sync::store::MemoryStore;
+use crate::store::MemoryTable;
 
 const TG: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/1";
 const ID: &str = "i-0123456789abcdef0";
@@ -200,10 +200,10 @@ fn ok_complete() -> Rule {
 
 fn gate<'a>(
     clients: &'a Clients,
-    store: &'a MemoryStore,
+    store: &'a MemoryTable,
     settings: &'a GateSettings,
     clock: &'a ManualClock,
-) -> Gate<'a, MemoryStore> {
+) -> Gate<'a, MemoryTable> {
     Gate { clients, store, settings, clock, until: Instant::now() + Duration::from_secs(600) }
 }
 
@@ -211,7 +211,7 @@ fn gate<'a>(
 async fn a_target_that_never_turns_healthy_is_waited_for_with_heartbeats_then_deregistered_and_abandoned() {
     use TargetHealthStateEnum::Initial;
     let (clients, calls) = clients("Pending:Wait", vec![None, Some(Initial)], ok_complete());
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = gate(&clients, &store, &settings, &clock);
 
     let first = g.drive(&action(Transition::Launching)).await.expect("drive");
@@ -230,7 +230,7 @@ async fn a_target_that_never_turns_healthy_is_waited_for_with_heartbeats_then_de
     assert_eq!(third.result, "abandon", "{third:?}");
     assert_eq!(third.actions, [format!("deregistered from {TG}"), "ABANDON".to_owned()], "rolled back, then abandoned");
     assert_eq!((calls.deregister.num_calls(), calls.complete.num_calls()), (1, 1));
-    let (record, _) = crate::sync::store::FleetStore::lifecycle(&store, ID).await.expect("record");
+    let (record, _) = crate::lifecycle::store::RecordStore::lifecycle(&store, ID).await.expect("record");
     assert!(record.registered.is_empty(), "nothing left registered on record");
 }
 
@@ -238,7 +238,7 @@ async fn a_target_that_never_turns_healthy_is_waited_for_with_heartbeats_then_de
 async fn a_drain_is_waited_for_within_the_deregistration_delay_then_terminate_continues() {
     use TargetHealthStateEnum::{Draining, Healthy};
     let (clients, calls) = clients("Terminating:Wait", vec![Some(Healthy), Some(Draining)], ok_complete());
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = gate(&clients, &store, &settings, &clock);
 
     let first = g.drive(&action(Transition::Terminating)).await.expect("drive");
@@ -263,7 +263,7 @@ async fn a_drain_is_waited_for_within_the_deregistration_delay_then_terminate_co
 #[tokio::test]
 async fn near_the_global_timeout_a_launch_is_abandoned() {
     let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Initial)], ok_complete());
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = gate(&clients, &store, &settings, &clock);
     assert_eq!(g.drive(&action(Transition::Launching)).await.expect("drive").result, "in_progress");
     clock.advance(172_800_000 - GLOBAL_MARGIN_MS);
@@ -276,7 +276,7 @@ async fn near_the_global_timeout_a_launch_is_abandoned() {
 #[tokio::test]
 async fn out_of_time_the_hook_is_kept_alive_and_nothing_completes() {
     let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete());
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = Gate { until: Instant::now(), ..gate(&clients, &store, &settings, &clock) };
     let d = g.drive(&action(Transition::Launching)).await.expect("drive");
     assert_eq!(d.result, "in_progress");
@@ -295,7 +295,7 @@ async fn completing_an_action_that_is_no_longer_active_is_success() {
         )
     });
     let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], gone);
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let d = gate(&clients, &store, &settings, &clock)
         .drive(&action(Transition::Launching))
         .await
@@ -312,6 +312,6 @@ async fn any_other_validation_error_is_an_error() {
         )
     });
     let (clients, _) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], bad);
-    let (store, settings, clock) = (MemoryStore::new(), settings(), ManualClock::at(T0));
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     assert!(gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.is_err());
 }

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::exec::{Driven, Gate, GateError, action_of};
+use super::store::RecordStore;
 use crate::error::AwsError;
 use crate::events::{LifecycleAction, Place, Transition};
-use crate::sync::store::FleetStore;
 
 /// What the reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -36,7 +36,7 @@ pub struct ReconcileReport {
     pub truncated: bool,
 }
 
-impl<S: FleetStore> Gate<'_, S> {
+impl<S: RecordStore> Gate<'_, S> {
     /// Runs the reconcile.
     pub async fn reconcile(&self) -> Result<ReconcileReport, GateError> {
         let mut report = ReconcileReport::default();

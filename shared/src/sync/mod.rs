@@ -3,16 +3,17 @@
 //! | module | what |
 //! |---|---|
 //! | [`state`] | the fleet item and its transitions, as pure functions |
-//! | [`store`] | the lock table: DynamoDB, and the in-memory specification |
-//! | [`settle`] | deciding about a running wave from SSM's answers (pure) |
-//! | [`command`] | the document's parameters, comments, chunks, rate controls |
+//! | [`store`] | the lock table as the sync needs it: DynamoDB, and the in-memory specification |
+//! | [`decide`] | deciding about a running wave from SSM's answers (pure) |
 //! | [`codebase`] | which S3 changes count; the codebase fingerprint |
 //! | [`run`] | the executor: start and send a wave, settle, sweep |
+//!
+//! The document's contract (parameters, comments, chunks, run history) is
+//! [`crate::ssm_document`]'s, shared with the lifecycle gate's catch-ups.
 
 pub mod codebase;
-pub mod command;
+pub mod decide;
 pub mod run;
-pub mod settle;
 pub mod state;
 pub mod store;
 

@@ -23,7 +23,7 @@
 
 use proptest::prelude::*;
 
-use super::settle::{CommandView, InvocationView, Settlement, settle, transition};
+use super::decide::{CommandView, InvocationView, Settlement, settle, transition};
 use super::state::{FleetItem, MAX_ATTEMPTS, Op, Refusal, WaveEnd, apply, start_refusal};
 use crate::events::CommandStatus;
 

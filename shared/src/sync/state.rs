@@ -20,7 +20,7 @@
 //! writes the same conditions and values; the property tests and the
 //! emulator tests hold both to the same results.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The schema version this code writes and understands.
 pub const SCHEMA: u64 = 1;
@@ -31,7 +31,7 @@ pub const MAX_ATTEMPTS: u32 = 2;
 
 /// A cheap fingerprint of the codebase prefix: object count and newest
 /// `LastModified` (excluded keys left out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// Objects under the prefix, excludes left out.
     pub count: u64,
@@ -40,7 +40,7 @@ pub struct Fingerprint {
 }
 
 /// The wave holding the lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wave {
     /// The lease owner: a uuid per wave.
     pub id: String,
@@ -59,7 +59,8 @@ pub struct Wave {
 }
 
 /// The fleet item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct FleetItem {
     /// Demand counter.
     pub requested_gen: u64,
@@ -76,7 +77,7 @@ pub struct FleetItem {
 }
 
 /// How a wave ended, as decided from SSM's answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaveEnd {
     /// Every targeted instance synced: `completed_gen` advances.

@@ -257,7 +257,7 @@ impl Demo {
                 }
             ));
         }
-        let item = fleetkeeper::sync::store::FleetStore::load(&fleetkeeper::sync::store::DynamoStore::new(
+        let item = fleetkeeper::sync::store::FleetStore::load(&fleetkeeper::store::Table::new(
             self.clients.dynamodb.clone(),
             &self.fleet.lock_table,
             &self.fleet.name,

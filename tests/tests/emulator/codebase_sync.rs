@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use fleetkeeper::Component;
 use fleetkeeper::clock::{ManualClock, SharedClock, SystemClock};
+use fleetkeeper::ssm_document::history::RunHistory;
+use fleetkeeper::store::Table;
 use fleetkeeper::sync::state::FleetItem;
-use fleetkeeper::sync::store::{DynamoStore, FleetStore, WaveRecord};
+use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::events::{command_status, s3_notification, scheduled};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
@@ -142,8 +144,8 @@ impl World {
         self.complete(command_status(command, &self.fleet.document, status)).await
     }
 
-    fn store(&self) -> DynamoStore {
-        DynamoStore::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name)
+    fn store(&self) -> Table {
+        Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name)
     }
 
     async fn item(&self) -> FleetItem {

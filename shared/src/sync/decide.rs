@@ -10,8 +10,8 @@
 use serde::Serialize;
 
 use super::state::{Op, Wave, WaveEnd};
-use super::store::InstanceResult;
 use crate::events::CommandStatus;
+use crate::ssm_document::history::{InstanceResult, instance_result};
 
 /// One invocation of a command, as SSM reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,16 +115,6 @@ fn rank(r: InstanceResult) -> u8 {
         InstanceResult::Gone => 1,
         InstanceResult::Failed => 2,
         InstanceResult::NotAttempted => 3,
-    }
-}
-
-/// One terminal invocation status as an instance result.
-pub fn instance_result(status: &CommandStatus) -> InstanceResult {
-    match status {
-        CommandStatus::Success => InstanceResult::Synced,
-        CommandStatus::Cancelled => InstanceResult::NotAttempted,
-        CommandStatus::OtherTerminal(s) if s == "Undeliverable" || s == "Terminated" => InstanceResult::Gone,
-        _ => InstanceResult::Failed,
     }
 }
 

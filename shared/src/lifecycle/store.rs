@@ -1,0 +1,55 @@
+//! The lock table as the lifecycle gate needs it: each instance's
+//! lifecycle record (a versioned document in its item), the demand counter
+//! a catch-up syncs to, and (through [`RunHistory`]) the instance's run
+//! history, which a successful catch-up updates.
+
+use std::future::Future;
+
+use super::record::LifecycleRecord;
+use crate::ssm_document::history::RunHistory;
+use crate::store::{Doc, Items, StoreError, fleet_attrs};
+
+/// Where the lifecycle record lives in the instance's item.
+const RECORD: Doc = Doc { attr: "lifecycle", version: "lifecycle_version" };
+
+/// The lock table, as the lifecycle gate needs it.
+pub trait RecordStore: RunHistory {
+    /// The fleet's demand counter (`requested_gen`; 0 before any demand).
+    fn requested_gen(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Reads an instance's lifecycle record and its version (0: none yet).
+    fn lifecycle(&self, instance_id: &str) -> impl Future<Output = Result<(LifecycleRecord, u64), StoreError>> + Send;
+
+    /// Writes an instance's lifecycle record if its version is still
+    /// `expected`; returns the new version, or `None` when another writer
+    /// moved it first. `expires_at` (epoch seconds) lets DynamoDB delete the
+    /// whole instance item once the instance is gone.
+    fn save_lifecycle(
+        &self,
+        instance_id: &str,
+        record: &LifecycleRecord,
+        expected: u64,
+        expires_at: Option<u64>,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+}
+
+impl<T: Items + RunHistory> RecordStore for T {
+    async fn requested_gen(&self) -> Result<u64, StoreError> {
+        Ok(self.number(&self.keys().fleet_pk(), fleet_attrs::REQUESTED_GEN).await?.unwrap_or(0))
+    }
+
+    async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {
+        self.load_doc(&self.keys().instance_pk(instance_id), RECORD).await
+    }
+
+    async fn save_lifecycle(
+        &self,
+        instance_id: &str,
+        record: &LifecycleRecord,
+        expected: u64,
+        expires_at: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let pk = self.keys().instance_pk(instance_id);
+        self.save_doc(&pk, RECORD, record, expected, expires_at, &[("instance_id", instance_id.to_owned())]).await
+    }
+}

@@ -1,0 +1,300 @@
+//! What a run of the document did on an instance, and each instance's
+//! history of runs: consecutive failures, quarantine, the last generation
+//! it synced, a quarantined instance's recovery catch-up. Fleet waves and
+//! catch-ups both write it; it lives in the instance's item
+//! (`<fleet>#instance#<id>`) next to its lifecycle record.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use crate::events::CommandStatus;
+use crate::store::{Expr, Items, MemoryTable, Reader, StoreError, Table, Updated, num};
+
+/// One instance's outcome in a wave or a catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceResult {
+    /// The document succeeded.
+    Synced,
+    /// The document failed or timed out on the instance: counts toward quarantine.
+    Failed,
+    /// Never ran there (cancelled, e.g. after `MaxErrors`): not the instance's fault.
+    NotAttempted,
+    /// The instance went away during the wave.
+    Gone,
+}
+
+/// One terminal invocation status as an instance result.
+pub fn instance_result(status: &CommandStatus) -> InstanceResult {
+    match status {
+        CommandStatus::Success => InstanceResult::Synced,
+        CommandStatus::Cancelled => InstanceResult::NotAttempted,
+        CommandStatus::OtherTerminal(s) if s == "Undeliverable" || s == "Terminated" => InstanceResult::Gone,
+        _ => InstanceResult::Failed,
+    }
+}
+
+/// An instance's history of runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceRecord {
+    /// `i-...`.
+    pub instance_id: String,
+    /// Consecutive failed waves or catch-ups.
+    pub sync_failures: u32,
+    /// When it was quarantined (epoch ms): left out of waves until a
+    /// successful catch-up.
+    pub quarantined_since: Option<u64>,
+    /// The last generation it synced.
+    pub last_synced_gen: u64,
+    /// The recovery catch-up of a quarantined instance, while in flight.
+    pub recovery_command: Option<String>,
+    /// The generation that recovery catch-up syncs to.
+    pub recovery_gen: u64,
+    /// When the last recovery catch-up was sent, epoch ms.
+    pub recovery_sent_at: Option<u64>,
+}
+
+impl InstanceRecord {
+    /// The record of an instance never seen.
+    pub fn fresh(id: &str) -> Self {
+        InstanceRecord { instance_id: id.to_owned(), ..InstanceRecord::default() }
+    }
+
+    /// Whether waves leave it out.
+    pub fn quarantined(&self) -> bool {
+        self.quarantined_since.is_some()
+    }
+}
+
+/// What a result does to an instance record: the specification both stores
+/// are held to.
+pub fn next_record(mut r: InstanceRecord, generation: u64, result: InstanceResult, now: u64, k: u32) -> InstanceRecord {
+    match result {
+        InstanceResult::Synced => {
+            r.sync_failures = 0;
+            r.quarantined_since = None;
+            r.last_synced_gen = r.last_synced_gen.max(generation);
+        }
+        InstanceResult::Failed => {
+            r.sync_failures += 1;
+            if r.sync_failures >= k && r.quarantined_since.is_none() {
+                r.quarantined_since = Some(now);
+            }
+        }
+        InstanceResult::NotAttempted | InstanceResult::Gone => {}
+    }
+    r
+}
+
+/// The instances' run histories, as the lock table keeps them.
+pub trait RunHistory: Send + Sync {
+    /// Reads instance records (an instance never seen has a fresh record).
+    fn instances(&self, ids: &[String]) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+
+    /// Records each instance's result for `generation` ([`next_record`]:
+    /// a success resets its failures and lifts a quarantine; a failure
+    /// counts, and quarantines at `quarantine_after` consecutive failures).
+    /// Returns the new records.
+    fn record_results(
+        &self,
+        generation: u64,
+        results: &[(String, InstanceResult)],
+        now: u64,
+        quarantine_after: u32,
+    ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+
+    /// Records a quarantined instance's recovery catch-up (`command: None`:
+    /// none in flight; `sent_at` is kept to space the attempts).
+    fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl RunHistory for MemoryTable {
+    async fn instances(&self, ids: &[String]) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.with(|items| ids.iter().map(|id| memory_record(self, items, id)).collect())
+    }
+
+    async fn record_results(
+        &self,
+        generation: u64,
+        results: &[(String, InstanceResult)],
+        now: u64,
+        quarantine_after: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.with(|items| {
+            results
+                .iter()
+                .map(|(id, result)| {
+                    let current = memory_record(self, items, id)?;
+                    let next = next_record(current, generation, *result, now, quarantine_after);
+                    MemoryTable::write(items.entry(self.keys().instance_pk(id)).or_default(), &next)?;
+                    Ok(next)
+                })
+                .collect()
+        })
+    }
+
+    async fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|items| {
+            let mut r = memory_record(self, items, instance_id)?;
+            r.recovery_command = command;
+            r.recovery_gen = generation;
+            r.recovery_sent_at = Some(sent_at);
+            MemoryTable::write(items.entry(self.keys().instance_pk(instance_id)).or_default(), &r)
+        })
+    }
+}
+
+fn memory_record(
+    table: &MemoryTable,
+    items: &HashMap<String, crate::store::memory::Item>,
+    id: &str,
+) -> Result<InstanceRecord, StoreError> {
+    let pk = table.keys().instance_pk(id);
+    match items.get(&pk) {
+        Some(item) => {
+            let mut r: InstanceRecord = MemoryTable::read(&pk, item)?;
+            r.instance_id = id.to_owned();
+            Ok(r)
+        }
+        None => Ok(InstanceRecord::fresh(id)),
+    }
+}
+
+impl RunHistory for Table {
+    async fn instances(&self, ids: &[String]) -> Result<Vec<InstanceRecord>, StoreError> {
+        let pks: Vec<String> = ids.iter().map(|id| self.keys().instance_pk(id)).collect();
+        let mut found: HashMap<String, InstanceRecord> = HashMap::new();
+        for attrs in self.batch_get(&pks).await? {
+            let record = parse_instance(&attrs)?;
+            found.insert(record.instance_id.clone(), record);
+        }
+        Ok(ids.iter().map(|id| found.get(id).cloned().unwrap_or_else(|| InstanceRecord::fresh(id))).collect())
+    }
+
+    async fn record_results(
+        &self,
+        generation: u64,
+        results: &[(String, InstanceResult)],
+        now: u64,
+        quarantine_after: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (id, result) in results {
+            let mut e = Expr::default();
+            let (iid, failures, quarantined, last) =
+                (e.n("instance_id"), e.n("sync_failures"), e.n("quarantined_since"), e.n("last_synced_gen"));
+            let idv = e.v("id", AttributeValue::S(id.clone()));
+            let pk = self.keys().instance_pk(id);
+            let attrs = match result {
+                InstanceResult::Synced => {
+                    // `last_synced_gen` only moves up (a late catch-up may
+                    // report an older generation): DynamoDB has no max(), so
+                    // the raise is conditional and, when it is refused, the
+                    // rest is written without it.
+                    let (zero, g) = (e.v("zero", num(0)), e.v("gen", num(generation)));
+                    let update = format!("SET {iid} = {idv}, {failures} = {zero}, {last} = {g} REMOVE {quarantined}");
+                    let raise = format!("attribute_not_exists({last}) OR {last} < {g}");
+                    match self.update(&pk, update, Some(raise), e, false).await? {
+                        Updated::Written(attrs) => attrs,
+                        Updated::ConditionFailed(_) => {
+                            let mut e = Expr::default();
+                            let (iid, failures, quarantined) =
+                                (e.n("instance_id"), e.n("sync_failures"), e.n("quarantined_since"));
+                            let (idv, zero) = (e.v("id", AttributeValue::S(id.clone())), e.v("zero", num(0)));
+                            let update = format!("SET {iid} = {idv}, {failures} = {zero} REMOVE {quarantined}");
+                            written(self.update(&pk, update, None, e, false).await?)
+                        }
+                    }
+                }
+                InstanceResult::Failed => {
+                    let one = e.v("one", num(1));
+                    written(self.update(&pk, format!("SET {iid} = {idv} ADD {failures} {one}"), None, e, false).await?)
+                }
+                InstanceResult::NotAttempted | InstanceResult::Gone => {
+                    written(self.update(&pk, format!("SET {iid} = {idv}"), None, e, false).await?)
+                }
+            };
+            let mut record = parse_instance(&attrs)?;
+            if *result == InstanceResult::Failed && record.sync_failures >= quarantine_after && !record.quarantined() {
+                let mut e = Expr::default();
+                let (q, failures) = (e.n("quarantined_since"), e.n("sync_failures"));
+                let (t, k) = (e.v("now", num(now)), e.v("k", num(u64::from(quarantine_after))));
+                let update = format!("SET {q} = if_not_exists({q}, {t})");
+                let condition = format!("{failures} >= {k}");
+                if let Updated::Written(attrs) = self.update(&pk, update, Some(condition), e, false).await? {
+                    record = parse_instance(&attrs)?;
+                }
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    async fn set_recovery(
+        &self,
+        instance_id: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut e = Expr::default();
+        let (iid, cmd, g, at) =
+            (e.n("instance_id"), e.n("recovery_command"), e.n("recovery_gen"), e.n("recovery_sent_at"));
+        let (idv, gv, atv) = (
+            e.v("id", AttributeValue::S(instance_id.to_owned())),
+            e.v("gen", num(generation)),
+            e.v("at", num(sent_at)),
+        );
+        let mut update = format!("SET {iid} = {idv}, {g} = {gv}, {at} = {atv}");
+        match command {
+            Some(c) => {
+                let cv = e.v("cmd", AttributeValue::S(c));
+                update.push_str(&format!(", {cmd} = {cv}"));
+            }
+            None => update.push_str(&format!(" REMOVE {cmd}")),
+        }
+        self.update(&self.keys().instance_pk(instance_id), update, None, e, false).await?;
+        Ok(())
+    }
+}
+
+/// The item an unconditional update wrote.
+fn written(updated: Updated) -> HashMap<String, AttributeValue> {
+    match updated {
+        Updated::Written(attrs) => attrs,
+        Updated::ConditionFailed(_) => HashMap::new(),
+    }
+}
+
+fn parse_instance(attrs: &HashMap<String, AttributeValue>) -> Result<InstanceRecord, StoreError> {
+    let pk = match attrs.get(crate::store::PK) {
+        Some(AttributeValue::S(s)) => s.as_str(),
+        _ => "",
+    };
+    let r = Reader { pk, attrs };
+    Ok(InstanceRecord {
+        instance_id: r.string("instance_id")?.unwrap_or_default(),
+        sync_failures: u32::try_from(r.number("sync_failures")?.unwrap_or_default()).unwrap_or(u32::MAX),
+        quarantined_since: r.number("quarantined_since")?,
+        last_synced_gen: r.number("last_synced_gen")?.unwrap_or_default(),
+        recovery_command: r.string("recovery_command")?,
+        recovery_gen: r.number("recovery_gen")?.unwrap_or_default(),
+        recovery_sent_at: r.number("recovery_sent_at")?,
+    })
+}

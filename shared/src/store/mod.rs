@@ -1,0 +1,153 @@
+//! The lock table's mechanics: the key scheme, conditional updates,
+//! consistent reads, versioned documents, and an in-memory table with the
+//! same atomicity. It knows no domain type: each domain declares the narrow
+//! trait it needs ([`crate::sync::store::FleetStore`],
+//! [`crate::lifecycle::store::RecordStore`],
+//! [`crate::ssm_document::history::RunHistory`]) and implements it over
+//! [`Items`] or directly over
+//! [`Table`] (DynamoDB) and [`MemoryTable`] (the executable specification).
+//!
+//! Items of the lock table (one string partition key `pk`):
+//!
+//! | `pk` | what |
+//! |---|---|
+//! | `<fleet>` | the fleet item: small and hot |
+//! | `<fleet>#wave#<wave_id>` | one wave's record, expires after 30 days |
+//! | `<fleet>#instance#<id>` | one instance: its document runs and its lifecycle record |
+//!
+//! | module | what |
+//! |---|---|
+//! | [`expr`] | `UpdateItem` expressions and typed reads of attributes |
+//! | [`table`] | [`Table`]: the lock table in DynamoDB |
+//! | [`memory`] | [`MemoryTable`]: the same table in memory, one lock per step |
+
+pub mod expr;
+pub mod memory;
+pub mod table;
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+pub use expr::{Expr, Reader, num, string_list};
+pub use memory::MemoryTable;
+pub use table::{Attrs, Table, Updated};
+
+use crate::error::AwsError;
+
+/// The partition key attribute.
+pub const PK: &str = "pk";
+
+/// Attributes of the fleet item that more than one domain reads.
+pub mod fleet_attrs {
+    /// The demand counter (`requested_gen`): the generation a catch-up syncs to.
+    pub const REQUESTED_GEN: &str = "requested_gen";
+}
+
+/// The DynamoDB TTL attribute (epoch seconds) on items that expire.
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// The keys of one fleet's items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    fleet: String,
+}
+
+impl Keys {
+    /// The keys of fleet `fleet` (`FLEET_NAME`).
+    pub fn new(fleet: impl Into<String>) -> Self {
+        Keys { fleet: fleet.into() }
+    }
+
+    /// The fleet name.
+    pub fn fleet(&self) -> &str {
+        &self.fleet
+    }
+
+    /// `<fleet>`: the fleet item.
+    pub fn fleet_pk(&self) -> String {
+        self.fleet.clone()
+    }
+
+    /// `<fleet>#wave#<wave_id>`.
+    pub fn wave_pk(&self, wave_id: &str) -> String {
+        format!("{}#wave#{wave_id}", self.fleet)
+    }
+
+    /// `<fleet>#instance#<id>`.
+    pub fn instance_pk(&self, instance_id: &str) -> String {
+        format!("{}#instance#{instance_id}", self.fleet)
+    }
+}
+
+/// A store failure (never a lost race: each domain reports those as data).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// DynamoDB failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// An item this version cannot read (corrupt, or written by a newer schema).
+    #[error("lock table item {pk:?} is unreadable: {why}")]
+    Unreadable {
+        /// Its key.
+        pk: String,
+        /// Why.
+        why: String,
+    },
+    /// A request that could not be built, or the store and the specification
+    /// disagree: a bug, never an input.
+    #[error("lock table invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Aws(e) if e.is_retryable())
+    }
+}
+
+/// Where a versioned document lives in an item: its attribute (JSON) and its
+/// version counter (advanced by every write, conditional on the old value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doc {
+    /// The attribute holding the document as JSON.
+    pub attr: &'static str,
+    /// The attribute holding its version (absent: 0).
+    pub version: &'static str,
+}
+
+/// Generic access to a fleet's items: plain numbers, and versioned JSON
+/// documents read with their version and written only if the version is
+/// still the one read (concurrent writers lose, never overwrite each other).
+pub trait Items: Send + Sync {
+    /// The fleet's keys.
+    fn keys(&self) -> &Keys;
+
+    /// A number attribute of item `pk` (strongly consistent), if present.
+    fn number(&self, pk: &str, attr: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Reads the document `doc` of item `pk` (strongly consistent) and its
+    /// version; the default value and version 0 when there is none.
+    fn load_doc<T: DeserializeOwned + Default + Send>(
+        &self,
+        pk: &str,
+        doc: Doc,
+    ) -> impl Future<Output = Result<(T, u64), StoreError>> + Send;
+
+    /// Writes `value` if the version is still `expected`; returns the new
+    /// version, or `None` when another writer moved it first. `expires_at`
+    /// (epoch seconds) sets the item's TTL, `None` clears it. `fields` are
+    /// plain string attributes written alongside (e.g. the instance id).
+    fn save_doc<T: Serialize + Sync>(
+        &self,
+        pk: &str,
+        doc: Doc,
+        value: &T,
+        expected: u64,
+        expires_at: Option<u64>,
+        fields: &[(&'static str, String)],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+}

@@ -1,0 +1,257 @@
+//! One set of properties for every [`FleetStore`]: seeded random sequences
+//! of transitions, results and records, applied to the store under test and
+//! to the pure specification ([`state::apply`], [`next_record`]); after
+//! every step the answers and what the store reads back must be the same.
+//! Run on [`crate::store::MemoryTable`] by the unit tests and on the
+//! DynamoDB [`crate::store::Table`] by the emulator tests (the two diverged
+//! once, on `last_synced_gen`).
+
+use std::collections::BTreeMap;
+
+use super::{Applied, FleetStore, WaveRecord};
+use crate::ssm_document::history::{InstanceRecord, InstanceResult, next_record};
+use crate::store::{Doc, Items};
+use crate::sync::state::{self, Fingerprint, FleetItem, Op, WaveEnd};
+
+/// A tiny deterministic generator (xorshift), so a failing sequence is
+/// reproducible from its seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (0 is replaced: xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+const INSTANCES: [&str; 4] =
+    ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c", "i-0000000000000000d"];
+
+/// The specification's side of the comparison.
+#[derive(Debug, Default)]
+struct Model {
+    fleet: Option<FleetItem>,
+    instances: BTreeMap<String, InstanceRecord>,
+    old_waves: Vec<String>,
+    next_id: u32,
+    docs: BTreeMap<String, (Vec<u64>, u64)>,
+}
+
+impl Model {
+    fn record(&self, id: &str) -> InstanceRecord {
+        self.instances.get(id).cloned().unwrap_or_else(|| InstanceRecord::fresh(id))
+    }
+}
+
+/// A random fleet-item transition, mostly by the holder, sometimes stale.
+pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], next_id: &mut u32, now: u64) -> Op {
+    let holder = current.and_then(|i| i.wave.as_ref().map(|w| w.id.clone()));
+    let pick_id = |rng: &mut Rng| -> String {
+        match (holder.clone(), rng.below(4)) {
+            (Some(h), 0..=2) => h,
+            _ if !old.is_empty() => old[rng.below(old.len() as u64) as usize].clone(),
+            _ => "never-a-wave".to_owned(),
+        }
+    };
+    let end = |rng: &mut Rng| match rng.below(3) {
+        0 => WaveEnd::Success,
+        1 => WaveEnd::Failure,
+        _ => WaveEnd::Abandoned,
+    };
+    match rng.below(7) {
+        0 | 1 => Op::Demand { count: 1 + rng.below(3) },
+        2 => {
+            *next_id += 1;
+            let fingerprint = (rng.below(2) == 0).then(|| Fingerprint { count: rng.below(100), newest_ms: now });
+            Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, fingerprint }
+        }
+        3 => Op::RecordCommands {
+            wave_id: pick_id(rng),
+            command_ids: (0..rng.below(3)).map(|i| format!("cmd-{i}-{}", rng.next_u64())).collect(),
+            sent: rng.below(2) == 0,
+        },
+        4 => Op::Renew { wave_id: pick_id(rng), now, lease_ms: 1_000 },
+        5 => Op::Finish { wave_id: pick_id(rng), end: end(rng) },
+        _ => Op::TakeOver { wave_id: pick_id(rng), now, end: end(rng) },
+    }
+}
+
+fn random_result(rng: &mut Rng) -> InstanceResult {
+    match rng.below(4) {
+        0 | 1 => InstanceResult::Synced,
+        2 => InstanceResult::Failed,
+        _ => {
+            if rng.below(2) == 0 {
+                InstanceResult::NotAttempted
+            } else {
+                InstanceResult::Gone
+            }
+        }
+    }
+}
+
+/// A versioned document in the instance items (next to their run history).
+const DOC: Doc = Doc { attr: "conformance_doc", version: "conformance_version" };
+
+/// Runs `steps` random steps of seed `seed` on `store` (empty, for its own
+/// fleet) and on the specification; the first disagreement is the error.
+pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let mut model = Model::default();
+    let mut now = 10_000;
+    for step in 0..steps {
+        now += rng.below(700);
+        let at = |what: &str| format!("seed {seed} step {step}: {what}");
+        match rng.below(11) {
+            // Fleet-item transitions (most steps).
+            0..=5 => {
+                let op = random_op(&mut rng, model.fleet.as_ref(), &model.old_waves, &mut model.next_id, now);
+                let expected = match state::apply(model.fleet.as_ref(), &op) {
+                    Ok(next) => Applied::Won(next),
+                    Err(refusal) => Applied::Lost(refusal),
+                };
+                let got = store.apply(&op).await.map_err(|e| at(&format!("{op:?}: {e}")))?;
+                if got != expected {
+                    return Err(at(&format!("{op:?}: store {got:?}, specification {expected:?}")));
+                }
+                if let Applied::Won(next) = expected {
+                    if let Some(before) = model.fleet.as_ref().and_then(|i| i.wave.as_ref())
+                        && next.wave.as_ref().map(|w| &w.id) != Some(&before.id)
+                    {
+                        model.old_waves.push(before.id.clone());
+                    }
+                    model.fleet = Some(next);
+                }
+                let loaded = store.load().await.map_err(|e| at(&e.to_string()))?;
+                if loaded != model.fleet {
+                    return Err(at(&format!("load: store {loaded:?}, specification {:?}", model.fleet)));
+                }
+            }
+            // Instance results of a wave or a catch-up, at any generation
+            // (a late catch-up may report an older one).
+            6 | 7 => {
+                let generation = rng.below(20);
+                let k = 1 + rng.below(3) as u32;
+                let mut results: Vec<(String, InstanceResult)> = Vec::new();
+                for id in INSTANCES {
+                    if rng.below(2) == 0 {
+                        results.push((id.to_owned(), random_result(&mut rng)));
+                    }
+                }
+                let got = store
+                    .record_results(generation, &results, now, k)
+                    .await
+                    .map_err(|e| at(&format!("record_results: {e}")))?;
+                let mut expected = Vec::new();
+                for (id, result) in &results {
+                    let next = next_record(model.record(id), generation, *result, now, k);
+                    model.instances.insert(id.clone(), next.clone());
+                    expected.push(next);
+                }
+                if got != expected {
+                    return Err(at(&format!(
+                        "record_results {results:?} at {generation}: store {got:?}, specification {expected:?}"
+                    )));
+                }
+            }
+            8 => {
+                let id = INSTANCES[rng.below(4) as usize];
+                let command = (rng.below(2) == 0).then(|| format!("cmd-{}", rng.next_u64()));
+                let generation = rng.below(20);
+                store
+                    .set_recovery(id, command.clone(), generation, now)
+                    .await
+                    .map_err(|e| at(&format!("set_recovery: {e}")))?;
+                let mut r = model.record(id);
+                r.recovery_command = command;
+                r.recovery_gen = generation;
+                r.recovery_sent_at = Some(now);
+                model.instances.insert(id.to_owned(), r);
+            }
+            // Versioned documents: a writer holding the current version wins,
+            // a stale one loses, and neither disturbs the run history.
+            9 => {
+                let pk = store.keys().instance_pk(INSTANCES[rng.below(4) as usize]);
+                let (doc, version) = model.docs.get(&pk).cloned().unwrap_or_default();
+                let (got, got_version): (Vec<u64>, u64) =
+                    store.load_doc(&pk, DOC).await.map_err(|e| at(&format!("load_doc: {e}")))?;
+                if (&got, got_version) != (&doc, version) {
+                    return Err(at(&format!(
+                        "load_doc: store {got:?} v{got_version}, specification {doc:?} v{version}"
+                    )));
+                }
+                let stale = rng.below(3) == 0 && version > 0;
+                let expected = if stale { version - 1 } else { version };
+                let value = vec![rng.below(1000)];
+                let saved = store
+                    .save_doc(&pk, DOC, &value, expected, None, &[])
+                    .await
+                    .map_err(|e| at(&format!("save_doc: {e}")))?;
+                let want = (!stale).then_some(version + 1);
+                if saved != want {
+                    return Err(at(&format!(
+                        "save_doc at v{expected} over v{version}: store {saved:?}, specification {want:?}"
+                    )));
+                }
+                if !stale {
+                    model.docs.insert(pk, (value, version + 1));
+                }
+            }
+            _ => {
+                let record = WaveRecord {
+                    wave_id: format!("rec-{}", rng.below(3)),
+                    target: rng.below(50),
+                    reason: "conformance".into(),
+                    started_at: now,
+                    instances: INSTANCES.iter().take(rng.below(5) as usize).map(|s| (*s).to_owned()).collect(),
+                    end: (rng.below(2) == 0).then_some(WaveEnd::Failure),
+                    finished_at: (rng.below(2) == 0).then_some(now + 1),
+                    gone: vec![INSTANCES[0].to_owned()],
+                    ..WaveRecord::default()
+                };
+                store.put_wave(&record).await.map_err(|e| at(&format!("put_wave: {e}")))?;
+                let back = store.wave(&record.wave_id).await.map_err(|e| at(&format!("wave: {e}")))?;
+                if back.as_ref() != Some(&record) {
+                    return Err(at(&format!("wave record: wrote {record:?}, read {back:?}")));
+                }
+            }
+        }
+        let ids: Vec<String> = INSTANCES.iter().map(|s| (*s).to_owned()).collect();
+        let got = store.instances(&ids).await.map_err(|e| at(&format!("instances: {e}")))?;
+        let expected: Vec<InstanceRecord> = ids.iter().map(|id| model.record(id)).collect();
+        if got != expected {
+            return Err(at(&format!("instances: store {got:?}, specification {expected:?}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryTable;
+
+    #[tokio::test]
+    async fn the_memory_table_follows_the_specification() {
+        for seed in 1..=200u64 {
+            let table = MemoryTable::new(format!("fleet-{seed}"));
+            if let Err(e) = check(&table, seed, 80).await {
+                panic!("{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The sync's store in DynamoDB: each fleet-item transition is one
+//! conditional write on [`Table`].
+//!
+//! `Demand`, `Start`, `RecordCommands` and `Renew` are pure expressions
+//! (`Start` copies `requested_gen` into `running_gen` inside the write, so no
+//! demand can slip between a read and the write; its condition is the exact
+//! negation of [`state::start_refusal`], held to it by the conformance
+//! properties). `Finish` and `TakeOver` read the item, compute the next one
+//! with the pure function, and write it on condition that the same wave
+//! still holds the lease (and, for a take-over, that its lease expired):
+//! only the holder can change what they write.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Applied, FleetStore, WAVE_RECORD_DAYS, WaveRecord};
+use crate::store::{
+    Attrs, EXPIRES_AT, Expr, Items, PK, Reader, StoreError, Table, Updated, fleet_attrs, num, string_list,
+};
+use crate::sync::state::{self, Fingerprint, FleetItem, Op, Refusal, SCHEMA, Wave, WaveEnd};
+
+const A_SCHEMA: &str = "schema";
+const A_REQUESTED: &str = fleet_attrs::REQUESTED_GEN;
+const A_COMPLETED: &str = "completed_gen";
+const A_WAVE: &str = "wave_id";
+const A_RUNNING: &str = "running_gen";
+const A_LEASE: &str = "lease_expires_at";
+const A_SINCE: &str = "sending_since";
+const A_COMMANDS: &str = "command_ids";
+const A_SENT: &str = "sent";
+const A_FP_START: &str = "fingerprint_start";
+const A_FP_SYNCED: &str = "fingerprint_synced";
+const A_FAILED_GEN: &str = "failed_gen";
+const A_FAILED_ATTEMPTS: &str = "failed_attempts";
+
+fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
+    AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
+}
+
+impl Table {
+    /// One conditional update of the fleet item: the item after it, or the
+    /// item as it was when the condition failed.
+    async fn fleet_update(
+        &self,
+        update: String,
+        condition: Option<String>,
+        expr: Expr,
+    ) -> Result<Result<FleetItem, Option<FleetItem>>, StoreError> {
+        let pk = self.keys().fleet_pk();
+        Ok(match self.update(&pk, update, condition, expr, true).await? {
+            Updated::Written(attrs) => Ok(parse_fleet(&pk, &attrs)?),
+            Updated::ConditionFailed(old) => Err(old.map(|attrs| parse_fleet(&pk, &attrs)).transpose()?),
+        })
+    }
+}
+
+/// Classifies a failed condition from the item as it was.
+fn refusal(old: Option<FleetItem>, op: &Op) -> Result<Refusal, StoreError> {
+    match state::apply(old.as_ref(), op) {
+        Err(refusal) => Ok(refusal),
+        // The pure function would have applied it: the two disagree.
+        Ok(_) => Err(StoreError::Invariant(format!("condition failed for {op:?} but the item allows it"))),
+    }
+}
+
+impl FleetStore for Table {
+    async fn load(&self) -> Result<Option<FleetItem>, StoreError> {
+        let pk = self.keys().fleet_pk();
+        self.get(&pk).await?.map(|attrs| parse_fleet(&pk, &attrs)).transpose()
+    }
+
+    async fn apply(&self, op: &Op) -> Result<Applied, StoreError> {
+        let mut e = Expr::default();
+        let (update, condition) = match op {
+            Op::Demand { count } => {
+                let (schema, completed, requested) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED));
+                let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
+                (
+                    format!(
+                        "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}) ADD {requested} {c}"
+                    ),
+                    Some(format!("attribute_not_exists({schema}) OR {schema} <= {s}")),
+                )
+            }
+            Op::Start { wave_id, now, lease_ms, fingerprint } => {
+                let (wave, running, requested, completed) =
+                    (e.n(A_WAVE), e.n(A_RUNNING), e.n(A_REQUESTED), e.n(A_COMPLETED));
+                let (lease, since, cmds, sent, fp) =
+                    (e.n(A_LEASE), e.n(A_SINCE), e.n(A_COMMANDS), e.n(A_SENT), e.n(A_FP_START));
+                let (fgen, fatt) = (e.n(A_FAILED_GEN), e.n(A_FAILED_ATTEMPTS));
+                let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let exp = e.v("exp", num(now + lease_ms));
+                let nowv = e.v("now", num(*now));
+                let empty = e.v("empty", AttributeValue::L(Vec::new()));
+                let no = e.v("no", AttributeValue::Bool(false));
+                let max = e.v("max", num(u64::from(state::MAX_ATTEMPTS)));
+                let mut update = format!(
+                    "SET {wave} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}"
+                );
+                match fingerprint {
+                    Some(f) => {
+                        let fv = e.v("fp", fingerprint_value(f));
+                        update.push_str(&format!(", {fp} = {fv}"));
+                    }
+                    None => update.push_str(&format!(" REMOVE {fp}")),
+                }
+                // The exact negation of state::start_refusal.
+                let condition = format!(
+                    "attribute_not_exists({wave}) AND {requested} > {completed} AND (attribute_not_exists({fgen}) OR {fgen} < {requested} OR {fatt} < {max})"
+                );
+                (update, Some(condition))
+            }
+            Op::RecordCommands { wave_id, command_ids, sent } => {
+                let (wave, cmds, sent_attr) = (e.n(A_WAVE), e.n(A_COMMANDS), e.n(A_SENT));
+                let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let ids = e.v("ids", string_list(command_ids));
+                let mut update = format!("SET {cmds} = list_append({cmds}, {ids})");
+                if *sent {
+                    let yes = e.v("yes", AttributeValue::Bool(true));
+                    update.push_str(&format!(", {sent_attr} = {yes}"));
+                }
+                (update, Some(format!("{wave} = {w}")))
+            }
+            Op::Renew { wave_id, now, lease_ms } => {
+                let (wave, lease) = (e.n(A_WAVE), e.n(A_LEASE));
+                let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let exp = e.v("exp", num(now + lease_ms));
+                (format!("SET {lease} = {exp}"), Some(format!("{wave} = {w}")))
+            }
+            Op::Finish { wave_id, .. } | Op::TakeOver { wave_id, .. } => {
+                // Read, compute with the pure function, write on condition
+                // that the same wave still holds (see the module docs).
+                let current = self.load().await?;
+                let next = match state::apply(current.as_ref(), op) {
+                    Ok(next) => next,
+                    Err(refusal) => return Ok(Applied::Lost(refusal)),
+                };
+                let (wave, completed, fgen, fatt) =
+                    (e.n(A_WAVE), e.n(A_COMPLETED), e.n(A_FAILED_GEN), e.n(A_FAILED_ATTEMPTS));
+                let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let c = e.v("completed", num(next.completed_gen));
+                let fg = e.v("fgen", num(next.failed_gen));
+                let fa = e.v("fatt", num(u64::from(next.failed_attempts)));
+                let mut update = format!("SET {completed} = {c}, {fgen} = {fg}, {fatt} = {fa}");
+                if let Some(fp) = &next.fingerprint_synced {
+                    let (attr, v) = (e.n(A_FP_SYNCED), e.v("fps", fingerprint_value(fp)));
+                    update.push_str(&format!(", {attr} = {v}"));
+                }
+                let removed: Vec<String> =
+                    [A_RUNNING, A_LEASE, A_SINCE, A_COMMANDS, A_SENT, A_FP_START].iter().map(|a| e.n(a)).collect();
+                update.push_str(&format!(" REMOVE {wave}, {}", removed.join(", ")));
+                let mut condition = format!("{wave} = {w}");
+                if let Op::TakeOver { now, .. } = op {
+                    let (lease, nowv) = (e.n(A_LEASE), e.v("now", num(*now)));
+                    condition.push_str(&format!(" AND {lease} < {nowv}"));
+                }
+                (update, Some(condition))
+            }
+        };
+        match self.fleet_update(update, condition, e).await? {
+            Ok(item) => Ok(Applied::Won(item)),
+            Err(old) => Ok(Applied::Lost(refusal(old, op)?)),
+        }
+    }
+
+    async fn put_wave(&self, r: &WaveRecord) -> Result<(), StoreError> {
+        let mut item: Attrs = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(self.keys().wave_pk(&r.wave_id))),
+            ("wave_id".to_owned(), AttributeValue::S(r.wave_id.clone())),
+            ("target".to_owned(), num(r.target)),
+            ("reason".to_owned(), AttributeValue::S(r.reason.clone())),
+            ("started_at".to_owned(), num(r.started_at)),
+            ("instances".to_owned(), string_list(&r.instances)),
+            ("quarantined".to_owned(), string_list(&r.quarantined)),
+            ("command_ids".to_owned(), string_list(&r.command_ids)),
+            ("succeeded".to_owned(), string_list(&r.succeeded)),
+            ("failed".to_owned(), string_list(&r.failed)),
+            ("not_attempted".to_owned(), string_list(&r.not_attempted)),
+            ("gone".to_owned(), string_list(&r.gone)),
+            (EXPIRES_AT.to_owned(), num(r.finished_at.unwrap_or(r.started_at) / 1000 + WAVE_RECORD_DAYS * 86_400)),
+        ]);
+        if let Some(end) = r.end {
+            item.insert("end".to_owned(), AttributeValue::S(end_name(end).to_owned()));
+        }
+        if let Some(t) = r.finished_at {
+            item.insert("finished_at".to_owned(), num(t));
+        }
+        self.put(item).await
+    }
+
+    async fn wave(&self, wave_id: &str) -> Result<Option<WaveRecord>, StoreError> {
+        let pk = self.keys().wave_pk(wave_id);
+        let Some(a) = self.get(&pk).await? else { return Ok(None) };
+        let r = Reader { pk: &pk, attrs: &a };
+        Ok(Some(WaveRecord {
+            wave_id: r.string("wave_id")?.unwrap_or_default(),
+            target: r.number("target")?.unwrap_or_default(),
+            reason: r.string("reason")?.unwrap_or_default(),
+            started_at: r.number("started_at")?.unwrap_or_default(),
+            instances: r.strings("instances")?,
+            quarantined: r.strings("quarantined")?,
+            command_ids: r.strings("command_ids")?,
+            end: r.string("end")?.map(|s| parse_end(&pk, &s)).transpose()?,
+            finished_at: r.number("finished_at")?,
+            succeeded: r.strings("succeeded")?,
+            failed: r.strings("failed")?,
+            not_attempted: r.strings("not_attempted")?,
+            gone: r.strings("gone")?,
+        }))
+    }
+}
+
+fn end_name(end: WaveEnd) -> &'static str {
+    match end {
+        WaveEnd::Success => "success",
+        WaveEnd::Failure => "failure",
+        WaveEnd::Abandoned => "abandoned",
+    }
+}
+
+fn parse_end(pk: &str, s: &str) -> Result<WaveEnd, StoreError> {
+    match s {
+        "success" => Ok(WaveEnd::Success),
+        "failure" => Ok(WaveEnd::Failure),
+        "abandoned" => Ok(WaveEnd::Abandoned),
+        other => Err(StoreError::Unreadable { pk: pk.to_owned(), why: format!("unknown wave end {other:?}") }),
+    }
+}
+
+fn fingerprint(r: &Reader<'_>, attr: &str) -> Result<Option<Fingerprint>, StoreError> {
+    r.map(attr, |inner| match (inner.number("count")?, inner.number("newest_ms")?) {
+        (Some(count), Some(newest_ms)) => Ok(Fingerprint { count, newest_ms }),
+        _ => Err(r.bad(attr, "a fingerprint")),
+    })
+}
+
+fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
+    let r = Reader { pk, attrs };
+    let schema = r.number(A_SCHEMA)?.unwrap_or(SCHEMA);
+    if schema > SCHEMA {
+        return Err(StoreError::Unreadable {
+            pk: pk.to_owned(),
+            why: format!("written by schema {schema}; this version reads {SCHEMA}"),
+        });
+    }
+    let wave = match r.string(A_WAVE)? {
+        Some(id) => Some(Wave {
+            id,
+            target: r.number(A_RUNNING)?.ok_or_else(|| r.bad(A_RUNNING, "present"))?,
+            lease_expires_at: r.number(A_LEASE)?.unwrap_or_default(),
+            sending_since: r.number(A_SINCE)?.unwrap_or_default(),
+            command_ids: r.strings(A_COMMANDS)?,
+            sent: r.boolean(A_SENT)?,
+            fingerprint: fingerprint(&r, A_FP_START)?,
+        }),
+        None => None,
+    };
+    Ok(FleetItem {
+        requested_gen: r.number(A_REQUESTED)?.unwrap_or_default(),
+        completed_gen: r.number(A_COMPLETED)?.unwrap_or_default(),
+        wave,
+        failed_gen: r.number(A_FAILED_GEN)?.unwrap_or_default(),
+        failed_attempts: u32::try_from(r.number(A_FAILED_ATTEMPTS)?.unwrap_or_default()).unwrap_or(u32::MAX),
+        fingerprint_synced: fingerprint(&r, A_FP_SYNCED)?,
+    })
+}
