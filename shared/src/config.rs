@@ -52,7 +52,7 @@ pub mod vars {
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     /// `lifecycle-hook`: gates instances in and out of service.
     LifecycleHook,

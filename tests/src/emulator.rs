@@ -1,8 +1,20 @@
 //! The patched moto server started by `make test` / `make demo`.
+//!
+//! Each [`Emulator`] handle is one AWS account of its own (the patch layer
+//! reads the account from test access keys, `FK<account><caller>`): tests
+//! run side by side with no reset, and each has its own clock. Every caller
+//! (each function, the test itself, the router, the local agent) signs with
+//! its own key, so the emulator's call recorder attributes every AWS call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use fleetkeeper::Clients;
+use fleetkeeper::clock::{Clock, Sleep, SystemClock};
+use fleetkeeper::{Clients, Component};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -14,18 +26,52 @@ pub const URL_VAR: &str = "FLEETKEEPER_EMULATOR_URL";
 /// The region every test and the demo use.
 pub const REGION: &str = "us-east-1";
 
-/// A handle on the running emulator.
+/// Who signs a request: each function, the test itself, the event router
+/// and the local agent have their own access key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Caller {
+    /// The test (provisioning, assertions).
+    Test,
+    /// One of the four functions (in-process handler or real bootstrap).
+    Function(Component),
+    /// The event router (delivering events: SQS reads and deletes).
+    Router,
+    /// The local agent (the instances' `aws s3 sync`).
+    Agent,
+}
+
+impl Caller {
+    /// Six characters of the access key (`[A-Z0-9]`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Caller::Test => "TESTER",
+            Caller::Function(Component::LifecycleHook) => "LCHOOK",
+            Caller::Function(Component::MountTargets) => "MOUNTS",
+            Caller::Function(Component::CodebaseSync) => "CBSYNC",
+            Caller::Function(Component::SyncCompletion) => "SYNCCP",
+            Caller::Router => "ROUTER",
+            Caller::Agent => "AGENTS",
+        }
+    }
+}
+
+/// A handle on the running emulator, in an account of its own.
 #[derive(Debug, Clone)]
 pub struct Emulator {
     url: String,
+    account: String,
 }
 
 impl Emulator {
-    /// The emulator named by `FLEETKEEPER_EMULATOR_URL`. Panics with a clear
-    /// message when it is missing: emulator tests fail loudly, never skip.
+    /// The emulator named by `FLEETKEEPER_EMULATOR_URL`, in a fresh account.
+    /// Panics with a clear message when it is missing: emulator tests fail
+    /// loudly, never skip.
     pub fn from_env() -> Self {
         match std::env::var(URL_VAR) {
-            Ok(url) if !url.is_empty() => Emulator { url: url.trim_end_matches('/').to_owned() },
+            Ok(url) if !url.is_empty() => {
+                let digits = uuid::Uuid::new_v4().as_u128() % 900_000_000_000 + 100_000_000_000;
+                Emulator { url: url.trim_end_matches('/').to_owned(), account: digits.to_string() }
+            }
             _ => panic!("{URL_VAR} is not set: run the emulator tests through `make test`, which starts the emulator"),
         }
     }
@@ -35,31 +81,54 @@ impl Emulator {
         &self.url
     }
 
-    /// An SDK configuration aimed at the emulator: dummy credentials (moto
-    /// routes requests by their SigV4 scope) and one attempt per call (moto
-    /// answers unimplemented operations with retryable 500s).
-    pub async fn sdk_config(&self) -> SdkConfig {
+    /// This handle's AWS account id.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The access key of `caller` in this account.
+    pub fn key(&self, caller: Caller) -> String {
+        format!("FK{}{}", self.account, caller.tag())
+    }
+
+    /// An SDK configuration aimed at the emulator as `caller`: dummy
+    /// credentials (moto routes requests by their SigV4 scope) and one
+    /// attempt per call (moto answers unimplemented operations with
+    /// retryable 500s).
+    pub async fn sdk_config_as(&self, caller: Caller) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "emulator"))
+            .credentials_provider(Credentials::new(self.key(caller), "testing", None, None, "emulator"))
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .load()
             .await
     }
 
-    /// Every fleetkeeper client, aimed at the emulator.
+    /// The test's SDK configuration.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_as(Caller::Test).await
+    }
+
+    /// Every fleetkeeper client, aimed at the emulator, as the test.
     pub async fn clients(&self) -> Clients {
         Clients::new(&self.sdk_config().await)
     }
 
+    /// Every fleetkeeper client, as function `component`.
+    pub async fn clients_for(&self, component: Component) -> Clients {
+        Clients::new(&self.sdk_config_as(Caller::Function(component)).await)
+    }
+
     /// The environment a function process needs to reach the emulator through
-    /// the standard `aws-config` chain (no code branch in the function).
-    pub fn aws_env(&self) -> Vec<(String, String)> {
+    /// the standard `aws-config` chain (no code branch in the function), with
+    /// the function's own access key.
+    pub fn aws_env_for(&self, component: Component) -> Vec<(String, String)> {
+        let key = self.key(Caller::Function(component));
         [
             ("AWS_ENDPOINT_URL", self.url.as_str()),
             ("AWS_REGION", REGION),
-            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_ACCESS_KEY_ID", key.as_str()),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_MAX_ATTEMPTS", "1"),
         ]
@@ -68,12 +137,51 @@ impl Emulator {
         .collect()
     }
 
-    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/moto-api/fleetkeeper/{path}", self.url);
+    pub(crate) async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}/moto-api/fleetkeeper/{path}{sep}account={}", self.url, self.account);
+        let body = body.map(|mut b| {
+            if let Some(map) = b.as_object_mut() {
+                map.insert("account".into(), json!(self.account));
+            }
+            b
+        });
         let (status, value) =
             http::request(method, &url, body.as_ref()).await.unwrap_or_else(|e| panic!("control {path}: {e}"));
         assert_eq!(status, 200, "control {path}: {value}");
         value
+    }
+
+    /// The AWS calls `caller` made in this account, by `(service, operation)`
+    /// (errors included).
+    pub async fn calls(&self, caller: Caller) -> Calls {
+        let v = self.control(Method::GET, &format!("calls?key={}", self.key(caller)), None).await;
+        let mut calls = Calls::default();
+        for row in v["calls"].as_array().into_iter().flatten() {
+            let op = (row["service"].as_str().unwrap_or_default(), row["operation"].as_str().unwrap_or_default());
+            let n = row["count"].as_u64().unwrap_or_default();
+            *calls.0.entry((op.0.to_owned(), op.1.to_owned())).or_default() += n;
+            if !row["status"].as_str().unwrap_or_default().starts_with('2') {
+                *calls.1.entry((op.0.to_owned(), op.1.to_owned())).or_default() += n;
+            }
+        }
+        calls
+    }
+
+    /// Forgets what `caller` called so far (counting starts again).
+    pub async fn forget_calls(&self, caller: Caller) {
+        self.control(Method::POST, "calls/forget", Some(json!({"key": self.key(caller)}))).await;
+    }
+
+    /// The account's clock offset on the emulator, ms.
+    pub async fn clock_offset_ms(&self) -> u64 {
+        self.control(Method::GET, "clock", None).await["offset_ms"].as_u64().unwrap_or_default()
+    }
+
+    /// Moves the account's emulator clock forward; returns the new offset, ms.
+    pub async fn advance_clock(&self, by: Duration) -> u64 {
+        let v = self.control(Method::POST, "clock", Some(json!({"advance_ms": by.as_millis() as u64}))).await;
+        v["offset_ms"].as_u64().unwrap_or_default()
     }
 
     /// The lifecycle events AWS would have sent for `group`, oldest first.
@@ -127,6 +235,65 @@ impl Emulator {
             Some(json!({"command_id": command_id, "instance_id": instance_id, "status": status, "stdout": stdout})),
         )
         .await;
+    }
+}
+
+/// AWS calls by `(service, operation)`, as the emulator recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Calls(pub BTreeMap<(String, String), u64>, pub BTreeMap<(String, String), u64>);
+
+impl Calls {
+    /// How many calls of `operation` (any service).
+    pub fn of(&self, operation: &str) -> u64 {
+        self.0.iter().filter(|((_, op), _)| op == operation).map(|(_, n)| n).sum()
+    }
+
+    /// How many calls in all.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// How many answered with an error.
+    pub fn errors(&self) -> u64 {
+        self.1.values().sum()
+    }
+
+    /// The operations called, as `service:Operation`.
+    pub fn operations(&self) -> Vec<String> {
+        self.0.keys().map(|(s, o)| format!("{s}:{o}")).collect()
+    }
+}
+
+/// The test clock: the account's emulator clock and the handlers' clock
+/// move together, so timeouts, readiness delays and lease expiry pass in a
+/// test without waiting. `sleep` moves both forward at once.
+#[derive(Debug, Clone)]
+pub struct TestClock {
+    emulator: Emulator,
+    offset_ms: Arc<AtomicU64>,
+}
+
+impl TestClock {
+    /// The clock of `emulator`'s account (starts at wall time).
+    pub async fn new(emulator: &Emulator) -> Self {
+        let offset = emulator.clock_offset_ms().await;
+        TestClock { emulator: emulator.clone(), offset_ms: Arc::new(AtomicU64::new(offset)) }
+    }
+
+    /// Moves both clocks forward by `by`.
+    pub async fn advance(&self, by: Duration) {
+        let offset = self.emulator.advance_clock(by).await;
+        self.offset_ms.store(offset, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep<'_> {
+        Box::pin(self.advance(duration))
     }
 }
 

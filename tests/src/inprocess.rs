@@ -26,7 +26,7 @@ pub async fn deps_with_clock(
 ) -> Deps {
     let config = Config::from_lookup(component, |k| env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone()))
         .unwrap_or_else(|e| panic!("{component}: {e}"));
-    Deps { config, clients: emulator.clients().await, clock }
+    Deps { config, clients: emulator.clients_for(component).await, clock }
 }
 
 /// An invocation of `payload` whose deadline is `timeout` after `clock`'s now.

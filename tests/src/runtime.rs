@@ -149,6 +149,18 @@ impl LambdaProcess {
         LambdaProcess { name: binary.to_owned(), child, api, server, output }
     }
 
+    /// Starts function `component` with the fleet environment `env`, reaching
+    /// `emulator`'s account with the function's own access key.
+    pub async fn start_function(
+        emulator: &crate::Emulator,
+        component: fleetkeeper::Component,
+        env: &[(String, String)],
+    ) -> Self {
+        let mut env = env.to_vec();
+        env.extend(emulator.aws_env_for(component));
+        Self::start(component.name(), &env).await
+    }
+
     /// Invokes the function with a 60 s deadline.
     pub async fn invoke(&mut self, event: Value) -> Outcome {
         self.invoke_with_deadline(event, Duration::from_secs(60)).await

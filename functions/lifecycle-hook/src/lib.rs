@@ -19,7 +19,6 @@ use fleetkeeper::{Component, ConfigError, Deps, deadline};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::Instant;
 use tracing::info;
 
 /// The longest an invocation works before leaving the rest to the next one
@@ -100,7 +99,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         store: &f.store,
         settings: &f.settings,
         clock: f.deps.clock.as_ref(),
-        until: Instant::now() + budget,
+        until: f.deps.clock.deadline_in(budget),
     };
     let mut summary = Summary {
         function: "lifecycle-hook",

@@ -67,7 +67,8 @@ pub async fn function_handler(event: LambdaEvent<Value>, deps: &Deps) -> Result<
         return Err("FLEET_EFS_FILE_SYSTEM_ID is not set".into());
     };
     let budget = deadline::budget(event.context.deadline, deps.clock.now_ms(), MAX_WAIT);
-    let report = mount_targets::reconcile(&deps.clients, &target, None, budget).await.map_err(Box::new)?;
+    let report =
+        mount_targets::reconcile(&deps.clients, deps.clock.as_ref(), &target, None, budget).await.map_err(Box::new)?;
     info!(
         file_system = %report.file_system_id,
         zones = report.zones.len(),

@@ -11,7 +11,6 @@ use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthState
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, InstanceInformationStringFilter};
 use serde::Serialize;
 use thiserror::Error;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::plan::{
@@ -147,8 +146,9 @@ pub struct Gate<'a, S> {
     pub settings: &'a GateSettings,
     /// Time.
     pub clock: &'a dyn Clock,
-    /// Stop starting new work after this instant (the invocation's deadline minus a margin).
-    pub until: Instant,
+    /// Stop starting new work after this moment, epoch ms on `clock` (the
+    /// invocation's deadline minus a margin).
+    pub until: u64,
 }
 
 impl<S: RecordStore> Gate<'_, S> {
@@ -187,7 +187,7 @@ impl<S: RecordStore> Gate<'_, S> {
                 out.reason = Some(format!("{decision:?}"));
                 return Ok(out);
             }
-            if Instant::now() >= self.until && !matches!(decision, Next::Wait { .. } | Next::NotActive { .. }) {
+            if self.clock.now_ms() >= self.until && !matches!(decision, Next::Wait { .. } | Next::NotActive { .. }) {
                 // Out of time: keep the hook alive, the next event continues.
                 self.heartbeat(action, &state).await?;
                 out.reason = Some("the invocation's time is up: continued by the next event".into());
@@ -408,9 +408,8 @@ impl<S: RecordStore> Gate<'_, S> {
                     seen.mount = Some(MountState::Ready);
                     return Ok(());
                 };
-                let budget =
-                    self.until.saturating_duration_since(Instant::now()).min(std::time::Duration::from_secs(20));
-                let report = mount_targets::reconcile(c, target, Some(zone), budget).await?;
+                let budget = self.clock.left_until(self.until).min(std::time::Duration::from_secs(20));
+                let report = mount_targets::reconcile(c, self.clock, target, Some(zone), budget).await?;
                 seen.mount = Some(match report.zone(zone) {
                     Some(z) => match z.outcome {
                         MountOutcome::Kept | MountOutcome::Created => MountState::Ready,

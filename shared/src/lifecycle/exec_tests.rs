@@ -27,12 +27,11 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
-use tokio::time::Instant;
 
 use super::exec::{Gate, GateSettings};
 use super::plan::{GLOBAL_MARGIN_MS, TARGET_MARGIN_MS};
 use crate::Clients;
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::events::{LifecycleAction, Place, Transition};
 use crate::store::MemoryTable;
 
@@ -204,7 +203,7 @@ fn gate<'a>(
     settings: &'a GateSettings,
     clock: &'a ManualClock,
 ) -> Gate<'a, MemoryTable> {
-    Gate { clients, store, settings, clock, until: Instant::now() + Duration::from_secs(600) }
+    Gate { clients, store, settings, clock, until: clock.deadline_in(Duration::from_secs(600)) }
 }
 
 #[tokio::test]
@@ -267,6 +266,8 @@ async fn near_the_global_timeout_a_launch_is_abandoned() {
     let g = gate(&clients, &store, &settings, &clock);
     assert_eq!(g.drive(&action(Transition::Launching)).await.expect("drive").result, "in_progress");
     clock.advance(172_800_000 - GLOBAL_MARGIN_MS);
+    // A later invocation: its own deadline.
+    let g = gate(&clients, &store, &settings, &clock);
     let late = g.drive(&action(Transition::Launching)).await.expect("drive");
     assert_eq!(late.result, "abandon");
     assert_eq!(late.reason.as_deref(), Some("the lifecycle hook's global timeout is near"));
@@ -277,7 +278,7 @@ async fn near_the_global_timeout_a_launch_is_abandoned() {
 async fn out_of_time_the_hook_is_kept_alive_and_nothing_completes() {
     let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete());
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
-    let g = Gate { until: Instant::now(), ..gate(&clients, &store, &settings, &clock) };
+    let g = Gate { until: clock.now_ms(), ..gate(&clients, &store, &settings, &clock) };
     let d = g.drive(&action(Transition::Launching)).await.expect("drive");
     assert_eq!(d.result, "in_progress");
     assert!(d.reason.as_deref().unwrap_or_default().contains("time is up"), "{d:?}");

@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_autoscaling::types::LifecycleState;
 use serde::Serialize;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::exec::{Driven, Gate, GateError, action_of};
@@ -71,7 +70,7 @@ impl<S: RecordStore> Gate<'_, S> {
                     if *hook_transition != transition {
                         continue;
                     }
-                    if Instant::now() >= self.until {
+                    if self.clock.now_ms() >= self.until {
                         report.truncated = true;
                         return Ok(report);
                     }

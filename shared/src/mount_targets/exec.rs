@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use aws_sdk_efs::error::{ProvideErrorMetadata, SdkError};
@@ -20,6 +19,7 @@ use aws_sdk_efs::operation::create_mount_target::CreateMountTargetError;
 
 use super::plan::{Action, FileSystem, Inputs, LifeCycle, MountTarget, Subnet, plan};
 use crate::Clients;
+use crate::clock::Clock;
 use crate::error::{AwsError, Kind};
 
 /// What the reconcile needs from the configuration.
@@ -120,11 +120,12 @@ impl Report {
 /// `only_zone`. New mount targets are waited for at most `budget`.
 pub async fn reconcile(
     clients: &Clients,
+    clock: &dyn Clock,
     target: &Target,
     only_zone: Option<&str>,
     budget: Duration,
 ) -> Result<Report, MountError> {
-    let until = Instant::now() + budget;
+    let until = clock.deadline_in(budget);
     let observed = observe(clients, target).await?;
     let inputs = Inputs {
         subnets: observed.subnets,
@@ -139,7 +140,7 @@ pub async fn reconcile(
         let report = if target.dry_run {
             planned(zone.zone.clone(), zone.action.clone())
         } else {
-            apply_zone(clients, target, &inputs, &zone.zone, &zone.action, until).await?
+            apply_zone(clients, clock, target, &inputs, &zone.zone, &zone.action, until).await?
         };
         zones.push(report);
     }
@@ -171,11 +172,12 @@ fn planned(zone: String, action: Action) -> ZoneReport {
 
 async fn apply_zone(
     clients: &Clients,
+    clock: &dyn Clock,
     target: &Target,
     inputs: &Inputs,
     zone: &str,
     action: &Action,
-    until: Instant,
+    until: u64,
 ) -> Result<ZoneReport, MountError> {
     let report = |outcome, mount_target_id: Option<String>, reason: Option<String>| ZoneReport {
         zone: zone.to_owned(),
@@ -190,7 +192,7 @@ async fn apply_zone(
         Action::Refuse { reason } => Ok(report(Outcome::Refused, None, Some(reason.clone()))),
         Action::Wait { mount_target_id: None, reason } => Ok(report(Outcome::InProgress, None, Some(reason.clone()))),
         Action::Wait { mount_target_id: Some(id), .. } => {
-            let (outcome, reason) = wait_available(clients, id, until).await?;
+            let (outcome, reason) = wait_available(clients, clock, id, until).await?;
             Ok(report(outcome, Some(id.clone()), reason))
         }
         Action::Create { subnet_id } => {
@@ -210,7 +212,7 @@ async fn apply_zone(
                     let (outcome, reason) = if created_state == LifeCycle::Available {
                         (Outcome::Created, None)
                     } else {
-                        match wait_available(clients, &id, until).await? {
+                        match wait_available(clients, clock, &id, until).await? {
                             (Outcome::Kept, r) => (Outcome::Created, r),
                             other => other,
                         }
@@ -252,7 +254,12 @@ async fn apply_zone(
 }
 
 /// Polls one mount target until it is available or `until` passes.
-async fn wait_available(clients: &Clients, id: &str, until: Instant) -> Result<(Outcome, Option<String>), MountError> {
+async fn wait_available(
+    clients: &Clients,
+    clock: &dyn Clock,
+    id: &str,
+    until: u64,
+) -> Result<(Outcome, Option<String>), MountError> {
     loop {
         let out = clients
             .efs
@@ -268,10 +275,10 @@ async fn wait_available(clients: &Clients, id: &str, until: Instant) -> Result<(
             Some(other) => return Ok((Outcome::Refused, Some(format!("mount target {id} became {other:?}")))),
             None => return Ok((Outcome::Failed, Some(format!("mount target {id} disappeared")))),
         }
-        if Instant::now() + POLL > until {
+        if clock.deadline_in(POLL) > until {
             return Ok((Outcome::InProgress, Some(format!("mount target {id} is not available yet"))));
         }
-        tokio::time::sleep(POLL).await;
+        clock.sleep(POLL).await;
     }
 }
 
@@ -459,6 +466,7 @@ mod tests {
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use super::*;
+    use crate::clock::ManualClock;
 
     fn target() -> Target {
         Target {
@@ -580,7 +588,8 @@ mod tests {
             nfs_groups(),
         ];
         let c = clients(&rules.iter().collect::<Vec<_>>());
-        let report = reconcile(&c, &target(), None, Duration::from_secs(30)).await.expect("reconcile");
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target(), None, Duration::from_secs(30)).await.expect("reconcile");
         let zone = report.zone("az-a").expect("zone");
         assert_eq!((zone.outcome.clone(), zone.mount_target_id.as_deref()), (Outcome::Kept, Some("fsmt-1")));
         assert_eq!(zone.nfs_admitted, Some(true));
@@ -592,7 +601,8 @@ mod tests {
         let create = conflict();
         let rules = [file_system(), listing(None), create.clone(), listing(None)];
         let c = clients(&rules.iter().collect::<Vec<_>>());
-        let report = reconcile(&c, &target(), None, Duration::from_secs(30)).await.expect("reconcile");
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target(), None, Duration::from_secs(30)).await.expect("reconcile");
         let zone = report.zone("az-a").expect("zone");
         assert_eq!(zone.outcome, Outcome::Failed);
         assert!(zone.reason.as_deref().unwrap_or_default().contains("not in the same VPC"), "{zone:?}");
@@ -612,7 +622,7 @@ mod tests {
         })
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_new_mount_target_still_creating_at_the_budget_is_in_progress() {
         let poll = mock!(aws_sdk_efs::Client::describe_mount_targets)
             .match_requests(|r| r.mount_target_id() == Some("fsmt-new"))
@@ -626,17 +636,17 @@ mod tests {
             .build();
         let rules = [file_system(), listing(None), creating(), poll.clone()];
         let c = clients(&rules.iter().collect::<Vec<_>>());
-        let started = Instant::now();
-        let report = reconcile(&c, &target(), None, Duration::from_secs(10)).await.expect("reconcile");
+        let clock = ManualClock::at(0);
+        let report = reconcile(&c, &clock, &target(), None, Duration::from_secs(10)).await.expect("reconcile");
         let zone = report.zone("az-a").expect("zone");
         assert_eq!((zone.outcome.clone(), zone.mount_target_id.as_deref()), (Outcome::InProgress, Some("fsmt-new")));
         assert!(report.in_progress());
         assert_eq!(poll.num_calls(), 4, "polls at 0, 3, 6 and 9 s within a 10 s budget");
-        assert!(started.elapsed() <= Duration::from_secs(10), "never past the budget");
+        assert!(clock.now_ms() <= 10_000, "never past the budget");
         assert_eq!(zone.nfs_admitted, None, "not serving yet: not checked");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_new_mount_target_that_becomes_available_is_created() {
         let poll = mock!(aws_sdk_efs::Client::describe_mount_targets)
             .sequence()
@@ -653,7 +663,8 @@ mod tests {
             .build();
         let rules = [file_system(), listing(None), creating(), poll.clone(), nfs_groups()];
         let c = clients(&rules.iter().collect::<Vec<_>>());
-        let report = reconcile(&c, &target(), None, Duration::from_secs(60)).await.expect("reconcile");
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target(), None, Duration::from_secs(60)).await.expect("reconcile");
         let zone = report.zone("az-a").expect("zone");
         assert_eq!(zone.outcome, Outcome::Created);
         assert_eq!(zone.nfs_admitted, Some(true));

@@ -1,9 +1,11 @@
 """fleetkeeper's patch layer over the moto server: each module fills a gap of
-moto 5.2.5 that fleetkeeper needs (see the README, "The emulator")."""
+moto 5.2.5 that fleetkeeper needs, or makes the emulator as slow and strict
+as AWS where fleetkeeper's correctness depends on it (see the README, "The
+emulator"). Every timed behaviour reads :mod:`fleetkeeper_moto.clock`."""
 
-from . import autoscaling, dynamodb, ssm
+from . import accounts, autoscaling, dynamodb, ssm
 
 
 def apply() -> list[str]:
     """Installs every patch into moto's models; returns their descriptions."""
-    return autoscaling.apply() + ssm.apply() + dynamodb.apply()
+    return accounts.apply() + autoscaling.apply() + ssm.apply() + dynamodb.apply()

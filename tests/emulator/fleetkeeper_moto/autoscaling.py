@@ -28,7 +28,6 @@ What it does:
 
 from __future__ import annotations
 
-import datetime
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ from moto.autoscaling.models import (
 )
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
+
+from . import clock
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
@@ -94,8 +95,9 @@ def state_of(backend: AutoScalingBackend) -> SimulationState:
     return sim
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def now(backend: AutoScalingBackend) -> str:
+    """The account's time on the test clock, as AWS writes it in events."""
+    return clock.iso(clock.now(backend.account_id))
 
 
 def hooks_for(backend: AutoScalingBackend, group: str, transition: str) -> list[Any]:
@@ -128,7 +130,7 @@ def begin_actions(backend: AutoScalingBackend, group: FakeAutoScalingGroup, st: 
             transition=transition,
             origin=origin,
             destination=destination,
-            started_at=now(),
+            started_at=now(backend),
         )
         sim.actions.append(action)
         sim.events.append(event_for(backend, group, action))
@@ -377,7 +379,7 @@ def complete_lifecycle_action(self: AutoScalingBackend, group_name: str, hook: s
                 "Transition": action.transition,
                 "Result": result,
                 "By": "token" if token else "instance_id",
-                "Time": now(),
+                "Time": now(self),
             }
         )
         found = find_state(self, action.instance_id)
@@ -409,7 +411,7 @@ def record_lifecycle_action_heartbeat(self: AutoScalingBackend, group_name: str,
                 "InstanceId": action.instance_id,
                 "Transition": action.transition,
                 "By": "token" if token else "instance_id",
-                "Time": now(),
+                "Time": now(self),
             }
         )
 

@@ -13,6 +13,10 @@ All take and return JSON. ``region`` defaults to ``us-east-1`` and
 verb   path                                           body / query
 =====  =============================================  =====================================================
 GET    health                                         the applied patches
+GET    clock                                          ``?account``: the account's now (epoch ms) and offset
+POST   clock                                          ``{account, advance_ms}``: moves the account's clock
+GET    calls                                          ``?key``: recorded AWS calls of keys with that prefix
+POST   calls/forget                                   ``{key}``: forgets them
 GET    autoscaling/lifecycle-events                   ``?region&group``: EventBridge events, oldest first
 GET    autoscaling/lifecycle-actions                  ``?region&group``: pending actions and the history
 POST   autoscaling/warm-pool/launch                   ``{group, count}``: new instances into the warm pool
@@ -35,7 +39,7 @@ from moto.core.exceptions import ServiceException
 from moto.ssm.models import ssm_backends
 from werkzeug.wrappers import Request, Response
 
-from . import autoscaling, ssm
+from . import autoscaling, clock, recorder, ssm
 
 PREFIX = "/moto-api/fleetkeeper/"
 
@@ -106,7 +110,33 @@ def invocation_status(p: dict[str, Any]) -> Any:
     return {"changed": changed}
 
 
+def clock_get(p: dict[str, Any]) -> Any:
+    account, _ = backend_args(p)
+    return {"account": account, "now_ms": clock.now_ms(account), "offset_ms": clock.offset_ms(account)}
+
+
+def clock_advance(p: dict[str, Any]) -> Any:
+    account, _ = backend_args(p)
+    try:
+        offset = clock.advance(account, int(required(p, "advance_ms")))
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+    return {"account": account, "now_ms": clock.now_ms(account), "offset_ms": offset}
+
+
+def calls_get(p: dict[str, Any]) -> Any:
+    return {"calls": recorder.calls(required(p, "key"))}
+
+
+def calls_forget(p: dict[str, Any]) -> Any:
+    return {"forgotten": recorder.forget(required(p, "key"))}
+
+
 ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
+    ("GET", "clock"): clock_get,
+    ("POST", "clock"): clock_advance,
+    ("GET", "calls"): calls_get,
+    ("POST", "calls/forget"): calls_forget,
     ("GET", "autoscaling/lifecycle-events"): lifecycle_events,
     ("GET", "autoscaling/lifecycle-actions"): lifecycle_actions,
     ("POST", "autoscaling/warm-pool/launch"): warm_pool_launch,
@@ -126,7 +156,17 @@ class ControlApp:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
         if not path.startswith(PREFIX):
-            return self.moto_app(environ, start_response)
+            who = recorder.caller(environ)
+            if who is None:
+                return self.moto_app(environ, start_response)
+            key, service = who
+            op = recorder.operation(environ, service)
+
+            def recording_start_response(status: str, headers: Any, *rest: Any) -> Any:
+                recorder.record(key, service, op, status.split(" ", 1)[0])
+                return start_response(status, headers, *rest)
+
+            return self.moto_app(environ, recording_start_response)
         request = Request(environ)
         return self.handle(request, path[len(PREFIX) :])(environ, start_response)
 

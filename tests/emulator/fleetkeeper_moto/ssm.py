@@ -33,6 +33,7 @@ from moto.ec2.models import ec2_backends
 from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
+from . import clock
 from .autoscaling import LOCK
 
 #: The agent version reported by default: new enough for
@@ -48,8 +49,9 @@ class SsmError(ServiceException):
         super().__init__(code, message)
 
 
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+def utcnow(account: str) -> datetime.datetime:
+    """The account's time on the test clock."""
+    return clock.now(account)
 
 
 # ---------------------------------------------------------------------------
@@ -82,7 +84,7 @@ def managed_instances(backend: SimpleSystemManagerBackend) -> list[dict[str, Any
                 {
                     "InstanceId": instance.id,
                     "PingStatus": ping,
-                    "LastPingDateTime": utcnow(),
+                    "LastPingDateTime": utcnow(backend.account_id),
                     "AgentVersion": override.get("AgentVersion") or DEFAULT_AGENT_VERSION,
                     "IsLatestVersion": True,
                     "PlatformType": override.get("PlatformType") or "Linux",
@@ -207,19 +209,21 @@ def send_command(self: SimpleSystemManagerBackend, **kwargs: Any) -> Command:
             raise SsmError("InvalidInstanceId", f"Instances [[{', '.join(invalid)}]] not in a valid state for account {self.account_id}")
         kwargs["instance_ids"] = instance_ids
         command = _original_send_command(self, **kwargs)
+        # On the test clock (ListCommands filters by it); naive UTC like moto's.
+        command.requested_date_time = utcnow(self.account_id).replace(tzinfo=None)
         for invocation in command.invocations:
             online = managed.get(invocation["InstanceId"], {}).get("PingStatus") == "Online"
-            set_invocation(invocation, "InProgress" if online else "Pending")
+            set_invocation(invocation, self.account_id, "InProgress" if online else "Pending")
         refresh(command)
         return command
 
 
-def set_invocation(invocation: dict[str, Any], status: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+def set_invocation(invocation: dict[str, Any], account: str, status: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
     invocation["Status"] = status
     invocation["StatusDetails"] = status
     terminal = status in TERMINAL
     invocation["ResponseCode"] = response_code if response_code is not None else (0 if status == "Success" else (1 if terminal else -1))
-    invocation["ExecutionEndDateTime"] = utcnow().isoformat() if terminal else ""
+    invocation["ExecutionEndDateTime"] = utcnow(account).isoformat() if terminal else ""
     invocation["StandardOutputContent"] = stdout or ""
     invocation["StandardErrorContent"] = stderr or ""
 
@@ -254,7 +258,7 @@ def set_invocation_status(backend: SimpleSystemManagerBackend, command_id: str, 
         changed = 0
         for invocation in command.invocations:
             if instance_id is None or invocation["InstanceId"] == instance_id:
-                set_invocation(invocation, status, response_code, stdout, stderr)
+                set_invocation(invocation, backend.account_id, status, response_code, stdout, stderr)
                 changed += 1
         if changed == 0:
             raise SsmError("InvocationDoesNotExist", f"No invocation of {command_id} on {instance_id}")

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use fleetkeeper::Clients;
+use fleetkeeper::{Clients, Component};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::events::{command_status, command_status_on, s3_notification, scheduled};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
@@ -76,8 +76,7 @@ async fn main() {
     for m in fleet.members(&clients).await {
         t.say(format!("instance {} in {} is {}", m.id, m.zone, m.lifecycle_state));
     }
-    let mut env = fleet.env();
-    env.extend(emulator.aws_env());
+    let env = fleet.env();
     let hosts = std::env::temp_dir().join(format!("fleetkeeper-demo-{}", std::process::id()));
     let demo = Demo { t, emulator, clients, fleet, env, hosts };
 
@@ -91,7 +90,7 @@ async fn main() {
 impl Demo {
     async fn gate_in(&self) {
         self.t.scene("Instances are gated into service (lifecycle-hook)");
-        let mut gate = LambdaProcess::start("lifecycle-hook", &self.env).await;
+        let mut gate = LambdaProcess::start_function(&self.emulator, Component::LifecycleHook, &self.env).await;
         let events = self.emulator.lifecycle_events(&self.fleet.asg_name).await;
         let mut catch_ups = Vec::new();
         for event in &events {
@@ -156,7 +155,7 @@ impl Demo {
         for id in &leaving {
             self.t.say(format!("desired capacity 3 -> 2: {id} is Terminating:Wait"));
         }
-        let mut gate = LambdaProcess::start("lifecycle-hook", &self.env).await;
+        let mut gate = LambdaProcess::start_function(&self.emulator, Component::LifecycleHook, &self.env).await;
         for event in self.emulator.lifecycle_events(&self.fleet.asg_name).await {
             let id = event["detail"]["EC2InstanceId"].as_str().unwrap_or_default();
             let terminating =
@@ -202,7 +201,7 @@ impl Demo {
             self.fleet.file_system_id,
             self.fleet.mount_target_zones(&self.clients).await.len()
         ));
-        let mut mounts = LambdaProcess::start("mount-targets", &self.env).await;
+        let mut mounts = LambdaProcess::start_function(&self.emulator, Component::MountTargets, &self.env).await;
         for run in ["first run", "second run"] {
             let answer = mounts.invoke(scheduled()).await.response();
             for z in answer["reconcile"]["zones"].as_array().cloned().unwrap_or_default() {
@@ -225,8 +224,8 @@ impl Demo {
 
     async fn burst(&self) {
         self.t.scene("A burst of uploads becomes one sync wave plus one follow-up");
-        let mut dispatcher = LambdaProcess::start("codebase-sync", &self.env).await;
-        let mut completion = LambdaProcess::start("sync-completion", &self.env).await;
+        let mut dispatcher = LambdaProcess::start_function(&self.emulator, Component::CodebaseSync, &self.env).await;
+        let mut completion = LambdaProcess::start_function(&self.emulator, Component::SyncCompletion, &self.env).await;
         for batch in 1..=4 {
             let keys: Vec<String> = (0..10).map(|n| format!("releases/b{batch}/file-{n}.php")).collect();
             upload(&self.clients, &self.fleet, &keys).await;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetkeeper::Component;
-use fleetkeeper::clock::{ManualClock, SharedClock, SystemClock};
+use fleetkeeper::clock::{Clock, SharedClock};
 use fleetkeeper::ssm_document::history::RunHistory;
 use fleetkeeper::store::Table;
 use fleetkeeper::sync::state::FleetItem;
 use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::Emulator;
+use fleetkeeper_tests::emulator::TestClock;
 use fleetkeeper_tests::events::{command_status, s3_notification, scheduled};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
 use fleetkeeper_tests::inprocess::{deps_with_clock, invocation, set_var};
@@ -34,7 +35,7 @@ struct World {
     clients: fleetkeeper::Clients,
     fleet: Fleet,
     env: Vec<(String, String)>,
-    clock: ManualClock,
+    clock: TestClock,
 }
 
 impl World {
@@ -51,7 +52,7 @@ impl World {
         upload(&clients, &fleet, &["index.php".into(), "lib/a.php".into()]).await;
         let mut env = fleet.env();
         tweak(&mut env);
-        let clock = ManualClock::at(fleetkeeper::clock::Clock::now_ms(&SystemClock));
+        let clock = TestClock::new(&emulator).await;
         World { emulator, clients, fleet, env, clock }
     }
 
@@ -297,7 +298,7 @@ async fn a_lost_completion_event_is_recovered_by_the_sweep() {
     started(&w.uploads(3, "l").await);
     let sent = w.sent().await;
     // Running: the sweep renews the lease, even past its expiry.
-    w.clock.advance(20 * 60 * 1000);
+    w.clock.advance(Duration::from_secs(20 * 60)).await;
     let sweep = w.complete(scheduled()).await;
     assert_eq!(sweep["sweep"]["settled"]["outcome"], "renewed", "{sweep}");
     assert!(w.item().await.wave.expect("wave").lease_expires_at > w.clock_now(), "renewed");
@@ -312,7 +313,7 @@ async fn a_lost_completion_event_is_recovered_by_the_sweep() {
 
 impl World {
     fn clock_now(&self) -> u64 {
-        fleetkeeper::clock::Clock::now_ms(&self.clock)
+        self.clock.now_ms()
     }
 }
 
@@ -451,10 +452,8 @@ async fn dry_run_writes_nothing() {
 #[tokio::test]
 async fn both_real_bootstraps_run_a_wave_through_the_runtime_api() {
     let w = World::new(2).await;
-    let mut env = w.env.clone();
-    env.extend(w.emulator.aws_env());
-    let mut dispatcher = LambdaProcess::start("codebase-sync", &env).await;
-    let mut completion = LambdaProcess::start("sync-completion", &env).await;
+    let mut dispatcher = LambdaProcess::start_function(&w.emulator, Component::CodebaseSync, &w.env).await;
+    let mut completion = LambdaProcess::start_function(&w.emulator, Component::SyncCompletion, &w.env).await;
     let keys = vec![format!("{}index.php", w.fleet.prefix)];
     let answer = dispatcher.invoke(s3_notification(&w.fleet.bucket, &keys)).await.response();
     assert_eq!(answer["wave"]["outcome"], "started", "{answer}");
@@ -531,6 +530,6 @@ async fn a_failing_recovery_counts_and_the_next_waits_an_hour() {
     assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"], json!([]), "not again within the hour");
     let record = w.store().instances(std::slice::from_ref(&bad)).await.expect("record").remove(0);
     assert_eq!((record.sync_failures, record.quarantined()), (2, true));
-    w.clock.advance(fleetkeeper::sync::run::RECOVERY_SPACING_MS);
+    w.clock.advance(Duration::from_millis(fleetkeeper::sync::run::RECOVERY_SPACING_MS)).await;
     assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "sent");
 }

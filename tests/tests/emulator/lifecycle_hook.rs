@@ -403,9 +403,7 @@ async fn without_a_codebase_or_file_system_the_gate_only_registers() {
 async fn the_real_bootstrap_gates_a_launch() {
     let w = World::new(FleetSpec { instances: 1, ..FleetSpec::default() }).await;
     let (id, _) = w.first().await;
-    let mut env = w.env.clone();
-    env.extend(w.emulator.aws_env());
-    let mut process = LambdaProcess::start("lifecycle-hook", &env).await;
+    let mut process = LambdaProcess::start_function(&w.emulator, Component::LifecycleHook, &w.env).await;
     let first = process.invoke(w.event_for(&id, "LAUNCHING").await).await.response();
     assert_eq!(first["driven"][0]["result"], "in_progress", "{first}");
     let (command, ..) = w.catch_ups(&id).await.pop().expect("catch-up");

@@ -185,9 +185,15 @@ async fn the_library_entry_ensures_one_zone_only() {
     let fleet = Fleet::provision(&clients, &FleetSpec { instances: 0, ..FleetSpec::default() }).await;
     let deps = deps(&emulator, Component::MountTargets, &fleet.env()).await;
     let target = fleetkeeper::mount_targets::Target::from_config(&deps.config).expect("efs configured");
-    let report = fleetkeeper::mount_targets::reconcile(&clients, &target, Some("us-east-1b"), Duration::from_secs(10))
-        .await
-        .expect("ensure");
+    let report = fleetkeeper::mount_targets::reconcile(
+        &clients,
+        &fleetkeeper::clock::SystemClock,
+        &target,
+        Some("us-east-1b"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("ensure");
     assert_eq!(report.zones.len(), 1);
     let made = mount_targets(&emulator, &fleet.file_system_id).await;
     assert_eq!(made.keys().collect::<Vec<_>>(), ["us-east-1b"]);
@@ -198,9 +204,7 @@ async fn the_real_bootstrap_reconciles_on_its_schedule() {
     let emulator = Emulator::from_env();
     let clients = emulator.clients().await;
     let fleet = Fleet::provision(&clients, &FleetSpec { instances: 2, ..FleetSpec::default() }).await;
-    let mut env = fleet.env();
-    env.extend(emulator.aws_env());
-    let mut process = LambdaProcess::start("mount-targets", &env).await;
+    let mut process = LambdaProcess::start_function(&emulator, Component::MountTargets, &fleet.env()).await;
     let answer = process.invoke(scheduled()).await.response();
     assert_eq!(outcomes(&answer).len(), 3, "{answer}");
     assert_eq!(mount_targets(&emulator, &fleet.file_system_id).await.len(), 3);

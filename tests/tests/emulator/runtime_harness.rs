@@ -4,24 +4,23 @@
 
 use std::time::Duration;
 
+use fleetkeeper::Component;
 use fleetkeeper::config::vars;
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec};
 use fleetkeeper_tests::runtime::{LambdaProcess, Outcome, run_to_exit};
 use serde_json::json;
 
-const FUNCTIONS: [&str; 4] = ["lifecycle-hook", "mount-targets", "codebase-sync", "sync-completion"];
-
 #[tokio::test]
 async fn every_bootstrap_answers_invocations_through_the_runtime_api() {
     let emulator = Emulator::from_env();
     let clients = emulator.clients().await;
     let fleet = Fleet::provision(&clients, &FleetSpec { instances: 0, ..FleetSpec::default() }).await;
-    let mut env = fleet.env();
-    env.extend(emulator.aws_env());
+    let env = fleet.env();
 
-    for function in FUNCTIONS {
-        let mut process = LambdaProcess::start(function, &env).await;
+    for component in Component::ALL {
+        let function = component.name();
+        let mut process = LambdaProcess::start_function(&emulator, component, &env).await;
         // Two invocations on one process: the runtime loop keeps serving.
         // Events no function acts on, so this holds whatever each one does.
         let answer = process.invoke(json!({"hello": "world"})).await.response();
@@ -44,9 +43,7 @@ async fn a_payload_that_is_not_json_object_is_still_answered() {
     let emulator = Emulator::from_env();
     let clients = emulator.clients().await;
     let fleet = Fleet::provision(&clients, &FleetSpec { instances: 0, ..FleetSpec::default() }).await;
-    let mut env = fleet.env();
-    env.extend(emulator.aws_env());
-    let mut process = LambdaProcess::start("codebase-sync", &env).await;
+    let mut process = LambdaProcess::start_function(&emulator, Component::CodebaseSync, &fleet.env()).await;
     let answer = process.invoke(json!("just a string")).await;
     let Outcome::Response(answer) = answer else { panic!("{answer:?}") };
     assert_eq!(answer["skipped"]["by_reason"]["unknown_shape"], 1, "{answer}");
@@ -56,8 +53,9 @@ async fn a_payload_that_is_not_json_object_is_still_answered() {
 #[tokio::test]
 async fn missing_configuration_fails_the_init_naming_the_variable() {
     let emulator = Emulator::from_env();
-    for function in FUNCTIONS {
-        let mut env: Vec<(String, String)> = emulator.aws_env();
+    for component in Component::ALL {
+        let function = component.name();
+        let mut env: Vec<(String, String)> = emulator.aws_env_for(component);
         env.push((vars::FLEET_NAME.into(), "web".into()));
         let exit = run_to_exit(function, &env, Duration::from_secs(30)).await;
         assert_eq!(exit.code, Some(1), "{function}: {exit:?}");
@@ -75,7 +73,7 @@ async fn malformed_configuration_fails_the_init_naming_the_variable() {
     let clients = emulator.clients().await;
     let fleet = Fleet::provision(&clients, &FleetSpec { instances: 0, ..FleetSpec::default() }).await;
     let mut env = fleet.env();
-    env.extend(emulator.aws_env());
+    env.extend(emulator.aws_env_for(Component::SyncCompletion));
     env.push((vars::SYNC_DESTINATION.into(), "/var/www; reboot".into()));
     let exit = run_to_exit("sync-completion", &env, Duration::from_secs(30)).await;
     assert_eq!(exit.code, Some(1), "{exit:?}");
