@@ -7,18 +7,20 @@
 //! | [`fleet`] | provisioning a web tier (VPC, subnets, ALB target group, ASG, hooks, EFS, lock table, bucket) |
 //! | [`events`] | events in the shapes AWS sends them |
 //! | [`inprocess`] | a handler's `Deps` and invocation, for in-process handler tests |
-//! | [`instance`] | a stand-in instance: runs the sync document's real script locally |
+//! | [`agent`] | a local SSM agent: runs the real document for each instance, ends its invocation |
+//! | [`router`] | the event router: delivers what AWS would, to in-process handlers or real bootstraps |
 //! | [`http`] | a minimal JSON-over-HTTP/1.1 client for the control endpoints |
 //!
 //! The emulator itself (Python, `tests/emulator/`) is started by `make test`
 //! and `make demo`, which export `FLEETKEEPER_EMULATOR_URL`.
 
+pub mod agent;
 pub mod emulator;
 pub mod events;
 pub mod fleet;
 pub mod http;
 pub mod inprocess;
-pub mod instance;
+pub mod router;
 pub mod runtime;
 
 pub use emulator::Emulator;

@@ -17,7 +17,13 @@ GET    clock                                          ``?account``: the account'
 POST   clock                                          ``{account, advance_ms}``: moves the account's clock
 GET    calls                                          ``?key``: recorded AWS calls of keys with that prefix
 POST   calls/forget                                   ``{key}``: forgets them
-GET    autoscaling/lifecycle-events                   ``?region&group``: EventBridge events, oldest first
+GET    autoscaling/lifecycle-events                   ``?region&group&after``: EventBridge events, oldest first,
+                                                      from position ``after``; ``next`` is the next position
+GET    s3/events                                      ``?region&bucket&after``: S3 EventBridge object events
+GET    ssm/status-events                              ``?region&after``: Run Command status-change events
+GET    ssm/deliveries                                 ``?region&document``: invocations delivered to an agent
+                                                      and not yet taken
+POST   ssm/claim                                      ``{command_id, instance_id}``: an agent takes one
 GET    autoscaling/lifecycle-actions                  ``?region&group``: pending actions and the history
 POST   autoscaling/warm-pool/launch                   ``{group, count}``: new instances into the warm pool
 POST   autoscaling/warm-pool/promote                  ``{instance_id}``: the group takes it from the pool
@@ -39,7 +45,7 @@ from moto.core.exceptions import ServiceException
 from moto.ssm.models import ssm_backends
 from werkzeug.wrappers import Request, Response
 
-from . import autoscaling, clock, recorder, ssm
+from . import autoscaling, clock, recorder, s3, ssm
 
 PREFIX = "/moto-api/fleetkeeper/"
 
@@ -63,8 +69,33 @@ def lifecycle_events(p: dict[str, Any]) -> Any:
     account, region = backend_args(p)
     sim = autoscaling.state_of(autoscaling_backends[account][region])
     group = p.get("group")
-    events = [e for e in sim.events if group is None or e["detail"]["AutoScalingGroupName"] == group]
-    return {"events": events}
+    after = int(p.get("after") or 0)
+    with autoscaling.LOCK:
+        log = list(sim.events)
+    events = [e for e in log[after:] if group is None or e["detail"]["AutoScalingGroupName"] == group]
+    return {"events": events, "next": len(log)}
+
+
+def s3_events(p: dict[str, Any]) -> Any:
+    account, _ = backend_args(p)
+    events, nxt = s3.events(account, int(p.get("after") or 0), p.get("bucket"))
+    return {"events": events, "next": nxt}
+
+
+def ssm_status_events(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    events, nxt = ssm.status_events(ssm_backends[account][region], int(p.get("after") or 0))
+    return {"events": events, "next": nxt}
+
+
+def ssm_deliveries(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    return {"deliveries": ssm.deliveries(ssm_backends[account][region], p.get("document"))}
+
+
+def ssm_claim(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    return {"claimed": ssm.claim(ssm_backends[account][region], required(p, "command_id"), required(p, "instance_id"))}
 
 
 def lifecycle_actions(p: dict[str, Any]) -> Any:
@@ -139,6 +170,10 @@ ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
     ("POST", "calls/forget"): calls_forget,
     ("GET", "autoscaling/lifecycle-events"): lifecycle_events,
     ("GET", "autoscaling/lifecycle-actions"): lifecycle_actions,
+    ("GET", "s3/events"): s3_events,
+    ("GET", "ssm/status-events"): ssm_status_events,
+    ("GET", "ssm/deliveries"): ssm_deliveries,
+    ("POST", "ssm/claim"): ssm_claim,
     ("POST", "autoscaling/warm-pool/launch"): warm_pool_launch,
     ("POST", "autoscaling/warm-pool/promote"): warm_pool_promote,
     ("POST", "ssm/managed-instance"): managed_instance,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import uuid
 from typing import Any
 
 from moto.core.exceptions import ServiceException
@@ -211,14 +212,18 @@ def send_command(self: SimpleSystemManagerBackend, **kwargs: Any) -> Command:
         command = _original_send_command(self, **kwargs)
         # On the test clock (ListCommands filters by it); naive UTC like moto's.
         command.requested_date_time = utcnow(self.account_id).replace(tzinfo=None)
+        command.status = None  # no status event has been sent for it yet
         for invocation in command.invocations:
             online = managed.get(invocation["InstanceId"], {}).get("PingStatus") == "Online"
-            set_invocation(invocation, self.account_id, "InProgress" if online else "Pending")
-        refresh(command)
+            set_invocation(self, command, invocation, "InProgress" if online else "Pending")
+        refresh(self, command)
         return command
 
 
-def set_invocation(invocation: dict[str, Any], account: str, status: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+def set_invocation(backend: SimpleSystemManagerBackend, command: Command, invocation: dict[str, Any], status: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+    account = backend.account_id
+    if invocation.get("Status") != status or command.status is None:
+        emit(backend, command, "EC2 Command Invocation Status-change Notification", status, invocation["InstanceId"])
     invocation["Status"] = status
     invocation["StatusDetails"] = status
     terminal = status in TERMINAL
@@ -228,8 +233,16 @@ def set_invocation(invocation: dict[str, Any], account: str, status: str, respon
     invocation["StandardErrorContent"] = stderr or ""
 
 
-def refresh(command: Command) -> None:
-    """Derives the command's status and counts from its invocations."""
+def refresh(backend: SimpleSystemManagerBackend, command: Command) -> None:
+    """Derives the command's status and counts from its invocations, and
+    sends the command's status event when its status changed."""
+    before = command.status
+    derive_status(command)
+    if command.status != before:
+        emit(backend, command, "EC2 Command Status-change Notification", command.status, None)
+
+
+def derive_status(command: Command) -> None:
     statuses = [i["Status"] for i in command.invocations]
     command.target_count = len(statuses)
     command.completed_count = sum(1 for s in statuses if s in TERMINAL)
@@ -258,12 +271,107 @@ def set_invocation_status(backend: SimpleSystemManagerBackend, command_id: str, 
         changed = 0
         for invocation in command.invocations:
             if instance_id is None or invocation["InstanceId"] == instance_id:
-                set_invocation(invocation, backend.account_id, status, response_code, stdout, stderr)
+                set_invocation(backend, command, invocation, status, response_code, stdout, stderr)
                 changed += 1
         if changed == 0:
             raise SsmError("InvocationDoesNotExist", f"No invocation of {command_id} on {instance_id}")
-        refresh(command)
+        refresh(backend, command)
         return changed
+
+
+# ---------------------------------------------------------------------------
+# Status events (EventBridge) and deliveries (for the local agent)
+# ---------------------------------------------------------------------------
+
+
+def event_log(backend: SimpleSystemManagerBackend) -> list[dict[str, Any]]:
+    log = getattr(backend, "_fleetkeeper_events", None)
+    if log is None:
+        log = []
+        backend._fleetkeeper_events = log  # type: ignore[attr-defined]
+    return log
+
+
+def emit(backend: SimpleSystemManagerBackend, command: Command, detail_type: str, status: str, instance_id: str | None) -> None:
+    """Records the EventBridge event AWS sends for a status change.
+
+    Shapes: Systems Manager user guide, "Amazon EventBridge event examples
+    for Systems Manager" (Run Command: "EC2 Command Status-change
+    Notification", "EC2 Command Invocation Status-change Notification"):
+    ``command-id``, ``document-name``, ``requested-date-time``, ``status``;
+    the command's event adds ``expire-after`` and ``parameters`` (arrays of
+    strings) and lists the instances in ``resources``; the invocation's
+    names its ``instance-id``. ``status`` carries the API's ``Status``
+    spelling (the documented examples show ``Success``).
+    """
+    region = backend.region_name
+    account = backend.account_id
+    requested = command.requested_date_time.replace(tzinfo=datetime.timezone.utc)
+    detail: dict[str, Any] = {
+        "command-id": command.command_id,
+        "document-name": command.document_name,
+        "requested-date-time": clock.iso(requested),
+        "status": status,
+    }
+    if instance_id is None:
+        instances = list(command.instance_ids)
+        detail["expire-after"] = clock.iso(command.expires_after.replace(tzinfo=datetime.timezone.utc))
+        detail["parameters"] = {k: list(v) for k, v in (command.parameters or {}).items()}
+    else:
+        instances = [instance_id]
+        detail["instance-id"] = instance_id
+    event_log(backend).append(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": "aws.ssm",
+            "account": account,
+            "time": clock.iso(clock.now(account))[:19] + "Z",
+            "region": region,
+            "resources": [f"arn:aws:ec2:{region}:{account}:instance/{i}" for i in instances],
+            "detail": detail,
+        }
+    )
+
+
+def status_events(backend: SimpleSystemManagerBackend, after: int) -> tuple[list[dict[str, Any]], int]:
+    with LOCK:
+        log = event_log(backend)
+        return log[after:], len(log)
+
+
+def deliveries(backend: SimpleSystemManagerBackend, document: str | None) -> list[dict[str, Any]]:
+    """Invocations delivered to an agent (``InProgress``) that no agent has
+    taken yet: what a local agent runs."""
+    with LOCK:
+        out = []
+        for command in backend._commands:
+            if document is not None and command.document_name != document:
+                continue
+            for inv in command.invocations:
+                if inv["Status"] == "InProgress" and not inv.get("_claimed"):
+                    out.append(
+                        {
+                            "command_id": command.command_id,
+                            "instance_id": inv["InstanceId"],
+                            "document_name": command.document_name,
+                            "document_version": getattr(command, "_document_version", None),
+                            "parameters": {k: list(v) for k, v in (command.parameters or {}).items()},
+                        }
+                    )
+        return out
+
+
+def claim(backend: SimpleSystemManagerBackend, command_id: str, instance_id: str) -> bool:
+    """An agent takes a delivered invocation (only one agent does)."""
+    with LOCK:
+        command = backend.get_command_by_id(command_id)
+        for inv in command.invocations:
+            if inv["InstanceId"] == instance_id and inv["Status"] == "InProgress" and not inv.get("_claimed"):
+                inv["_claimed"] = True
+                return True
+        return False
 
 
 def list_commands(self: SimpleSystemManagerBackend, command_id: str | None, instance_id: str | None, filters: list[dict[str, str]] | None = None) -> list[Command]:

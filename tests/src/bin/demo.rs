@@ -1,23 +1,29 @@
 //! `make demo`: a whole scenario against the embedded emulator, printed as a
-//! timeline. It runs the functions' real `bootstrap` binaries through the
-//! Lambda Runtime API harness, plays the instances' part by running the sync
-//! document's real script locally, and prints only what the functions, AWS
-//! (the emulator) and the script report: it never claims what did not happen.
+//! timeline. The functions run as their real `bootstrap` binaries behind the
+//! Lambda Runtime API harness; the event router delivers what AWS would
+//! (lifecycle actions, S3 object events through SQS, Run Command status
+//! events, schedules) and the local agent runs the real sync document on each
+//! instance. The timeline prints only what the functions answered, what AWS
+//! (the emulator) reports and what the document printed: it never claims
+//! what did not happen, and the demo exits non-zero when a step did not end
+//! as the timeline says.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use fleetkeeper::{Clients, Component};
 use fleetkeeper_tests::Emulator;
-use fleetkeeper_tests::events::{command_status, command_status_on, s3_notification, scheduled};
+use fleetkeeper_tests::agent::{Agent, AgentRun};
+use fleetkeeper_tests::emulator::Caller;
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
-use fleetkeeper_tests::instance::run_document;
+use fleetkeeper_tests::router::{Delivery, Router};
 use fleetkeeper_tests::runtime::LambdaProcess;
 use serde_json::Value;
 
 struct Timeline {
     start: Instant,
+    failures: Vec<String>,
 }
 
 impl Timeline {
@@ -28,15 +34,14 @@ impl Timeline {
     fn scene(&self, title: &str) {
         println!("\n== {title}");
     }
-}
 
-/// A fleet wave's command, as SSM lists it.
-#[derive(Clone)]
-struct Sent {
-    id: String,
-    generation: String,
-    instances: Vec<String>,
-    parameters: HashMap<String, Vec<String>>,
+    /// States an expectation; a broken one is printed and fails the demo.
+    fn expect(&mut self, ok: bool, what: impl AsRef<str>) {
+        if !ok {
+            println!("  !! not as expected: {}", what.as_ref());
+            self.failures.push(what.as_ref().to_owned());
+        }
+    }
 }
 
 struct Demo {
@@ -44,21 +49,20 @@ struct Demo {
     emulator: Emulator,
     clients: Clients,
     fleet: Fleet,
-    env: Vec<(String, String)>,
+    router: Router,
+    agent: Agent,
     hosts: PathBuf,
 }
 
 #[tokio::main]
-async fn main() {
-    let t = Timeline { start: Instant::now() };
+async fn main() -> ExitCode {
+    let t = Timeline { start: Instant::now(), failures: Vec::new() };
     let emulator = Emulator::from_env();
     let clients = emulator.clients().await;
     println!("fleetkeeper demo against the embedded AWS emulator at {}", emulator.url());
+    println!("(real time, emulator-fast timelines: instances, agents and mount targets are ready at once here)");
 
     t.scene("A web tier launches");
-    // The codebase and the document exist before the fleet, as in a real
-    // deployment (the fleet's names come from provisioning, so the objects
-    // are uploaded right after it).
     let spec = FleetSpec { instances: 3, ..FleetSpec::default() };
     let fleet = Fleet::provision(&clients, &spec).await;
     create_sync_document(&clients, &fleet).await;
@@ -76,186 +80,119 @@ async fn main() {
     for m in fleet.members(&clients).await {
         t.say(format!("instance {} in {} is {}", m.id, m.zone, m.lifecycle_state));
     }
-    let env = fleet.env();
+
     let hosts = std::env::temp_dir().join(format!("fleetkeeper-demo-{}", std::process::id()));
-    let demo = Demo { t, emulator, clients, fleet, env, hosts };
+    let env = fleet.env();
+    let mut router = Router::new(&emulator, &fleet).await;
+    for component in Component::ALL {
+        router.route(component, LambdaProcess::start_function(&emulator, component, &env).await);
+    }
+    t.say("the four functions run as real bootstraps; the router delivers AWS's events, the local agent runs the document");
+    let agent = Agent::new(&emulator, &fleet.document, &hosts).await;
+    let mut demo = Demo { t, emulator, clients, fleet, router, agent, hosts };
 
     demo.gate_in().await;
     demo.mount_targets().await;
     demo.burst().await;
     demo.drain_out().await;
+    demo.calls().await;
+
     let _ = std::fs::remove_dir_all(&demo.hosts);
+    if demo.t.failures.is_empty() {
+        println!(
+            "\ndemo finished in {:.1}s: every step happened as the timeline says",
+            demo.t.start.elapsed().as_secs_f64()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("\ndemo FAILED: {} step(s) did not happen as expected", demo.t.failures.len());
+        ExitCode::FAILURE
+    }
 }
 
 impl Demo {
-    async fn gate_in(&self) {
+    /// Delivers events and runs the agent until nothing moves (bounded).
+    async fn settle(&mut self) -> (Vec<Delivery>, Vec<AgentRun>) {
+        let (mut deliveries, mut runs) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let d = self.router.pump().await;
+            for x in &d {
+                self.say_delivery(x);
+            }
+            let r = self.agent.run_pending().await;
+            for x in &r {
+                self.say_run(x);
+            }
+            let quiet = d.is_empty() && r.is_empty() && self.router.idle();
+            deliveries.extend(d);
+            runs.extend(r);
+            if quiet {
+                break;
+            }
+        }
+        (deliveries, runs)
+    }
+
+    fn say_delivery(&self, d: &Delivery) {
+        let reply = match &d.reply {
+            Ok(v) => summary(d.to, v),
+            Err(e) => format!("ERROR {e}"),
+        };
+        if reply.is_empty() {
+            return;
+        }
+        self.t.say(format!("{} <- {}: {reply}", d.to, d.what));
+    }
+
+    fn say_run(&self, r: &AgentRun) {
+        let line = match r.ok() {
+            true => r.run.stdout.lines().last().unwrap_or_default().to_owned(),
+            false => format!("exit {}: {}", r.run.code, r.run.stderr.trim()),
+        };
+        self.t.say(format!("  {} ran the document (generation {}): {line}", r.instance_id, r.generation));
+    }
+
+    async fn gate_in(&mut self) {
         self.t.scene("Instances are gated into service (lifecycle-hook)");
-        let mut gate = LambdaProcess::start_function(&self.emulator, Component::LifecycleHook, &self.env).await;
-        let events = self.emulator.lifecycle_events(&self.fleet.asg_name).await;
-        let mut catch_ups = Vec::new();
-        for event in &events {
-            let id = event["detail"]["EC2InstanceId"].as_str().unwrap_or_default().to_owned();
-            let answer = gate.invoke(event.clone()).await.response();
-            let d = &answer["driven"][0];
-            self.t.say(format!(
-                "{id}: launch action -> {} ({}); did: {}",
-                d["result"].as_str().unwrap_or_default(),
-                d["reason"].as_str().unwrap_or_default(),
-                actions(d)
-            ));
-            catch_ups.push(id);
+        let (_, runs) = self.settle().await;
+        let members = self.fleet.members(&self.clients).await;
+        for m in &members {
+            self.t.say(format!("instance {} is {}", m.id, m.lifecycle_state));
         }
         self.t.say(format!(
             "EFS {} has mount targets in {} (each instance's AZ, ensured by the gate)",
             self.fleet.file_system_id,
             self.fleet.mount_target_zones(&self.clients).await.join(", ")
         ));
-        self.t.say(format!(
-            "target group has {} target(s): no traffic before the code is there",
-            self.fleet.targets(&self.clients).await.len()
-        ));
-        for id in &catch_ups {
-            let Some((command_id, parameters)) = self.catch_up_of(id).await else { continue };
-            self.run_on_instances(&command_id, std::slice::from_ref(id), &parameters).await;
-            let event = command_status_on(&command_id, &self.fleet.document, "Success", std::slice::from_ref(id));
-            let answer = gate.invoke(event).await.response();
-            let d = &answer["driven"][0];
-            self.t.say(format!(
-                "{id}: catch-up done -> {}; did: {}",
-                d["result"].as_str().unwrap_or_default(),
-                actions(d)
-            ));
-        }
-        for m in self.fleet.members(&self.clients).await {
-            self.t.say(format!("instance {} is {}", m.id, m.lifecycle_state));
-        }
-        self.t.say(format!("target group has {} healthy target(s)", self.healthy_targets().await));
-        gate.stop().await;
+        let healthy = self.healthy_targets().await;
+        self.t.say(format!("target group has {healthy} healthy target(s)"));
+        self.t.expect(runs.len() == 3 && runs.iter().all(AgentRun::ok), "three catch-ups ran and succeeded");
+        self.t.expect(members.iter().all(|m| m.lifecycle_state == "InService"), "every instance is InService");
+        self.t.expect(healthy == 3, "three healthy targets");
     }
 
-    async fn drain_out(&self) {
-        self.t.scene("An instance is drained out (scale-in)");
-        let before: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
-        let _ = self
-            .clients
-            .autoscaling
-            .set_desired_capacity()
-            .auto_scaling_group_name(&self.fleet.asg_name)
-            .desired_capacity(2)
-            .send()
-            .await;
-        let leaving: Vec<String> = self
-            .fleet
-            .members(&self.clients)
-            .await
-            .into_iter()
-            .filter(|m| m.lifecycle_state == "Terminating:Wait")
-            .map(|m| m.id)
-            .collect();
-        for id in &leaving {
-            self.t.say(format!("desired capacity 3 -> 2: {id} is Terminating:Wait"));
+    async fn mount_targets(&mut self) {
+        self.t.scene("The schedules fire: mount targets in every AZ, sweep, reconcile");
+        for d in self.router.tick().await {
+            self.say_delivery(&d);
         }
-        let mut gate = LambdaProcess::start_function(&self.emulator, Component::LifecycleHook, &self.env).await;
-        for event in self.emulator.lifecycle_events(&self.fleet.asg_name).await {
-            let id = event["detail"]["EC2InstanceId"].as_str().unwrap_or_default();
-            let terminating =
-                event["detail"]["LifecycleTransition"].as_str().unwrap_or_default().ends_with("TERMINATING");
-            if !terminating || !leaving.iter().any(|l| l == id) {
-                continue;
-            }
-            let answer = gate.invoke(event.clone()).await.response();
-            let d = &answer["driven"][0];
-            self.t.say(format!(
-                "{id}: terminate action -> {}; did: {}",
-                d["result"].as_str().unwrap_or_default(),
-                actions(d)
-            ));
-        }
-        gate.stop().await;
-        let after: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
-        let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
-        self.t.say(format!(
-            "the group now has {} instance(s); gone: {:?}; target group has {} healthy target(s)",
-            after.len(),
-            gone,
-            self.healthy_targets().await
-        ));
+        self.settle().await;
+        let zones = self.fleet.mount_target_zones(&self.clients).await;
+        self.t.say(format!("EFS {} now has mount targets in {}", self.fleet.file_system_id, zones.join(", ")));
+        self.t.expect(zones.len() == 3, "a mount target in each of the three AZs");
     }
 
-    async fn catch_up_of(&self, id: &str) -> Option<(String, HashMap<String, Vec<String>>)> {
-        let out = self.clients.ssm.list_commands().instance_id(id).send().await.ok()?;
-        out.commands()
-            .iter()
-            .find(|c| c.comment().is_some_and(|c| c.starts_with("fleetkeeper catch-up")))
-            .map(|c| (c.command_id().unwrap_or_default().to_owned(), c.parameters().cloned().unwrap_or_default()))
-    }
-
-    async fn healthy_targets(&self) -> usize {
-        self.fleet.targets(&self.clients).await.iter().filter(|(_, state)| state == "healthy").count()
-    }
-
-    async fn mount_targets(&self) {
-        self.t.scene("Every AZ of the group gets its mount target (mount-targets, on its schedule)");
-        self.t.say(format!(
-            "EFS {} has {} mount targets",
-            self.fleet.file_system_id,
-            self.fleet.mount_target_zones(&self.clients).await.len()
-        ));
-        let mut mounts = LambdaProcess::start_function(&self.emulator, Component::MountTargets, &self.env).await;
-        for run in ["first run", "second run"] {
-            let answer = mounts.invoke(scheduled()).await.response();
-            for z in answer["reconcile"]["zones"].as_array().cloned().unwrap_or_default() {
-                self.t.say(format!(
-                    "{run}: {} {} {} (NFS admitted: {})",
-                    z["zone"].as_str().unwrap_or_default(),
-                    z["outcome"].as_str().unwrap_or_default(),
-                    z["mount_target_id"].as_str().unwrap_or("-"),
-                    z["nfs_admitted"]
-                ));
-            }
-        }
-        mounts.stop().await;
-        self.t.say(format!(
-            "EFS {} now has {} mount targets",
-            self.fleet.file_system_id,
-            self.fleet.mount_target_zones(&self.clients).await.len()
-        ));
-    }
-
-    async fn burst(&self) {
-        self.t.scene("A burst of uploads becomes one sync wave plus one follow-up");
-        let mut dispatcher = LambdaProcess::start_function(&self.emulator, Component::CodebaseSync, &self.env).await;
-        let mut completion = LambdaProcess::start_function(&self.emulator, Component::SyncCompletion, &self.env).await;
+    async fn burst(&mut self) {
+        self.t.scene("A burst of 40 uploads becomes one sync wave plus one follow-up");
         for batch in 1..=4 {
             let keys: Vec<String> = (0..10).map(|n| format!("releases/b{batch}/file-{n}.php")).collect();
             upload(&self.clients, &self.fleet, &keys).await;
-            let full: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.fleet.prefix)).collect();
-            let answer = dispatcher.invoke(s3_notification(&self.fleet.bucket, &full)).await.response();
-            self.t.say(format!("batch {batch}: 10 uploads -> codebase-sync: {}", describe_start(&answer["wave"])));
         }
-        let mut seen = 0;
-        loop {
-            let waves = self.waves().await;
-            if waves.len() == seen {
-                break;
-            }
-            self.t.say(format!("SSM has received {} fleet wave command(s) in all", waves.len()));
-            let Sent { id: command_id, generation, instances, parameters } = waves[seen].clone();
-            seen = waves.len();
-            self.run_on_instances(&command_id, &instances, &parameters).await;
-            let answer =
-                completion.invoke(command_status(&command_id, &self.fleet.document, "Success")).await.response();
-            let settled = &answer["settled"];
-            self.t.say(format!(
-                "sync-completion: wave of generation {generation} {} on {} instance(s); follow-up: {}",
-                settled["end"].as_str().unwrap_or("?"),
-                settled["synced"],
-                match settled["follow_up"].is_null() {
-                    true => "none (caught up)".to_owned(),
-                    false => describe_start(&settled["follow_up"]),
-                }
-            ));
-        }
+        self.t.say("40 objects uploaded: S3 sends 40 events to EventBridge, the rule queues them in SQS");
+        let (deliveries, runs) = self.settle().await;
+        let batches = deliveries.iter().filter(|d| d.to == Component::CodebaseSync).count();
+        let waves: std::collections::BTreeSet<&str> =
+            runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.as_str()).collect();
         let item = fleetkeeper::sync::store::FleetStore::load(&fleetkeeper::store::Table::new(
             self.clients.dynamodb.clone(),
             &self.fleet.lock_table,
@@ -266,85 +203,154 @@ impl Demo {
         .flatten()
         .unwrap_or_default();
         self.t.say(format!(
-            "lock table: requested_gen {}, completed_gen {}, wave running: {}",
+            "{batches} SQS batch(es) -> waves of generation(s) {waves:?}; lock table: requested_gen {}, completed_gen {}, wave running: {}",
             item.requested_gen,
             item.completed_gen,
             item.wave.is_some()
         ));
-        dispatcher.stop().await;
-        completion.stop().await;
-    }
-
-    /// Plays the instances: runs the document's script for each, then tells
-    /// SSM (the emulator) how each invocation ended.
-    async fn run_on_instances(
-        &self,
-        command_id: &str,
-        instances: &[String],
-        parameters: &HashMap<String, Vec<String>>,
-    ) {
-        for instance in instances {
-            let root = self.hosts.join(instance);
-            let run = run_document(&self.emulator, &root, parameters).await;
-            let status = if run.code == 0 { "Success" } else { "Failed" };
-            let line = run.stdout.lines().last().unwrap_or_default().to_owned();
-            self.emulator.set_invocation_output(command_id, Some(instance), status, &run.stdout).await;
-            let detail = if run.code == 0 { line } else { format!("exit {}: {}", run.code, run.stderr.trim()) };
-            self.t.say(format!("  {instance} ran the document: {detail}"));
-        }
-        if let Some(first) = instances.first() {
-            let current = self.hosts.join(first).join(self.fleet.destination.trim_start_matches('/')).join("current");
+        if let Some(first) = self.fleet.members(&self.clients).await.first() {
+            let current = self.agent.on_instance(&first.id, &self.fleet.destination).join("current");
             if let Ok(target) = std::fs::read_link(&current) {
-                let files = count_files(&current);
                 let media = match std::fs::read_link(current.join("media")) {
                     Ok(shared) => format!("media/ -> {}", shared.display()),
                     Err(_) => "media/ is not linked".to_owned(),
                 };
-                self.t.say(format!("  {first}: current -> {} ({files} files; {media})", target.display()));
+                self.t.say(format!(
+                    "{}: current -> {} ({} files; {media})",
+                    first.id,
+                    target.display(),
+                    count_files(&current)
+                ));
             }
         }
+        self.t.expect(waves.len() == 2, "exactly one wave and one follow-up");
+        self.t
+            .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
     }
 
-    /// The fleet waves' commands sent with the fleet's document, oldest first.
-    async fn waves(&self) -> Vec<Sent> {
-        let filter = aws_sdk_ssm::types::CommandFilter::builder()
-            .key(aws_sdk_ssm::types::CommandFilterKey::DocumentName)
-            .value(&self.fleet.document)
-            .build();
-        let Ok(filter) = filter else { return Vec::new() };
-        let out = self.clients.ssm.list_commands().filters(filter).send().await;
-        let mut all: Vec<Sent> = out
-            .map(|o| {
-                o.commands()
-                    .iter()
-                    .filter(|c| c.comment().is_some_and(|c| c.starts_with("fleetkeeper wave")))
-                    .map(|c| {
-                        let parameters = c.parameters().cloned().unwrap_or_default();
-                        let generation = parameters.get("generation").map(|g| g.join(",")).unwrap_or_default();
-                        Sent {
-                            id: c.command_id().unwrap_or_default().to_owned(),
-                            generation,
-                            instances: c.instance_ids().to_vec(),
-                            parameters,
+    async fn drain_out(&mut self) {
+        self.t.scene("An instance is drained out (scale-in)");
+        let before: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
+        let _ = self
+            .clients
+            .autoscaling
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.fleet.asg_name)
+            .desired_capacity(2)
+            .send()
+            .await;
+        for m in self.fleet.members(&self.clients).await.iter().filter(|m| m.lifecycle_state == "Terminating:Wait") {
+            self.t.say(format!("desired capacity 3 -> 2: {} is Terminating:Wait", m.id));
+        }
+        self.settle().await;
+        let after: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
+        let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
+        let healthy = self.healthy_targets().await;
+        self.t
+            .say(format!("the group now has {} instance(s); gone: {gone:?}; {healthy} healthy target(s)", after.len()));
+        self.t.expect(after.len() == 2 && gone.len() == 1 && healthy == 2, "one instance left, deregistered first");
+    }
+
+    async fn calls(&mut self) {
+        self.t.scene("AWS calls per function (the emulator's call recorder)");
+        for component in Component::ALL {
+            let calls = self.emulator.calls(Caller::Function(component)).await;
+            self.t.say(format!("{component}: {} calls, {} errors", calls.total(), calls.errors()));
+        }
+        let agent = self.emulator.calls(Caller::Agent).await;
+        self.t.say(format!("the instances' agents (aws s3 sync): {} calls", agent.total()));
+    }
+
+    async fn healthy_targets(&self) -> usize {
+        self.fleet.targets(&self.clients).await.iter().filter(|(_, state)| state == "healthy").count()
+    }
+}
+
+/// One line about what a function answered (empty: nothing worth saying).
+fn summary(to: Component, v: &Value) -> String {
+    match to {
+        Component::LifecycleHook => {
+            let mut parts: Vec<String> = v["driven"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    format!(
+                        "{} {} -> {}{}",
+                        d["instance_id"].as_str().unwrap_or_default(),
+                        d["transition"].as_str().unwrap_or_default(),
+                        d["result"].as_str().unwrap_or_default(),
+                        match actions(d) {
+                            a if a.is_empty() => String::new(),
+                            a => format!(" (did: {a})"),
                         }
-                    })
-                    .collect()
+                    )
+                })
+                .collect();
+            if let Some(r) = v["reconcile"].as_object() {
+                parts.push(format!(
+                    "reconcile: {} driven, {} registered, {} deregistered",
+                    r["driven"].as_array().map(Vec::len).unwrap_or_default(),
+                    r["registered"].as_array().map(Vec::len).unwrap_or_default(),
+                    r["deregistered"].as_array().map(Vec::len).unwrap_or_default()
+                ));
+            }
+            parts.join("; ")
+        }
+        Component::MountTargets => v["reconcile"]["zones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|z| {
+                format!("{} {}", z["zone"].as_str().unwrap_or_default(), z["outcome"].as_str().unwrap_or_default())
             })
-            .unwrap_or_default();
-        all.sort_by_key(|c| c.generation.parse::<u64>().unwrap_or_default());
-        all
+            .collect::<Vec<_>>()
+            .join(", "),
+        Component::CodebaseSync => format!("{} relevant change(s): {}", v["relevant"], describe_start(&v["wave"])),
+        Component::SyncCompletion => {
+            if let Some(sweep) = v["sweep"].as_object() {
+                let started = match sweep["started"].is_null() {
+                    true => String::new(),
+                    false => format!("; {}", describe_start(&sweep["started"])),
+                };
+                let lost =
+                    if sweep["fingerprint_changed"] == true { "; the codebase changed without an event" } else { "" };
+                return format!("sweep: {}{lost}{started}", sweep["settled"]["outcome"].as_str().unwrap_or_default());
+            }
+            let settled = &v["settled"];
+            if settled.is_null() {
+                return String::new();
+            }
+            format!(
+                "wave of generation {} {} on {} instance(s); follow-up: {}",
+                settled["target"],
+                settled["end"].as_str().unwrap_or("?"),
+                settled["synced"],
+                match settled["follow_up"].is_null() {
+                    true => "none (caught up)".to_owned(),
+                    false => describe_start(&settled["follow_up"]),
+                }
+            )
+        }
     }
 }
 
 fn actions(driven: &Value) -> String {
-    let list: Vec<String> = driven["actions"]
+    driven["actions"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|a| a.as_str())
-        .map(|a| a.replace("arn:aws:elasticloadbalancing:us-east-1:123456789012:", ""))
-        .collect();
-    if list.is_empty() { "nothing yet".into() } else { list.join(", ") }
+        .map(|a| match a.split_once("targetgroup/") {
+            Some((head, tg)) => format!(
+                "{}{}",
+                head.replace("arn:aws:elasticloadbalancing:", "").trim_end_matches(|c: char| c != ' '),
+                tg.split('/').next().unwrap_or(tg)
+            ),
+            None => a.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn short_arn(arn: &str) -> &str {
@@ -362,6 +368,7 @@ fn describe_start(wave: &Value) -> String {
             wave["command_ids"].as_array().map(Vec::len).unwrap_or_default()
         ),
         "coalesced" => format!("coalesced into running wave {short} (generation {})", wave["target"]),
+        "" => "nothing".to_owned(),
         other => other.to_owned(),
     }
 }

@@ -2,7 +2,9 @@
 //! otherwise link the whole AWS SDK again.
 
 mod codebase_sync;
+mod ground;
 mod lifecycle_hook;
 mod mount_targets;
 mod runtime_harness;
 mod sync_store;
+mod targets;

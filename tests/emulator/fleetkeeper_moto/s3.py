@@ -1,0 +1,108 @@
+"""S3 object events through EventBridge, in the shape AWS documents, recorded
+for the event router.
+
+AWS (S3 user guide, "EventBridge event message structure",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html):
+``Object Created`` and ``Object Deleted`` events carry ``detail.object.key``
+raw (never URL-encoded), ``etag``, ``version-id`` on versioned buckets, a
+``sequencer`` that orders the events of one key, ``reason`` (the API:
+``PutObject``, ``CopyObject``, ``CompleteMultipartUpload``, ``DeleteObject``,
+``Lifecycle Expiration``) and, for deletions, ``deletion-type``
+(``Permanently Deleted`` / ``Delete Marker Created``); ``time`` is an
+ISO-8601 timestamp. Events are sent only for buckets with EventBridge
+notifications enabled.
+
+moto 5.2.5 sends ``time`` as a unix float, one constant ``sequencer``, the
+field ``eTag``, and ``reason`` as the event category (``ObjectCreated``).
+Here each event is recorded in the documented shape, its ``time`` on the
+account's test clock, and also handed to moto's EventBridge rules as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from moto.s3 import notifications
+
+from . import clock
+
+LOCK = threading.Lock()
+#: account -> events, oldest first
+EVENTS: dict[str, list[dict[str, Any]]] = defaultdict(list)
+_SEQUENCE = itertools.count(1)
+
+REASONS = {
+    "s3:ObjectCreated:Put": "PutObject",
+    "s3:ObjectCreated:Post": "POST Object",
+    "s3:ObjectCreated:Copy": "CopyObject",
+    "s3:ObjectCreated:CompleteMultipartUpload": "CompleteMultipartUpload",
+    "s3:ObjectRemoved:Delete": "DeleteObject",
+    "s3:ObjectRemoved:DeleteMarkerCreated": "DeleteObject",
+    "s3:LifecycleExpiration:Delete": "Lifecycle Expiration",
+    "s3:LifecycleExpiration:DeleteMarkerCreated": "Lifecycle Expiration",
+}
+
+_original = notifications._send_event_bridge_message
+
+
+def event_for(account_id: str, bucket: Any, event_name: str, key: Any) -> dict[str, Any] | None:
+    name = str(getattr(event_name, "value", event_name))
+    reason = REASONS.get(name)
+    if reason is None:
+        return None  # restores, tagging, ACLs: not content changes
+    created = reason not in ("DeleteObject", "Lifecycle Expiration")
+    obj: dict[str, Any] = {"key": key.name, "sequencer": f"{next(_SEQUENCE):018X}"}
+    if created:
+        obj["size"] = key.size
+        obj["etag"] = key.etag.replace('"', "")
+    version = getattr(key, "version_id", None)
+    if version and version != "null":
+        obj["version-id"] = version
+    detail: dict[str, Any] = {
+        "version": "0",
+        "bucket": {"name": bucket.name},
+        "object": obj,
+        "request-id": uuid.uuid4().hex[:16].upper(),
+        "requester": account_id,
+        "source-ip-address": "203.0.113.10",
+        "reason": reason,
+    }
+    if not created:
+        marker = name.endswith("DeleteMarkerCreated")
+        detail["deletion-type"] = "Delete Marker Created" if marker else "Permanently Deleted"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created" if created else "Object Deleted",
+        "source": "aws.s3",
+        "account": account_id,
+        "time": clock.iso(clock.now(account_id))[:19] + "Z",
+        "region": bucket.region_name,
+        "resources": [f"arn:aws:s3:::{bucket.name}"],
+        "detail": detail,
+    }
+
+
+def send_event_bridge_message(account_id: str, bucket: Any, event_name: str, key: Any) -> None:
+    event = event_for(account_id, bucket, event_name, key)
+    if event is not None:
+        with LOCK:
+            EVENTS[account_id].append(event)
+    _original(account_id, bucket, event_name, key)
+
+
+def events(account_id: str, after: int, bucket: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The account's events from position ``after`` on, and the next position."""
+    with LOCK:
+        log = EVENTS[account_id]
+        new = log[after:]
+        return [e for e in new if bucket is None or e["detail"]["bucket"]["name"] == bucket], len(log)
+
+
+def apply() -> list[str]:
+    notifications._send_event_bridge_message = send_event_bridge_message
+    return ["s3: EventBridge object events in the documented shape, recorded for the event router"]
