@@ -49,6 +49,8 @@ pub mod vars {
     pub const DRY_RUN: &str = "FLEET_DRY_RUN";
     /// Consecutive failed syncs after which an instance is quarantined.
     pub const SYNC_QUARANTINE_AFTER: &str = "FLEET_SYNC_QUARANTINE_AFTER";
+    /// The codebase bucket's region, when it is not the functions' region.
+    pub const CODEBASE_REGION: &str = "FLEET_CODEBASE_REGION";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -134,6 +136,8 @@ pub struct CodebaseConfig {
     pub destination: Option<String>,
     /// `FLEET_SYNC_DOCUMENT` (required by the sync functions).
     pub document: Option<String>,
+    /// `FLEET_CODEBASE_REGION` (default: the functions' own region).
+    pub region: Option<String>,
 }
 
 /// The shared file system (present when `FLEET_EFS_FILE_SYSTEM_ID` is set).
@@ -364,7 +368,11 @@ where
         }
         None => {}
     }
-    Ok(CodebaseConfig { bucket, prefix, excludes, destination, document })
+    let region = get(vars::CODEBASE_REGION);
+    if let Some(r) = &region {
+        params::check(vars::CODEBASE_REGION, &params::REGION, r)?;
+    }
+    Ok(CodebaseConfig { bucket, prefix, excludes, destination, document, region })
 }
 
 fn list(value: Option<String>) -> Vec<String> {

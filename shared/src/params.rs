@@ -69,9 +69,13 @@ pattern!(
 );
 pattern!(REGION, "an AWS region", r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$");
 pattern!(DOCUMENT_NAME, "an SSM document name", r"^[A-Za-z0-9_.-]{3,128}$");
-pattern!(MAX_CONCURRENCY, "an SSM MaxConcurrency", r"^([1-9][0-9]{0,3}|[1-9][0-9]?%|100%)$");
-pattern!(MAX_ERRORS, "an SSM MaxErrors", r"^([0-9]{1,4}|[0-9]{1,2}%|100%)$");
+// SSM's own patterns (SendCommand API reference), so a value that passes
+// here is never refused there.
+pattern!(MAX_CONCURRENCY, "an SSM MaxConcurrency", r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$");
+pattern!(MAX_ERRORS, "an SSM MaxErrors", r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$");
 pattern!(GENERATION, "a generation number", r"^[0-9]{1,18}$");
+// The generation counter's lineage: 32 hex digits, or empty (unknown).
+pattern!(EPOCH, "a lineage", r"^([0-9a-f]{32})?$");
 
 /// Checks a configured value, naming the variable on failure.
 pub fn check(var: &'static str, pattern: &Pattern, value: &str) -> Result<(), ConfigError> {
@@ -142,6 +146,13 @@ mod tests {
         }
         for ok in ["0", "3", "0%", "25%", "100%"] {
             assert!(MAX_ERRORS.is_match(ok), "{ok}");
+        }
+        // Values SSM refuses are refused at init (review L3).
+        for bad in ["00", "007", "05%", "101%", "1000%"] {
+            assert!(!MAX_ERRORS.is_match(bad), "{bad:?}");
+        }
+        for bad in ["01", "05%", "007"] {
+            assert!(!MAX_CONCURRENCY.is_match(bad), "{bad:?}");
         }
     }
 }

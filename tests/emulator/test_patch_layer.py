@@ -398,11 +398,12 @@ def test_describe_instance_information_reports_ping_status_and_agent(ec2: Any, s
         InstanceInformationFilterList=[{"key": "InstanceIds", "valueSet": [a, b, c]}, {"key": "PingStatus", "valueSet": ["Online"]}]
     )["InstanceInformationList"]
     assert [i["InstanceId"] for i in online] == [a]
-    # An instance whose agent is not connected gets a Pending invocation.
+    # An instance whose agent lost its connection gets a Delayed invocation
+    # ("the system will try to send the command again").
     name = unique("doc")
     ssm.create_document(Name=name, Content=json.dumps(DOCUMENT), DocumentType="Command", DocumentFormat="JSON")
     command_id = ssm.send_command(InstanceIds=[b], DocumentName=name, Parameters={"generation": ["1"]})["Command"]["CommandId"]
-    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=b)["Status"] == "Pending"
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=b)["Status"] == "Delayed"
     # Re-registering brings it back.
     control("POST", "ssm/managed-instance", {"instance_id": c, "ping_status": "Online"})
     info = ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [c]}])["InstanceInformationList"]

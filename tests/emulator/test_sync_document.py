@@ -61,7 +61,7 @@ def bucket() -> str:
     return name
 
 
-def run(bucket: str, dest: Path, generation: int, *, shell: str = "sh", path_prefix: str = "", drop: str | None = None, wait: bool = True) -> Any:
+def run(bucket: str, dest: Path, generation: int, *, shell: str = "sh", path_prefix: str = "", drop: str | None = None, wait: bool = True, extra: dict[str, str] | None = None) -> Any:
     env = {
         "PATH": f"{path_prefix}{VENV_BIN}:/usr/bin:/bin",
         "HOME": str(dest.parent),
@@ -75,8 +75,9 @@ def run(bucket: str, dest: Path, generation: int, *, shell: str = "sh", path_pre
         "SSM_generation": str(generation),
         "SSM_region": "us-east-1",
     }
+    env.update(extra or {})
     if drop:
-        del env[drop]
+        env.pop(drop, None)
     proc = subprocess.Popen([shell, "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
@@ -230,13 +231,82 @@ def test_a_reader_never_sees_a_missing_or_half_filled_tree(bucket: str, tmp_path
     assert seen == {"one", "second"}, "the reader saw both trees, each whole"
 
 
-@pytest.mark.parametrize("missing", ["SSM_bucket", "SSM_prefix", "SSM_destination", "SSM_excludes", "SSM_generation", "SSM_region"])
-def test_a_missing_parameter_fails_closed(bucket: str, tmp_path: Path, missing: str) -> None:
+@pytest.mark.parametrize("missing", ["SSM_bucket", "SSM_destination", "SSM_generation", "SSM_region"])
+def test_a_missing_required_parameter_fails_closed(bucket: str, tmp_path: Path, missing: str) -> None:
     dest = tmp_path / "www"
     code, _, err = run(bucket, dest, 1, drop=missing)
     assert code == 2
     assert f"{missing} is not set" in err and "3.3.2746.0" in err
     assert not (dest / "current").exists()
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_optional_parameters_work_whether_or_not_the_agent_exports_them_empty(bucket: str, tmp_path: Path, exported: bool) -> None:
+    # An agent may or may not export a parameter whose value is empty (AWS
+    # does not say): the defaults (no excludes, no lineage) hold either way.
+    dest = tmp_path / "www"
+    extra = {"SSM_excludes": "", "SSM_epoch": ""} if exported else {}
+    code, out, err = run(bucket, dest, 1, extra=extra, drop=None if exported else "SSM_excludes")
+    assert code == 0, err
+    assert (dest / "current" / "logs" / "x.log").exists(), "nothing excluded"
+    assert (dest / "current" / "index.php").exists()
+
+
+EPOCH_A = "a" * 32
+EPOCH_B = "b" * 32
+
+
+def test_a_new_lineage_is_never_superseded_by_an_old_generation(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 57, extra={"SSM_epoch": EPOCH_A})[0] == 0
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"after the reset")
+    # The lock table was recreated: generation 1 of another lineage.
+    code, out, _ = run(bucket, dest, 1, extra={"SSM_epoch": EPOCH_B})
+    assert code == 0 and "superseded" not in out, out
+    assert files(dest / "current")["index.php"] == "after the reset"
+    assert (dest / ".fleetkeeper.epoch").read_text().strip() == EPOCH_B
+    # Within the new lineage, fencing holds again.
+    code, out, _ = run(bucket, dest, 0, extra={"SSM_epoch": EPOCH_B})
+    assert code == 0 and "superseded" in out
+    # Without a lineage (an older function), generations compare as before.
+    code, out, _ = run(bucket, dest, 0)
+    assert "superseded" in out
+
+
+def test_releases_of_another_lineage_are_cleaned_up_by_age(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    for generation in (55, 56, 57):
+        assert run(bucket, dest, generation, extra={"SSM_epoch": EPOCH_A})[0] == 0
+    for generation in (1, 2, 3):
+        assert run(bucket, dest, generation, extra={"SSM_epoch": EPOCH_B})[0] == 0
+    assert releases(dest) == ["1", "2", "3"], "the old lineage's releases are gone, however large their numbers"
+
+
+def test_moving_excluded_content_tolerates_cp_n_exiting_1_on_a_skip(bucket: str, tmp_path: Path) -> None:
+    # coreutils 9.2 to 9.4 make `cp -n` exit 1 when it skips an existing file.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "cp").write_text(
+        "#!/bin/sh\n"
+        "status=0\n"
+        'for a in "$@"; do case "$a" in -n) n=1 ;; esac; done\n'
+        '/bin/cp "$@" || status=$?\n'
+        '[ -n "${n:-}" ] && [ "${FK_SKIPPED:-}" = yes ] && exit 1\n'
+        "exit $status\n"
+    )
+    (shim / "cp").chmod(0o755)
+    dest = tmp_path / "www"
+    legacy = dest / "releases" / "0"
+    (legacy / "media").mkdir(parents=True)
+    (legacy / "media" / "kept.jpg").write_text("release copy")
+    (legacy / "media" / "new.jpg").write_text("only in the release")
+    (dest / "current").symlink_to("releases/0")
+    (dest / "shared" / "media").mkdir(parents=True)
+    (dest / "shared" / "media" / "kept.jpg").write_text("shared copy")
+    code, _, err = run(bucket, dest, 1, path_prefix=f"{shim}:", extra={"FK_SKIPPED": "yes"})
+    assert code == 0, err
+    assert (dest / "shared" / "media" / "kept.jpg").read_text() == "shared copy", "what shared/ held is kept"
+    assert (dest / "shared" / "media" / "new.jpg").read_text() == "only in the release", "and the rest moved"
 
 
 def test_a_failed_sync_leaves_current_alone(bucket: str, tmp_path: Path) -> None:

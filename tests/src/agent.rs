@@ -53,13 +53,34 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The first agent version that exports `interpolationType: ENV_VAR`
+/// parameters as `SSM_<name>` variables.
+pub const ENV_VAR_AGENT: [u32; 4] = [3, 3, 2746, 0];
+
+/// Whether an agent of version `version` (`3.3.2746.0`) exports ENV_VAR parameters.
+pub fn exports_env_vars(version: &str) -> bool {
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    parts.as_slice() >= ENV_VAR_AGENT.as_slice()
+}
+
 /// Runs `script` with `parameters` (as SSM passes them) for an instance whose
-/// file system is `root`, as `caller` (the AWS CLI's access key).
+/// file system is `root`, as the agent (the AWS CLI's access key). An agent
+/// older than [`ENV_VAR_AGENT`] does not export the parameters.
 pub async fn run_script(
     emulator: &Emulator,
     script: &str,
     root: &Path,
     parameters: &HashMap<String, Vec<String>>,
+) -> Run {
+    run_script_as(emulator, script, root, parameters, true).await
+}
+
+async fn run_script_as(
+    emulator: &Emulator,
+    script: &str,
+    root: &Path,
+    parameters: &HashMap<String, Vec<String>>,
+    env_vars: bool,
 ) -> Run {
     let venv_bin = repo_root().join(".venv/bin");
     let mut cmd = Command::new("sh");
@@ -69,7 +90,7 @@ pub async fn run_script(
         .env("AWS_ENDPOINT_URL", emulator.url())
         .env("AWS_ACCESS_KEY_ID", emulator.key(Caller::Agent))
         .env("AWS_SECRET_ACCESS_KEY", "testing");
-    for (name, values) in parameters {
+    for (name, values) in parameters.iter().filter(|_| env_vars) {
         let mut value = values.join(",");
         if name == "destination" {
             value = format!("{}{value}", root.display());
@@ -164,18 +185,20 @@ impl Agent {
                 serde_json::from_value(d["parameters"].clone()).unwrap_or_default();
             work.push((command, instance, script, parameters));
         }
+        let versions = self.agent_versions(work.iter().map(|w| w.1.clone()).collect()).await;
         let epoch = self.epoch;
         let runs = futures::future::join_all(work.into_iter().map(|(command, instance, script, parameters)| {
             let emulator = self.emulator.clone();
             let root = self.instance_root(&instance);
+            let env_vars = versions.get(&instance).is_none_or(|v| exports_env_vars(v));
             async move {
                 std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
                 let started_ms = epoch.elapsed().as_millis() as u64;
-                let run = run_script(&emulator, &script, &root, &parameters).await;
+                let run = run_script_as(&emulator, &script, &root, &parameters, env_vars).await;
                 let ended_ms = epoch.elapsed().as_millis() as u64;
                 let status = if run.code == 0 { "Success" } else { "Failed" };
                 let body = json!({
-                    "command_id": command, "instance_id": instance, "status": status,
+                    "command_id": command, "instance_id": instance, "status": status, "source": "agent",
                     "response_code": run.code, "stdout": tail(&run.stdout), "stderr": tail(&run.stderr),
                 });
                 emulator.control(Method::POST, "ssm/invocation-status", Some(body)).await;
@@ -195,6 +218,25 @@ impl Agent {
             for b in &self.runs[i + 1..] {
                 if a.instance_id == b.instance_id && a.started_ms < b.ended_ms && b.started_ms < a.ended_ms {
                     out.push((a.clone(), b.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Each instance's agent version, as SSM lists it.
+    async fn agent_versions(&self, ids: Vec<String>) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        for part in ids.chunks(50) {
+            let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(part.to_vec()))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let listed = self.ssm.describe_instance_information().filters(filter).send().await;
+            for info in listed.map(|o| o.instance_information_list().to_vec()).unwrap_or_default() {
+                if let (Some(id), Some(v)) = (info.instance_id(), info.agent_version()) {
+                    out.insert(id.to_owned(), v.to_owned());
                 }
             }
         }

@@ -222,6 +222,17 @@ impl Emulator {
         .await;
     }
 
+    /// Sets an instance's SSM agent with its version (`3.1.0.0`: too old to
+    /// export `ENV_VAR` parameters).
+    pub async fn set_agent_version(&self, instance_id: &str, ping_status: &str, version: &str) {
+        self.control(
+            Method::POST,
+            "ssm/managed-instance",
+            Some(json!({"instance_id": instance_id, "ping_status": ping_status, "agent_version": version})),
+        )
+        .await;
+    }
+
     /// Decides how an invocation ends (`instance_id: None`: every invocation).
     pub async fn set_invocation(&self, command_id: &str, instance_id: Option<&str>, status: &str) {
         self.set_invocation_output(command_id, instance_id, status, "").await;

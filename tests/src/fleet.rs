@@ -123,7 +123,7 @@ impl Fleet {
                 .ec2
                 .create_subnet()
                 .vpc_id(&vpc_id)
-                .cidr_block(format!("10.0.{i}.0/24"))
+                .cidr_block(format!("10.0.{}.0/20", i * 16))
                 .availability_zone(*zone)
                 .send()
                 .await
@@ -193,7 +193,7 @@ impl Fleet {
             .auto_scaling_group_name(&asg_name)
             .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&template).build())
             .min_size(0)
-            .max_size(20)
+            .max_size(spec.instances.max(20))
             .desired_capacity(0)
             .vpc_zone_identifier(subnets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(","));
         if spec.attach_target_group {
@@ -319,6 +319,24 @@ impl Fleet {
             out.mount_targets().iter().filter_map(|m| m.availability_zone_name().map(str::to_owned)).collect();
         zones.sort();
         zones
+    }
+
+    /// Launches an instance outside the group, in its first subnet.
+    pub async fn launch_outside(&self, c: &Clients) -> String {
+        c.ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&self.subnets[0].id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("run_instances: {e:?}"))
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The group's instances as Auto Scaling reports them, with their AZ.

@@ -124,6 +124,8 @@ pub struct Router {
     pub batch_size: usize,
     /// The queue's `maxReceiveCount`.
     pub max_receive: u32,
+    /// Lose S3 events (a test of the backstop): read, never delivered.
+    pub drop_s3_events: bool,
     message_seq: u64,
 }
 
@@ -159,6 +161,7 @@ impl Router {
             log: Vec::new(),
             batch_size: 10,
             max_receive: 5,
+            drop_s3_events: false,
             message_seq: 0,
         }
     }
@@ -207,7 +210,7 @@ impl Router {
         }
         let (events, next) = self.read(&format!("s3/events?bucket={}", self.fleet.bucket), self.s3_next).await;
         self.s3_next = next;
-        for e in events {
+        for e in events.into_iter().filter(|_| !self.drop_s3_events) {
             if e["detail"]["object"]["key"].as_str().unwrap_or_default().starts_with(self.fleet.prefix.as_str()) {
                 self.message_seq += 1;
                 self.queue.push_back(Message { id: format!("msg-{}", self.message_seq), body: e, receives: 0 });

@@ -8,10 +8,14 @@
 //! and the running wave's follow-up covers it. Nothing from an event reaches
 //! the command.
 
+use std::time::Duration;
+
+use fleetkeeper::deadline;
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
+use fleetkeeper::ssm_document::new_epoch;
 use fleetkeeper::sync::codebase::relevance;
-use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncFunction, SyncSettings};
+use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncFunction, SyncSettings, Trigger};
 use fleetkeeper::sync::state::Op;
 use fleetkeeper::sync::store::{Applied, FleetStore};
 use lambda_runtime::{Error, LambdaEvent};
@@ -21,6 +25,9 @@ use tracing::info;
 
 /// The function's state, built once per cold start.
 pub type Function = SyncFunction;
+
+/// The longest an invocation works (Lambda's own limit is 15 minutes).
+const MAX_WORK: Duration = Duration::from_secs(14 * 60);
 
 /// The function's response and its summary log line.
 #[derive(Debug, Serialize)]
@@ -77,7 +84,8 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         info!(events, skipped = summary.skipped.total(), "no relevant change");
         return Ok(summary);
     }
-    let cx = f.context();
+    let budget = deadline::budget(event.context.deadline, f.deps.clock.now_ms(), MAX_WORK);
+    let cx = f.context(f.deps.clock.deadline_in(budget));
     let reason = match &manual {
         Some(r) => format!("manual: {r}"),
         None => "upload".to_owned(),
@@ -87,7 +95,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         return Ok(summary);
     }
     // One demand write per invocation, however many records it holds.
-    let item = match f.store.apply(&Op::Demand { count: 1 }).await.map_err(Box::new)? {
+    let item = match f.store.apply(&Op::Demand { count: 1, epoch: new_epoch() }).await.map_err(Box::new)? {
         Applied::Won(item) => item,
         Applied::Lost(r) => return Err(format!("demand refused: {r:?}").into()),
     };
@@ -100,15 +108,20 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
             summary.wave = Some(StartOutcome::Coalesced { wave_id: wave.id.clone(), target: wave.target });
             return Ok(summary);
         }
-        // Its lease expired: settle it from SSM first (it may be dead).
-        let settled = cx.settle().await.map_err(Box::new)?;
-        let follow_up = match &settled {
+        // Its lease expired: settle it from SSM first (its sending may have
+        // stopped: then this invocation resumes it; it may be dead).
+        let settled = cx.settle(Trigger::Demand).await.map_err(Box::new)?;
+        let next = match &settled {
             SettleOutcome::Finished { follow_up, .. } => follow_up.as_deref().cloned(),
+            SettleOutcome::Resumed(w) => Some(StartOutcome::Coalesced { wave_id: w.wave_id.clone(), target: w.target }),
+            SettleOutcome::Renewed { wave_id, .. } | SettleOutcome::Sending { wave_id } => {
+                Some(StartOutcome::Coalesced { wave_id: wave_id.clone(), target: wave.target })
+            }
             _ => None,
         };
         summary.recovered = Some(settled);
-        if let Some(started) = follow_up {
-            summary.wave = Some(started);
+        if let Some(next) = next {
+            summary.wave = Some(next);
             return Ok(summary);
         }
     }

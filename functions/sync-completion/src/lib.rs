@@ -10,9 +10,12 @@
 //! wave, takes over only a dead one, and compares the codebase's fingerprint
 //! with the last synced one so a change whose event was lost still syncs.
 
+use std::time::Duration;
+
+use fleetkeeper::deadline;
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
-use fleetkeeper::sync::run::{SettleOutcome, SweepReport, SyncFunction, SyncSettings};
+use fleetkeeper::sync::run::{CatchUpReport, SettleOutcome, SweepReport, SyncFunction, SyncSettings, Trigger};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,6 +23,9 @@ use tracing::info;
 
 /// The function's state, built once per cold start.
 pub type Function = SyncFunction;
+
+/// The longest an invocation works (Lambda's own limit is 15 minutes).
+const MAX_WORK: Duration = Duration::from_secs(14 * 60);
 
 /// The function's response and its summary log line.
 #[derive(Debug, Serialize)]
@@ -34,6 +40,8 @@ pub struct Summary {
     pub still_running: usize,
     /// The running wave, settled because one of its commands ended.
     pub settled: Option<SettleOutcome>,
+    /// Catch-ups of the sweep whose outcome an event brought.
+    pub catch_ups: Vec<CatchUpReport>,
     /// The sweep, when the schedule (or a manual sweep) asked for one.
     pub sweep: Option<SweepReport>,
 }
@@ -58,13 +66,15 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let received = events::parse(&event.payload);
     let total = received.len();
     let (accepted, mut skipped) = triage(received, |e| classify(e, &f.settings));
-    let cx = f.context();
+    let budget = deadline::budget(event.context.deadline, f.deps.clock.now_ms(), MAX_WORK);
+    let cx = f.context(f.deps.clock.deadline_in(budget));
     let mut summary = Summary {
         function: "sync-completion",
         events: total,
         skipped: Skips::default(),
         still_running: 0,
         settled: None,
+        catch_ups: Vec::new(),
         sweep: None,
     };
 
@@ -77,7 +87,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         summary.skipped = skipped;
         return Ok(summary);
     }
-    let mut settle_wave = false;
+    let mut trigger = None;
     for r in &accepted {
         let Event::CommandStatus(change) = &r.event else { continue };
         if !change.status.is_terminal() {
@@ -85,16 +95,27 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
             continue;
         }
         match cx.belongs_to_running_wave(&change.command_id).await.map_err(Box::new)? {
-            Some(_) => settle_wave = true,
-            None => skipped.record(
-                &r.via,
-                Skip::new(SkipReason::NotManaged, "not a command of the running wave (a catch-up, or a finished wave)"),
-            ),
+            Some(_) => {
+                trigger = Some(Trigger::Event { command_id: change.command_id.clone(), status: change.status.clone() })
+            }
+            None => {
+                let ended = cx.catch_up_event(&change.command_id, &change.instance_ids).await.map_err(Box::new)?;
+                if ended.is_empty() {
+                    skipped.record(
+                        &r.via,
+                        Skip::new(
+                            SkipReason::NotManaged,
+                            "not a command of the running wave nor a sweep's catch-up (a launch's catch-up, or a finished wave)",
+                        ),
+                    );
+                }
+                summary.catch_ups.extend(ended);
+            }
         }
     }
-    if settle_wave {
+    if let Some(trigger) = trigger {
         // One settle per invocation, however many of the wave's commands ended.
-        let settled = cx.settle().await.map_err(Box::new)?;
+        let settled = cx.settle(trigger).await.map_err(Box::new)?;
         info!(?settled, "settled the running wave");
         summary.settled = Some(settled);
     }

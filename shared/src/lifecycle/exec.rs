@@ -24,7 +24,7 @@ use crate::config::{CodebaseConfig, Config};
 use crate::error::AwsError;
 use crate::events::{CommandStatus, CommandStatusChange, LifecycleAction, Place, Transition};
 use crate::mount_targets::{self, Outcome as MountOutcome};
-use crate::ssm_document::history::InstanceResult;
+use crate::ssm_document::history::{InstanceResult, Synced};
 use crate::ssm_document::{self, SyncParameters, catch_up_comment};
 use crate::store::StoreError;
 
@@ -77,7 +77,7 @@ impl GateSettings {
                 destination: c.destination.clone()?,
                 document: c.document.clone()?,
                 codebase: c.clone(),
-                region: region.to_owned(),
+                region: c.region.clone().unwrap_or_else(|| region.to_owned()),
                 quarantine_after: config.quarantine_after,
             })
         });
@@ -218,9 +218,15 @@ impl<S: RecordStore> Gate<'_, S> {
                 }
                 Next::SendCatchUp { attempt } => {
                     let Some(settings) = &self.settings.catch_up else { return Ok(out) };
-                    let generation = self.store.requested_gen().await?;
-                    state.catch_up =
-                        Some(CatchUp { phase: phase.clone(), attempt, generation, command_id: None, sent_at: now });
+                    let (epoch, generation) = self.store.requested().await?;
+                    state.catch_up = Some(CatchUp {
+                        phase: phase.clone(),
+                        attempt,
+                        generation,
+                        epoch: epoch.clone(),
+                        command_id: None,
+                        sent_at: now,
+                    });
                     state.step = format!("sending catch-up to generation {generation} (attempt {attempt})");
                     record.action = Some(state.clone());
                     // The intent is on record before the command exists: a
@@ -230,7 +236,7 @@ impl<S: RecordStore> Gate<'_, S> {
                         return Ok(out);
                     };
                     version = v;
-                    match self.send_catch_up(id, generation, settings).await? {
+                    match self.send_catch_up(id, &epoch, generation, settings).await? {
                         Some(command_id) => {
                             out.actions
                                 .push(format!("catch-up {command_id} to generation {generation} (attempt {attempt})"));
@@ -294,7 +300,8 @@ impl<S: RecordStore> Gate<'_, S> {
                         && let Some(settings) = &self.settings.catch_up
                     {
                         let results = [(id.clone(), InstanceResult::Synced)];
-                        self.store.record_results(c.generation, &results, now, settings.quarantine_after).await?;
+                        let at = Synced { epoch: &c.epoch, generation: c.generation };
+                        self.store.record_results(at, &results, now, settings.quarantine_after).await?;
                     }
                     state.done = Some("continue".into());
                     state.step = "completed: CONTINUE".into();
@@ -584,14 +591,16 @@ impl<S: RecordStore> Gate<'_, S> {
     async fn send_catch_up(
         &self,
         id: &str,
+        epoch: &str,
         generation: u64,
         settings: &CatchUpSettings,
     ) -> Result<Option<String>, GateError> {
-        let parameters = SyncParameters::new(&settings.codebase, &settings.destination, generation, &settings.region)
-            .to_ssm()
-            .map_err(|e| GateError::Build(e.to_string()))?;
-        let sent =
-            ssm_document::run::send_catch_up(&self.clients.ssm, &settings.document, parameters, id, generation).await?;
+        let document = ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
+        let parameters =
+            SyncParameters::new(&settings.codebase, &settings.destination, epoch, generation, &settings.region)
+                .to_ssm(Some(&document))
+                .map_err(|e| GateError::Build(e.to_string()))?;
+        let sent = ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, generation).await?;
         if sent.is_none() {
             warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
         }
@@ -602,11 +611,7 @@ impl<S: RecordStore> Gate<'_, S> {
     async fn find_catch_up(&self, id: &str, catch_up: &CatchUp) -> Result<Option<String>, GateError> {
         let Some(settings) = &self.settings.catch_up else { return Ok(None) };
         let comment = catch_up_comment(id, catch_up.generation);
-        let after = aws_smithy_types::DateTime::from_millis(
-            i64::try_from(catch_up.sent_at.saturating_sub(300_000)).unwrap_or(0),
-        )
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default();
+        let after = ssm_document::run::invoked_after(catch_up.sent_at.saturating_sub(300_000));
         let filter = |k: CommandFilterKey, v: &str| CommandFilter::builder().key(k).value(v).build();
         let out = self
             .clients
@@ -630,7 +635,7 @@ impl<S: RecordStore> Gate<'_, S> {
     }
 
     async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {
-        let status = ssm_document::run::invocation_status(&self.clients.ssm, command_id, id).await?;
+        let (status, _) = ssm_document::run::invocation_status(&self.clients.ssm, command_id, id).await?;
         Ok(match status {
             CommandStatus::Success => CatchUpState::Succeeded,
             s if s.is_terminal() => CatchUpState::Failed(format!("{s:?}")),

@@ -53,6 +53,7 @@ fn synced(phase: &str) -> PlanRecord {
             phase: phase.into(),
             attempt: 1,
             generation: 7,
+            epoch: String::new(),
             command_id: Some("c".into()),
             sent_at: NOW - 30_000,
         }),

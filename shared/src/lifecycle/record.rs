@@ -20,6 +20,9 @@ pub struct CatchUp {
     pub attempt: u32,
     /// The generation it syncs to (`requested_gen` when sent).
     pub generation: u64,
+    /// That generation's lineage (empty in records written before lineages).
+    #[serde(default)]
+    pub epoch: String,
     /// Its command, once `SendCommand` answered.
     pub command_id: Option<String>,
     /// When sending began, epoch ms.

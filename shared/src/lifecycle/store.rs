@@ -7,15 +7,18 @@ use std::future::Future;
 
 use super::record::LifecycleRecord;
 use crate::ssm_document::history::RunHistory;
-use crate::store::{Doc, Items, StoreError, fleet_attrs};
+use crate::store::{Doc, Items, StoreError};
 
 /// Where the lifecycle record lives in the instance's item.
 const RECORD: Doc = Doc { attr: "lifecycle", version: "lifecycle_version" };
 
 /// The lock table, as the lifecycle gate needs it.
 pub trait RecordStore: RunHistory {
-    /// The fleet's demand counter (`requested_gen`; 0 before any demand).
-    fn requested_gen(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The generation a catch-up syncs to: the fleet's lineage and demand
+    /// counter (`requested_gen`; 0 before any demand). The fleet item is
+    /// created with a fresh lineage when it does not exist yet, so every
+    /// document run carries one.
+    fn requested(&self) -> impl Future<Output = Result<(String, u64), StoreError>> + Send;
 
     /// Reads an instance's lifecycle record and its version (0: none yet).
     fn lifecycle(&self, instance_id: &str) -> impl Future<Output = Result<(LifecycleRecord, u64), StoreError>> + Send;
@@ -34,8 +37,8 @@ pub trait RecordStore: RunHistory {
 }
 
 impl<T: Items + RunHistory> RecordStore for T {
-    async fn requested_gen(&self) -> Result<u64, StoreError> {
-        Ok(self.number(&self.keys().fleet_pk(), fleet_attrs::REQUESTED_GEN).await?.unwrap_or(0))
+    async fn requested(&self) -> Result<(String, u64), StoreError> {
+        self.lineage(&crate::ssm_document::new_epoch()).await
     }
 
     async fn lifecycle(&self, instance_id: &str) -> Result<(LifecycleRecord, u64), StoreError> {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::events::CommandStatus;
@@ -25,14 +26,24 @@ pub enum InstanceResult {
     NotAttempted,
     /// The instance went away during the wave.
     Gone,
+    /// In service, but its agent never got the command (`Undeliverable`,
+    /// `DeliveryTimedOut`, refused at send, offline): not a failure of the
+    /// release nor of the host; the sweep catches it up once reachable.
+    Unreachable,
 }
 
-/// One terminal invocation status as an instance result.
-pub fn instance_result(status: &CommandStatus) -> InstanceResult {
-    match status {
-        CommandStatus::Success => InstanceResult::Synced,
-        CommandStatus::Cancelled => InstanceResult::NotAttempted,
-        CommandStatus::OtherTerminal(s) if s == "Undeliverable" || s == "Terminated" => InstanceResult::Gone,
+/// One terminal invocation, by its `Status` and `StatusDetails`, as an
+/// instance result. SSM reports `Undeliverable` as `Failed` and
+/// `DeliveryTimedOut` as `TimedOut`: only the details tell them apart from a
+/// failed or timed-out run.
+pub fn instance_result(status: &CommandStatus, details: &str) -> InstanceResult {
+    let details: String = details.chars().filter(|c| !c.is_whitespace()).collect();
+    match (status, details.as_str()) {
+        (CommandStatus::Success, _) => InstanceResult::Synced,
+        (_, "Undeliverable" | "DeliveryTimedOut") => InstanceResult::Unreachable,
+        (CommandStatus::OtherTerminal(s), _) if s == "Undeliverable" => InstanceResult::Unreachable,
+        (CommandStatus::Cancelled, _) => InstanceResult::NotAttempted,
+        (CommandStatus::OtherTerminal(s), _) if s == "Terminated" => InstanceResult::NotAttempted,
         _ => InstanceResult::Failed,
     }
 }
@@ -50,6 +61,8 @@ pub struct InstanceRecord {
     pub quarantined_since: Option<u64>,
     /// The last generation it synced.
     pub last_synced_gen: u64,
+    /// The lineage of that generation (the fleet item's `epoch`).
+    pub last_synced_epoch: String,
     /// The recovery catch-up of a quarantined instance, while in flight.
     pub recovery_command: Option<String>,
     /// The generation that recovery catch-up syncs to.
@@ -68,16 +81,36 @@ impl InstanceRecord {
     pub fn quarantined(&self) -> bool {
         self.quarantined_since.is_some()
     }
+
+    /// Whether it lacks generation `generation` of lineage `epoch`.
+    pub fn behind(&self, epoch: &str, generation: u64) -> bool {
+        self.last_synced_epoch != epoch || self.last_synced_gen < generation
+    }
+}
+
+/// A generation of one lineage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced<'a> {
+    /// The lineage (`epoch`).
+    pub epoch: &'a str,
+    /// The generation.
+    pub generation: u64,
 }
 
 /// What a result does to an instance record: the specification both stores
-/// are held to.
-pub fn next_record(mut r: InstanceRecord, generation: u64, result: InstanceResult, now: u64, k: u32) -> InstanceRecord {
+/// are held to. `last_synced_gen` only moves up within a lineage; a new
+/// lineage replaces it.
+pub fn next_record(mut r: InstanceRecord, at: Synced<'_>, result: InstanceResult, now: u64, k: u32) -> InstanceRecord {
     match result {
         InstanceResult::Synced => {
             r.sync_failures = 0;
             r.quarantined_since = None;
-            r.last_synced_gen = r.last_synced_gen.max(generation);
+            if r.last_synced_epoch != at.epoch {
+                r.last_synced_epoch = at.epoch.to_owned();
+                r.last_synced_gen = at.generation;
+            } else {
+                r.last_synced_gen = r.last_synced_gen.max(at.generation);
+            }
         }
         InstanceResult::Failed => {
             r.sync_failures += 1;
@@ -85,9 +118,15 @@ pub fn next_record(mut r: InstanceRecord, generation: u64, result: InstanceResul
                 r.quarantined_since = Some(now);
             }
         }
-        InstanceResult::NotAttempted | InstanceResult::Gone => {}
+        InstanceResult::NotAttempted | InstanceResult::Gone | InstanceResult::Unreachable => {}
     }
     r
+}
+
+/// Whether a result changes an instance's record at all (the others never
+/// create an item: an item without its TTL would live forever).
+pub fn counts(result: InstanceResult) -> bool {
+    matches!(result, InstanceResult::Synced | InstanceResult::Failed)
 }
 
 /// The instances' run histories, as the lock table keeps them.
@@ -95,13 +134,13 @@ pub trait RunHistory: Send + Sync {
     /// Reads instance records (an instance never seen has a fresh record).
     fn instances(&self, ids: &[String]) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
 
-    /// Records each instance's result for `generation` ([`next_record`]:
+    /// Records each instance's result for generation `at` ([`next_record`]:
     /// a success resets its failures and lifts a quarantine; a failure
     /// counts, and quarantines at `quarantine_after` consecutive failures).
     /// Returns the new records.
     fn record_results(
         &self,
-        generation: u64,
+        at: Synced<'_>,
         results: &[(String, InstanceResult)],
         now: u64,
         quarantine_after: u32,
@@ -125,7 +164,7 @@ impl RunHistory for MemoryTable {
 
     async fn record_results(
         &self,
-        generation: u64,
+        at: Synced<'_>,
         results: &[(String, InstanceResult)],
         now: u64,
         quarantine_after: u32,
@@ -135,8 +174,10 @@ impl RunHistory for MemoryTable {
                 .iter()
                 .map(|(id, result)| {
                     let current = memory_record(self, items, id)?;
-                    let next = next_record(current, generation, *result, now, quarantine_after);
-                    MemoryTable::write(items.entry(self.keys().instance_pk(id)).or_default(), &next)?;
+                    let next = next_record(current, at, *result, now, quarantine_after);
+                    if counts(*result) {
+                        MemoryTable::write(items.entry(self.keys().instance_pk(id)).or_default(), &next)?;
+                    }
                     Ok(next)
                 })
                 .collect()
@@ -181,7 +222,14 @@ impl RunHistory for Table {
         let pks: Vec<String> = ids.iter().map(|id| self.keys().instance_pk(id)).collect();
         let mut found: HashMap<String, InstanceRecord> = HashMap::new();
         for attrs in self.batch_get(&pks).await? {
-            let record = parse_instance(&attrs)?;
+            // The id is the key's: an item written by the lifecycle gate
+            // alone may lack the attribute.
+            let mut record = parse_instance(&attrs)?;
+            if let Some(AttributeValue::S(pk)) = attrs.get(crate::store::PK)
+                && let Some(id) = pk.rsplit('#').next()
+            {
+                record.instance_id = id.to_owned();
+            }
             found.insert(record.instance_id.clone(), record);
         }
         Ok(ids.iter().map(|id| found.get(id).cloned().unwrap_or_else(|| InstanceRecord::fresh(id))).collect())
@@ -189,61 +237,16 @@ impl RunHistory for Table {
 
     async fn record_results(
         &self,
-        generation: u64,
+        at: Synced<'_>,
         results: &[(String, InstanceResult)],
         now: u64,
         quarantine_after: u32,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let mut out = Vec::new();
-        for (id, result) in results {
-            let mut e = Expr::default();
-            let (iid, failures, quarantined, last) =
-                (e.n("instance_id"), e.n("sync_failures"), e.n("quarantined_since"), e.n("last_synced_gen"));
-            let idv = e.v("id", AttributeValue::S(id.clone()));
-            let pk = self.keys().instance_pk(id);
-            let attrs = match result {
-                InstanceResult::Synced => {
-                    // `last_synced_gen` only moves up (a late catch-up may
-                    // report an older generation): DynamoDB has no max(), so
-                    // the raise is conditional and, when it is refused, the
-                    // rest is written without it.
-                    let (zero, g) = (e.v("zero", num(0)), e.v("gen", num(generation)));
-                    let update = format!("SET {iid} = {idv}, {failures} = {zero}, {last} = {g} REMOVE {quarantined}");
-                    let raise = format!("attribute_not_exists({last}) OR {last} < {g}");
-                    match self.update(&pk, update, Some(raise), e, false).await? {
-                        Updated::Written(attrs) => attrs,
-                        Updated::ConditionFailed(_) => {
-                            let mut e = Expr::default();
-                            let (iid, failures, quarantined) =
-                                (e.n("instance_id"), e.n("sync_failures"), e.n("quarantined_since"));
-                            let (idv, zero) = (e.v("id", AttributeValue::S(id.clone())), e.v("zero", num(0)));
-                            let update = format!("SET {iid} = {idv}, {failures} = {zero} REMOVE {quarantined}");
-                            written(self.update(&pk, update, None, e, false).await?)
-                        }
-                    }
-                }
-                InstanceResult::Failed => {
-                    let one = e.v("one", num(1));
-                    written(self.update(&pk, format!("SET {iid} = {idv} ADD {failures} {one}"), None, e, false).await?)
-                }
-                InstanceResult::NotAttempted | InstanceResult::Gone => {
-                    written(self.update(&pk, format!("SET {iid} = {idv}"), None, e, false).await?)
-                }
-            };
-            let mut record = parse_instance(&attrs)?;
-            if *result == InstanceResult::Failed && record.sync_failures >= quarantine_after && !record.quarantined() {
-                let mut e = Expr::default();
-                let (q, failures) = (e.n("quarantined_since"), e.n("sync_failures"));
-                let (t, k) = (e.v("now", num(now)), e.v("k", num(u64::from(quarantine_after))));
-                let update = format!("SET {q} = if_not_exists({q}, {t})");
-                let condition = format!("{failures} >= {k}");
-                if let Updated::Written(attrs) = self.update(&pk, update, Some(condition), e, false).await? {
-                    record = parse_instance(&attrs)?;
-                }
-            }
-            out.push(record);
-        }
-        Ok(out)
+        // One or two conditional writes per instance, at most 16 in flight:
+        // a 1,000-instance wave must fit in an invocation.
+        let writes: Vec<_> =
+            results.iter().map(|(id, result)| self.record_one(at, id, *result, now, quarantine_after)).collect();
+        futures::stream::iter(writes).buffered(RECORD_CONCURRENCY).try_collect().await
     }
 
     async fn set_recovery(
@@ -282,6 +285,82 @@ fn written(updated: Updated) -> HashMap<String, AttributeValue> {
     }
 }
 
+/// How many instance records are written at once.
+const RECORD_CONCURRENCY: usize = 16;
+
+impl Table {
+    async fn record_one(
+        &self,
+        at: Synced<'_>,
+        id: &str,
+        result: InstanceResult,
+        now: u64,
+        quarantine_after: u32,
+    ) -> Result<InstanceRecord, StoreError> {
+        let pk = self.keys().instance_pk(id);
+        let mut e = Expr::default();
+        let (iid, failures, quarantined, last, lineage) = (
+            e.n("instance_id"),
+            e.n("sync_failures"),
+            e.n("quarantined_since"),
+            e.n("last_synced_gen"),
+            e.n("last_synced_epoch"),
+        );
+        let idv = e.v("id", AttributeValue::S(id.to_owned()));
+        let attrs = match result {
+            InstanceResult::Synced => {
+                // `last_synced_gen` only moves up within a lineage: DynamoDB
+                // has no max(), so the raise is conditional and, when it is
+                // refused, the rest is written without it.
+                let (zero, g, ep) = (
+                    e.v("zero", num(0)),
+                    e.v("gen", num(at.generation)),
+                    e.v("epoch", AttributeValue::S(at.epoch.to_owned())),
+                );
+                let update = format!(
+                    "SET {iid} = {idv}, {failures} = {zero}, {last} = {g}, {lineage} = {ep} REMOVE {quarantined}"
+                );
+                let raise = format!(
+                    "attribute_not_exists({last}) OR {last} < {g} OR attribute_not_exists({lineage}) OR {lineage} <> {ep}"
+                );
+                match self.update(&pk, update, Some(raise), e, false).await? {
+                    Updated::Written(attrs) => attrs,
+                    Updated::ConditionFailed(_) => {
+                        let mut e = Expr::default();
+                        let (iid, failures, quarantined) =
+                            (e.n("instance_id"), e.n("sync_failures"), e.n("quarantined_since"));
+                        let (idv, zero) = (e.v("id", AttributeValue::S(id.to_owned())), e.v("zero", num(0)));
+                        let update = format!("SET {iid} = {idv}, {failures} = {zero} REMOVE {quarantined}");
+                        written(self.update(&pk, update, None, e, false).await?)
+                    }
+                }
+            }
+            InstanceResult::Failed => {
+                let one = e.v("one", num(1));
+                written(self.update(&pk, format!("SET {iid} = {idv} ADD {failures} {one}"), None, e, false).await?)
+            }
+            // Nothing changes: read, never create an item.
+            InstanceResult::NotAttempted | InstanceResult::Gone | InstanceResult::Unreachable => {
+                self.get(&pk).await?.unwrap_or_default()
+            }
+        };
+        let mut record = if attrs.is_empty() { InstanceRecord::fresh(id) } else { parse_instance(&attrs)? };
+        record.instance_id = id.to_owned();
+        if result == InstanceResult::Failed && record.sync_failures >= quarantine_after && !record.quarantined() {
+            let mut e = Expr::default();
+            let (q, failures) = (e.n("quarantined_since"), e.n("sync_failures"));
+            let (t, k) = (e.v("now", num(now)), e.v("k", num(u64::from(quarantine_after))));
+            let update = format!("SET {q} = if_not_exists({q}, {t})");
+            let condition = format!("{failures} >= {k}");
+            if let Updated::Written(attrs) = self.update(&pk, update, Some(condition), e, false).await? {
+                record = parse_instance(&attrs)?;
+                record.instance_id = id.to_owned();
+            }
+        }
+        Ok(record)
+    }
+}
+
 fn parse_instance(attrs: &HashMap<String, AttributeValue>) -> Result<InstanceRecord, StoreError> {
     let pk = match attrs.get(crate::store::PK) {
         Some(AttributeValue::S(s)) => s.as_str(),
@@ -293,6 +372,7 @@ fn parse_instance(attrs: &HashMap<String, AttributeValue>) -> Result<InstanceRec
         sync_failures: u32::try_from(r.number("sync_failures")?.unwrap_or_default()).unwrap_or(u32::MAX),
         quarantined_since: r.number("quarantined_since")?,
         last_synced_gen: r.number("last_synced_gen")?.unwrap_or_default(),
+        last_synced_epoch: r.string("last_synced_epoch")?.unwrap_or_default(),
         recovery_command: r.string("recovery_command")?,
         recovery_gen: r.number("recovery_gen")?.unwrap_or_default(),
         recovery_sent_at: r.number("recovery_sent_at")?,

@@ -16,7 +16,7 @@
 pub mod history;
 pub mod run;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use thiserror::Error;
 
@@ -29,23 +29,76 @@ pub const MAX_INSTANCE_IDS: usize = 50;
 /// The document's parameters, with the pattern each must match. The SSM
 /// document (`infra/sync-document.yaml`) declares the same `allowedPattern`s;
 /// a test holds the two to each other.
-pub const PARAMETERS: [(&str, &Pattern); 6] = [
+pub const PARAMETERS: [(&str, &Pattern); 7] = [
     ("bucket", &params::BUCKET),
     ("prefix", &params::PREFIX),
     ("destination", &params::DESTINATION),
     ("excludes", &params::EXCLUDES),
     ("generation", &params::GENERATION),
     ("region", &params::REGION),
+    ("epoch", &params::EPOCH),
 ];
 
-/// A parameter that does not match its pattern: nothing is sent.
+/// Parameters added after the first document: each has a default in the
+/// document that keeps the old behaviour, and is left out when a document
+/// version that does not declare it is pinned (an upgrade in progress).
+pub const OPTIONAL: [&str; 1] = ["epoch"];
+
+/// A parameter that does not match its pattern, or that the pinned
+/// document lacks: nothing is sent.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("parameter {name} does not match {pattern}")]
-pub struct ParamError {
-    /// The parameter.
-    pub name: &'static str,
-    /// The pattern it must match.
-    pub pattern: &'static str,
+pub enum ParamError {
+    /// The value does not match the parameter's pattern.
+    #[error("parameter {name} does not match {pattern}")]
+    Pattern {
+        /// The parameter.
+        name: &'static str,
+        /// The pattern it must match.
+        pattern: &'static str,
+    },
+    /// The pinned document version does not declare a required parameter.
+    #[error("document {document} version {version} does not declare parameter {name}: update the document")]
+    Undeclared {
+        /// The parameter.
+        name: &'static str,
+        /// The document.
+        document: String,
+        /// Its version.
+        version: String,
+    },
+}
+
+/// The oldest SSM Agent that exports `interpolationType: ENV_VAR`
+/// parameters as `SSM_<name>` variables (AWS, "Run Command now supports
+/// interpolating parameters into environment variables"): older agents run
+/// the document without them, and its script fails closed.
+pub const MIN_AGENT_VERSION: [u32; 4] = [3, 3, 2746, 0];
+
+/// Whether an agent of `version` (`3.3.2746.0`) can run the document.
+pub fn agent_supported(version: &str) -> bool {
+    let parts: Vec<u32> = version.split('.').map(|p| p.trim().parse().unwrap_or(0)).collect();
+    parts.as_slice() >= MIN_AGENT_VERSION.as_slice()
+}
+
+/// A fresh lineage for a generation counter (32 hex digits).
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The document version a wave or a catch-up runs: resolved once per wave
+/// (its default version when the wave starts) and sent as `DocumentVersion`
+/// with every chunk, so a wave never mixes versions even when the document
+/// is updated while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedDocument {
+    /// The document's name.
+    pub name: String,
+    /// The version (`"3"`).
+    pub version: String,
+    /// The parameters it declares.
+    pub declared: BTreeSet<String>,
+    /// Its `executionTimeout` default, seconds.
+    pub execution_timeout_s: u64,
 }
 
 /// The sync document's parameters for one run.
@@ -63,11 +116,13 @@ pub struct SyncParameters {
     pub generation: u64,
     /// The bucket's region.
     pub region: String,
+    /// The generation's lineage.
+    pub epoch: String,
 }
 
 impl SyncParameters {
-    /// The parameters of `codebase` for `generation`.
-    pub fn new(codebase: &CodebaseConfig, destination: &str, generation: u64, region: &str) -> Self {
+    /// The parameters of `codebase` for `generation` of lineage `epoch`.
+    pub fn new(codebase: &CodebaseConfig, destination: &str, epoch: &str, generation: u64, region: &str) -> Self {
         SyncParameters {
             bucket: codebase.bucket.clone(),
             prefix: codebase.prefix.clone(),
@@ -75,11 +130,14 @@ impl SyncParameters {
             excludes: codebase.excludes.clone(),
             generation,
             region: region.to_owned(),
+            epoch: epoch.to_owned(),
         }
     }
 
-    /// The `SendCommand` parameters, each checked against its pattern.
-    pub fn to_ssm(&self) -> Result<HashMap<String, Vec<String>>, ParamError> {
+    /// The `SendCommand` parameters, each checked against its pattern, for
+    /// `document` (`None`: every parameter): an [`OPTIONAL`] one the pinned
+    /// version does not declare is left out; a required one is an error.
+    pub fn to_ssm(&self, document: Option<&PinnedDocument>) -> Result<HashMap<String, Vec<String>>, ParamError> {
         let values = [
             self.bucket.clone(),
             self.prefix.clone(),
@@ -87,11 +145,20 @@ impl SyncParameters {
             self.excludes.join(","),
             self.generation.to_string(),
             self.region.clone(),
+            self.epoch.clone(),
         ];
         let mut out = HashMap::new();
         for ((name, pattern), value) in PARAMETERS.iter().zip(values) {
             if !pattern.is_match(&value) {
-                return Err(ParamError { name, pattern: pattern.source });
+                return Err(ParamError::Pattern { name, pattern: pattern.source });
+            }
+            if let Some(doc) = document
+                && !doc.declared.contains(*name)
+            {
+                if OPTIONAL.contains(name) {
+                    continue;
+                }
+                return Err(ParamError::Undeclared { name, document: doc.name.clone(), version: doc.version.clone() });
             }
             out.insert((*name).to_owned(), vec![value]);
         }
@@ -115,17 +182,30 @@ pub fn chunks(instances: &[String]) -> Vec<Vec<String>> {
     instances.chunks(MAX_INSTANCE_IDS).map(<[String]>::to_vec).collect()
 }
 
-/// The rate controls of one of `chunks` commands: absolute values are
-/// divided across the chunks (concurrency at least 1), percentages apply to
-/// each chunk as they are.
-pub fn chunk_rate(total: &RateControls, chunks: usize) -> RateControls {
-    let divide = |value: &str, min: u64| -> String {
+/// The rate controls of each of `chunks` commands: absolute values are
+/// split across the chunks so that they add up to the configured total
+/// (the remainder to the first chunks); percentages apply to each chunk as
+/// they are. SSM runs at least one invocation at a time per command, so an
+/// absolute `MaxConcurrency` below the number of chunks (fleets over 50 ×
+/// that value) still runs one per chunk; an absolute `MaxErrors` below it
+/// tolerates no error in the chunks that get 0 (documented in the README).
+pub fn chunk_rates(total: &RateControls, chunks: usize) -> Vec<RateControls> {
+    let split = |value: &str, min: u64, i: usize| -> String {
         match value.parse::<u64>() {
-            Ok(n) if chunks > 1 => (n / chunks as u64).max(min).to_string(),
+            Ok(n) if chunks > 1 => {
+                let k = chunks as u64;
+                let share = n / k + u64::from((i as u64) < n % k);
+                share.max(min).to_string()
+            }
             _ => value.to_owned(),
         }
     };
-    RateControls { max_concurrency: divide(&total.max_concurrency, 1), max_errors: divide(&total.max_errors, 0) }
+    (0..chunks)
+        .map(|i| RateControls {
+            max_concurrency: split(&total.max_concurrency, 1, i),
+            max_errors: split(&total.max_errors, 0, i),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -139,29 +219,61 @@ mod tests {
             excludes: vec!["media/*".into(), "*.log".into()],
             destination: Some("/var/www".into()),
             document: Some("fleetkeeper-sync".into()),
+            region: None,
+        }
+    }
+
+    const EPOCH: &str = "0123456789abcdef0123456789abcdef";
+
+    fn pinned(declared: &[&str]) -> PinnedDocument {
+        PinnedDocument {
+            name: "fleetkeeper-sync".into(),
+            version: "2".into(),
+            declared: declared.iter().map(|s| (*s).to_owned()).collect(),
+            execution_timeout_s: 3600,
         }
     }
 
     #[test]
     fn parameters_are_configured_values_and_the_generation() {
-        let p = SyncParameters::new(&codebase(), "/var/www", 42, "us-east-1").to_ssm().expect("valid");
+        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 42, "us-east-1").to_ssm(None).expect("valid");
         assert_eq!(p["bucket"], ["code-bucket"]);
         assert_eq!(p["prefix"], ["app/"]);
         assert_eq!(p["destination"], ["/var/www"]);
         assert_eq!(p["excludes"], ["media/*,*.log"]);
         assert_eq!(p["generation"], ["42"]);
         assert_eq!(p["region"], ["us-east-1"]);
+        assert_eq!(p["epoch"], [EPOCH]);
         assert_eq!(p.len(), PARAMETERS.len());
     }
 
     #[test]
+    fn a_pinned_document_without_a_new_parameter_gets_the_old_set() {
+        let all: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
+        let old: Vec<&str> = all.iter().copied().filter(|n| !OPTIONAL.contains(n)).collect();
+        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        assert_eq!(p.to_ssm(Some(&pinned(&all))).expect("new").len(), all.len());
+        let sent = p.to_ssm(Some(&pinned(&old))).expect("old document");
+        assert!(!sent.contains_key("epoch") && sent.len() == old.len(), "{sent:?}");
+        let broken: Vec<&str> = old.iter().copied().filter(|n| *n != "bucket").collect();
+        assert!(matches!(p.to_ssm(Some(&pinned(&broken))), Err(ParamError::Undeclared { name: "bucket", .. })));
+    }
+
+    #[test]
     fn a_bad_value_stops_the_send_naming_the_parameter() {
-        let mut p = SyncParameters::new(&codebase(), "/var/www", 1, "us-east-1");
+        let name = |r: Result<_, ParamError>| match r {
+            Err(ParamError::Pattern { name, .. }) => Some(name),
+            _ => None,
+        };
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
         p.destination = "/var/www; reboot".into();
-        assert_eq!(p.to_ssm().map_err(|e| e.name), Err("destination"));
-        let mut p = SyncParameters::new(&codebase(), "/var/www", 1, "us-east-1");
+        assert_eq!(name(p.to_ssm(None)), Some("destination"));
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
         p.region = "$(id)".into();
-        assert_eq!(p.to_ssm().map_err(|e| e.name), Err("region"));
+        assert_eq!(name(p.to_ssm(None)), Some("region"));
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        p.epoch = "x; reboot".into();
+        assert_eq!(name(p.to_ssm(None)), Some("epoch"));
     }
 
     #[test]
@@ -174,13 +286,20 @@ mod tests {
     }
 
     #[test]
-    fn absolute_rate_controls_are_divided_across_chunks() {
-        let total = RateControls { max_concurrency: "50".into(), max_errors: "3".into() };
-        assert_eq!(chunk_rate(&total, 1), total);
-        assert_eq!(chunk_rate(&total, 3), RateControls { max_concurrency: "16".into(), max_errors: "1".into() });
-        assert_eq!(chunk_rate(&total, 100), RateControls { max_concurrency: "1".into(), max_errors: "0".into() });
-        let pct = RateControls { max_concurrency: "10%".into(), max_errors: "0".into() };
-        assert_eq!(chunk_rate(&pct, 3), RateControls { max_concurrency: "10%".into(), max_errors: "0".into() });
+    fn absolute_rate_controls_are_split_across_chunks_keeping_the_total() {
+        let rate = |c: &str, e: &str| RateControls { max_concurrency: c.into(), max_errors: e.into() };
+        let total = rate("50", "3");
+        assert_eq!(chunk_rates(&total, 1), std::slice::from_ref(&total));
+        assert_eq!(chunk_rates(&total, 3), [rate("17", "1"), rate("17", "1"), rate("16", "1")]);
+        let sum = |v: &[RateControls]| -> u64 { v.iter().map(|r| r.max_concurrency.parse::<u64>().unwrap_or(0)).sum() };
+        for k in 1..=50 {
+            assert_eq!(sum(&chunk_rates(&total, k)), 50, "{k} chunks");
+        }
+        let many = chunk_rates(&rate("5", "2"), 8);
+        assert!(many.iter().all(|r| r.max_concurrency == "1"), "SSM's minimum is one per command");
+        assert_eq!(many.iter().filter(|r| r.max_errors == "1").count(), 2, "the errors still add up");
+        let pct = rate("10%", "0");
+        assert_eq!(chunk_rates(&pct, 3), vec![pct.clone(); 3]);
     }
 
     fn document() -> yaml_rust2::Yaml {
@@ -193,6 +312,12 @@ mod tests {
     fn the_document_declares_exactly_our_patterns() {
         let doc = document();
         for (name, pattern) in PARAMETERS {
+            if OPTIONAL.contains(&name) {
+                assert!(
+                    doc["parameters"][name]["default"].as_str().is_some(),
+                    "{name}: a new parameter keeps the old behaviour by default"
+                );
+            }
             let declared = doc["parameters"][name]["allowedPattern"].as_str();
             assert_eq!(declared, Some(pattern.source), "{name}: the document and the Rust check must agree");
             assert_eq!(doc["parameters"][name]["interpolationType"].as_str(), Some("ENV_VAR"), "{name}");
@@ -200,7 +325,14 @@ mod tests {
         let script = doc["mainSteps"][0]["inputs"]["runCommand"][0].as_str().expect("script");
         assert!(!script.contains("{{"), "the script never references a parameter in braces");
         for (name, _) in PARAMETERS {
-            assert!(script.contains(&format!("\"${{SSM_{name}+set}}\" = set")), "{name} fails closed when unset");
+            let optional = doc["parameters"][name]["default"].as_str().is_some();
+            if optional {
+                // An agent may or may not export an empty value: read it either way.
+                assert!(script.contains(&format!("${{SSM_{name}-}}")), "{name} is read whether or not it is set");
+                assert!(!script.contains(&format!("${{SSM_{name}+set}}")), "{name} must not fail closed");
+            } else {
+                assert!(script.contains(&format!("\"${{SSM_{name}+set}}\" = set")), "{name} fails closed when unset");
+            }
         }
     }
 
@@ -218,6 +350,16 @@ mod tests {
             for v in hostile {
                 assert!(!pattern.is_match(v.as_str().expect("str")), "{name}: {v} must be refused");
             }
+        }
+    }
+
+    #[test]
+    fn agents_older_than_env_var_support_are_told_apart() {
+        for ok in ["3.3.2746.0", "3.3.2746.1", "3.3.3572.0", "3.4.0.0", "4.0", "10.0.0.0"] {
+            assert!(agent_supported(ok), "{ok}");
+        }
+        for old in ["3.3.2745.9", "3.2.2746.0", "3.1.0.0", "2.3", "", "garbage"] {
+            assert!(!agent_supported(old), "{old}");
         }
     }
 

@@ -1,29 +1,82 @@
-//! Sending the document to one instance, and reading one invocation.
+//! Sending the document, and reading one invocation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
 
-use super::catch_up_comment;
+use super::{PinnedDocument, catch_up_comment};
 use crate::error::AwsError;
 use crate::events::CommandStatus;
 
+/// `TimeoutSeconds` of every `SendCommand`: how long an invocation may wait
+/// for its agent (and for its turn under `MaxConcurrency`) before it is not
+/// run any more. Set explicitly: the API documents no default (the user
+/// guide says 3600 in one place and 600 in another). An hour keeps queued
+/// invocations of a large, rate-limited wave from expiring; an instance that
+/// went away does not hold a wave that long, because the sweep notices it
+/// and cancels its invocation.
+pub const DELIVERY_TIMEOUT_S: i32 = 3600;
+
+/// The `executionTimeout` of a document that declares no default.
+pub const DEFAULT_EXECUTION_TIMEOUT_S: u64 = 3600;
+
+/// A version of the document (`None`: its current default version), with
+/// the parameters it declares (`DescribeDocument`): what a wave or a
+/// catch-up pins.
+pub async fn resolve(ssm: &aws_sdk_ssm::Client, name: &str, version: Option<&str>) -> Result<PinnedDocument, AwsError> {
+    let out = ssm
+        .describe_document()
+        .name(name)
+        .set_document_version(version.filter(|v| !v.is_empty()).map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeDocument", e))?;
+    let doc = out.document();
+    let parameters = doc.map(|d| d.parameters()).unwrap_or_default();
+    let declared: BTreeSet<String> = parameters.iter().filter_map(|p| p.name().map(str::to_owned)).collect();
+    let execution_timeout_s = parameters
+        .iter()
+        .find(|p| p.name() == Some("executionTimeout"))
+        .and_then(|p| p.default_value())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_EXECUTION_TIMEOUT_S);
+    let version = doc
+        .and_then(|d| d.document_version().or(d.default_version()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| "$DEFAULT".to_owned());
+    Ok(PinnedDocument { name: name.to_owned(), version, declared, execution_timeout_s })
+}
+
+/// A `SendCommand` of `document` (its pinned version) with `parameters` and
+/// `comment`, and the delivery timeout; the caller adds the instances.
+pub fn command(
+    ssm: &aws_sdk_ssm::Client,
+    document: &PinnedDocument,
+    parameters: HashMap<String, Vec<String>>,
+    comment: String,
+) -> SendCommandFluentBuilder {
+    ssm.send_command()
+        .document_name(&document.name)
+        .document_version(&document.version)
+        .set_parameters(Some(parameters))
+        .comment(comment)
+        .timeout_seconds(DELIVERY_TIMEOUT_S)
+}
+
 /// Sends the document to one instance (a catch-up to `generation`, with
-/// `parameters` from [`SyncParameters::to_ssm`]). `None` when SSM refuses the
-/// instance (`InvalidInstanceId`: its agent is not registered).
+/// `parameters` from [`super::SyncParameters::to_ssm`]). `None` when SSM
+/// refuses the instance (`InvalidInstanceId`: its agent is not registered,
+/// or it is shutting down).
 pub async fn send_catch_up(
     ssm: &aws_sdk_ssm::Client,
-    document: &str,
+    document: &PinnedDocument,
     parameters: HashMap<String, Vec<String>>,
     instance_id: &str,
     generation: u64,
 ) -> Result<Option<String>, AwsError> {
-    let result = ssm
-        .send_command()
-        .document_name(document)
+    let result = command(ssm, document, parameters, catch_up_comment(instance_id, generation))
         .instance_ids(instance_id)
-        .set_parameters(Some(parameters))
-        .comment(catch_up_comment(instance_id, generation))
         .send()
         .await;
     match result {
@@ -33,16 +86,42 @@ pub async fn send_catch_up(
     }
 }
 
-/// One invocation's status; `Pending` while SSM does not know it yet (for a
-/// moment after `SendCommand` it answers `InvocationDoesNotExist`).
+/// One invocation's status and `StatusDetails`; `Pending` while SSM does
+/// not know it yet (for a moment after `SendCommand` it answers
+/// `InvocationDoesNotExist`).
 pub async fn invocation_status(
     ssm: &aws_sdk_ssm::Client,
     command_id: &str,
     instance_id: &str,
-) -> Result<CommandStatus, AwsError> {
+) -> Result<(CommandStatus, String), AwsError> {
     match ssm.get_command_invocation().command_id(command_id).instance_id(instance_id).send().await {
-        Ok(out) => Ok(CommandStatus::parse(out.status().map(|s| s.as_str()).unwrap_or("Pending"))),
-        Err(SdkError::ServiceError(ctx)) if ctx.err().is_invocation_does_not_exist() => Ok(CommandStatus::Pending),
+        Ok(out) => Ok((
+            CommandStatus::parse(out.status().map(|s| s.as_str()).unwrap_or("Pending")),
+            out.status_details().unwrap_or_default().to_owned(),
+        )),
+        Err(SdkError::ServiceError(ctx)) if ctx.err().is_invocation_does_not_exist() => {
+            Ok((CommandStatus::Pending, "Pending".to_owned()))
+        }
         Err(e) => Err(AwsError::from_sdk("GetCommandInvocation", e)),
+    }
+}
+
+/// A time for `ListCommands`' `InvokedAfter` filter: whole seconds, the only
+/// form AWS documents (`2024-07-07T00:00:00Z`).
+pub fn invoked_after(epoch_ms: u64) -> String {
+    let seconds = i64::try_from(epoch_ms / 1000).unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(seconds)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoked_after_is_whole_seconds() {
+        assert_eq!(invoked_after(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(invoked_after(0), "1970-01-01T00:00:00Z");
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{Doc, EXPIRES_AT, Items, Keys, StoreError};
+use super::{Doc, EXPIRES_AT, Items, Keys, StoreError, fleet_attrs};
 
 /// An item: its attributes as JSON fields.
 pub type Item = Map<String, Value>;
@@ -70,6 +70,22 @@ impl Items for MemoryTable {
 
     async fn number(&self, pk: &str, attr: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.with(|items| items.get(pk).and_then(|item| item.get(attr)).and_then(Value::as_u64)))
+    }
+
+    async fn lineage(&self, epoch: &str) -> Result<(String, u64), StoreError> {
+        let pk = self.keys.fleet_pk();
+        Ok(self.with(|items| {
+            let item = items.entry(pk).or_default();
+            for attr in [fleet_attrs::REQUESTED_GEN, fleet_attrs::COMPLETED_GEN] {
+                item.entry(attr.to_owned()).or_insert(Value::from(0));
+            }
+            let current = item.get(fleet_attrs::EPOCH).and_then(Value::as_str).unwrap_or_default().to_owned();
+            if current.is_empty() {
+                item.insert(fleet_attrs::EPOCH.to_owned(), Value::from(epoch));
+            }
+            let epoch = item.get(fleet_attrs::EPOCH).and_then(Value::as_str).unwrap_or_default().to_owned();
+            (epoch, item.get(fleet_attrs::REQUESTED_GEN).and_then(Value::as_u64).unwrap_or(0))
+        }))
     }
 
     async fn load_doc<T: DeserializeOwned + Default + Send>(&self, pk: &str, doc: Doc) -> Result<(T, u64), StoreError> {

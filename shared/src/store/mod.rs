@@ -44,6 +44,14 @@ pub const PK: &str = "pk";
 pub mod fleet_attrs {
     /// The demand counter (`requested_gen`): the generation a catch-up syncs to.
     pub const REQUESTED_GEN: &str = "requested_gen";
+    /// The counter's lineage (`epoch`), sent with every generation.
+    pub const EPOCH: &str = "epoch";
+    /// The item's schema version.
+    pub const SCHEMA: &str = "schema";
+    /// The last generation synced everywhere.
+    pub const COMPLETED_GEN: &str = "completed_gen";
+    /// The schema version this code writes and understands.
+    pub const SCHEMA_VERSION: u64 = 1;
 }
 
 /// The DynamoDB TTL attribute (epoch seconds) on items that expire.
@@ -128,6 +136,11 @@ pub trait Items: Send + Sync {
 
     /// A number attribute of item `pk` (strongly consistent), if present.
     fn number(&self, pk: &str, attr: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The fleet item's lineage and demand counter (`epoch`,
+    /// `requested_gen`), creating the item with lineage `epoch` when there is
+    /// none yet (no demand is added).
+    fn lineage(&self, epoch: &str) -> impl Future<Output = Result<(String, u64), StoreError>> + Send;
 
     /// Reads the document `doc` of item `pk` (strongly consistent) and its
     /// version; the default value and version 0 when there is none.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::expr::{Expr, Reader, num};
-use super::{Doc, EXPIRES_AT, Items, Keys, PK, StoreError};
+use super::{Doc, EXPIRES_AT, Items, Keys, PK, StoreError, fleet_attrs};
 use crate::error::AwsError;
 
 /// An item's attributes.
@@ -91,16 +91,30 @@ impl Table {
         }
     }
 
-    /// Writes (overwrites) a whole item; `item` holds its `pk`.
-    pub async fn put(&self, item: Attrs) -> Result<(), StoreError> {
-        self.client
+    /// Writes (overwrites) a whole item (`item` holds its `pk`), on
+    /// `condition` (with its attribute `names`) when given; returns whether
+    /// it was written.
+    pub async fn put(
+        &self,
+        item: Attrs,
+        condition: Option<String>,
+        names: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let names = condition.as_ref().map(|_| names.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(names)
             .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("PutItem", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(ctx)) if ctx.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("PutItem", e).into()),
+        }
     }
 
     /// Strongly consistent reads of many items (`BatchGetItem` takes 100 keys
@@ -117,7 +131,16 @@ impl Table {
             }
             let keys = keys.build().map_err(|e| StoreError::Invariant(format!("BatchGetItem request: {e}")))?;
             let mut request = Some(HashMap::from([(self.table.clone(), keys)]));
+            let mut attempt = 0u32;
             while let Some(items) = request.take() {
+                if attempt > 0 {
+                    // Unprocessed keys mean throttling: back off (jittered,
+                    // exponential, like the SDK's own retries) before asking again.
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u16 % 50);
+                    let wait = (25u64 << attempt.min(6)) + jitter;
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                attempt += 1;
                 let out = self
                     .client
                     .batch_get_item()
@@ -141,6 +164,39 @@ impl Items for Table {
     async fn number(&self, pk: &str, attr: &str) -> Result<Option<u64>, StoreError> {
         let Some(attrs) = self.get(pk).await? else { return Ok(None) };
         Reader { pk, attrs: &attrs }.number(attr)
+    }
+
+    async fn lineage(&self, epoch: &str) -> Result<(String, u64), StoreError> {
+        let pk = self.keys.fleet_pk();
+        let mut e = Expr::default();
+        let (schema, completed, requested, ep) = (
+            e.n(fleet_attrs::SCHEMA),
+            e.n(fleet_attrs::COMPLETED_GEN),
+            e.n(fleet_attrs::REQUESTED_GEN),
+            e.n(fleet_attrs::EPOCH),
+        );
+        let (s, zero, epv) = (
+            e.v("schema", num(fleet_attrs::SCHEMA_VERSION)),
+            e.v("zero", num(0)),
+            e.v("epoch", AttributeValue::S(epoch.to_owned())),
+        );
+        let update = format!(
+            "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {requested} = if_not_exists({requested}, {zero}), {ep} = if_not_exists({ep}, {epv})"
+        );
+        let condition = format!("attribute_not_exists({schema}) OR {schema} <= {s}");
+        match self.update(&pk, update, Some(condition), e, false).await? {
+            Updated::Written(attrs) => {
+                let r = Reader { pk: &pk, attrs: &attrs };
+                Ok((
+                    r.string(fleet_attrs::EPOCH)?.unwrap_or_default(),
+                    r.number(fleet_attrs::REQUESTED_GEN)?.unwrap_or(0),
+                ))
+            }
+            Updated::ConditionFailed(_) => Err(StoreError::Unreadable {
+                pk,
+                why: format!("written by a schema newer than {}", fleet_attrs::SCHEMA_VERSION),
+            }),
+        }
     }
 
     async fn load_doc<T: DeserializeOwned + Default + Send>(&self, pk: &str, doc: Doc) -> Result<(T, u64), StoreError> {

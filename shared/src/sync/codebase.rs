@@ -95,6 +95,7 @@ mod tests {
             excludes: excludes.iter().map(|s| (*s).to_owned()).collect(),
             destination: Some("/var/www".into()),
             document: Some("doc".into()),
+            region: None,
         }
     }
 

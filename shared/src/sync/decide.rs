@@ -3,9 +3,18 @@
 //! Used by the completion event handler and the scheduled sweep alike. The
 //! lease expresses liveness, not the wave's length: while SSM reports any of
 //! the wave's commands as non-terminal, the lease is renewed; the wave is
-//! finished only when all are terminal; a wave whose sender died before
-//! recording every command id is judged on the commands found by their
-//! `Comment` too, and only once its lease expired.
+//! finished only when all are terminal, or when its commands expired (their
+//! delivery plus execution timeout), or when the instances still pending
+//! went away (the executor marks them [`InvocationView::gone`]). A wave
+//! whose sending stopped (paused, or its sender died and its lease expired)
+//! is resumed from its record; one with no record is judged on the commands
+//! found by their `Comment`, once its lease expired.
+//!
+//! A wave fails as a release (or configuration) failure, not the hosts'
+//! fault, when more than half of the instances it ran on failed: then nobody's
+//! failures count toward quarantine (a circuit breaker: a bad release or a
+//! fleet-wide misconfiguration must not quarantine the whole fleet). A wave
+//! never succeeds without syncing anywhere, unless every instance left.
 
 use serde::Serialize;
 
@@ -20,6 +29,41 @@ pub struct InvocationView {
     pub instance_id: String,
     /// Its status.
     pub status: CommandStatus,
+    /// Its `StatusDetails` (`Undeliverable`, `DeliveryTimedOut`, ...).
+    pub details: String,
+    /// The instance left the fleet while the invocation was pending: it
+    /// counts as ended ([`InstanceResult::Gone`]).
+    pub gone: bool,
+    /// The instance is in service but its agent lost its connection while
+    /// the invocation was pending: the wave stops waiting for it
+    /// ([`InstanceResult::Unreachable`]; the sweep catches it up later).
+    pub unreachable: bool,
+}
+
+impl InvocationView {
+    /// An invocation as listed.
+    pub fn new(instance_id: impl Into<String>, status: &str, details: &str) -> Self {
+        InvocationView {
+            instance_id: instance_id.into(),
+            status: CommandStatus::parse(status),
+            details: details.to_owned(),
+            gone: false,
+            unreachable: false,
+        }
+    }
+
+    /// Whether the wave still waits for it.
+    pub fn pending(&self) -> bool {
+        !self.gone && !self.unreachable && !self.status.is_terminal()
+    }
+
+    fn result(&self) -> InstanceResult {
+        match (self.gone, self.unreachable) {
+            (true, _) => InstanceResult::Gone,
+            (_, true) if !self.status.is_terminal() => InstanceResult::Unreachable,
+            _ => instance_result(&self.status, &self.details),
+        }
+    }
 }
 
 /// One command of a wave, as SSM reports it.
@@ -29,23 +73,91 @@ pub struct CommandView {
     pub command_id: String,
     /// The command's own status.
     pub status: CommandStatus,
-    /// Its invocations.
+    /// Its invocations (empty when not listed).
     pub invocations: Vec<InvocationView>,
+}
+
+impl CommandView {
+    /// Whether it may still change: its status says so, or one of its
+    /// invocations (a command's status can lag its invocations).
+    pub fn pending(&self) -> bool {
+        (!self.status.is_terminal() && !self.invocations.iter().any(|i| i.gone || i.unreachable))
+            || self.invocations.iter().any(InvocationView::pending)
+    }
+}
+
+/// Why a wave failed without blaming its hosts, or why it cannot succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "blame", rename_all = "snake_case")]
+pub enum Blame {
+    /// More than half of the instances it ran on failed: the release or the
+    /// configuration (agent too old, no S3 permission, wrong region), not
+    /// the hosts. Nobody is quarantined for it.
+    Release {
+        /// Instances that failed.
+        failed: usize,
+        /// Instances it ran on (synced or failed).
+        attempted: usize,
+    },
+    /// It reached no instance: every one was unreachable (agents lost, an
+    /// SSM outage).
+    Unreachable {
+        /// How many.
+        unreachable: usize,
+    },
+    /// No instance could be sent the wave at all (all quarantined, all
+    /// agents too old, none online): a configuration failure.
+    Configuration {
+        /// What stood in the way.
+        reason: String,
+    },
+}
+
+impl Blame {
+    /// A one-line description for logs and responses.
+    pub fn describe(&self) -> String {
+        match self {
+            Blame::Release { failed, attempted } => format!(
+                "release or configuration failure: {failed} of {attempted} instances failed; nobody is quarantined for it"
+            ),
+            Blame::Unreachable { unreachable } => {
+                format!(
+                    "no instance was reached ({unreachable} unreachable): an SSM or agent outage, or a configuration failure"
+                )
+            }
+            Blame::Configuration { reason } => format!("configuration failure: {reason}"),
+        }
+    }
 }
 
 /// How a finished wave went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaveResult {
-    /// Success only if every instance synced (or went away).
+    /// Success when every instance synced, went away, or was unreachable
+    /// (and at least one synced, unless every one left).
     pub end: WaveEnd,
     /// Each instance's result.
     pub results: Vec<(String, InstanceResult)>,
+    /// Why it failed without blaming its hosts.
+    pub blame: Option<Blame>,
 }
 
 impl WaveResult {
     /// The instances with `result`.
     pub fn with(&self, result: InstanceResult) -> Vec<String> {
         self.results.iter().filter(|(_, r)| *r == result).map(|(i, _)| i.clone()).collect()
+    }
+
+    /// The results to count in the instances' run histories: a release
+    /// failure counts against nobody.
+    pub fn countable(&self) -> Vec<(String, InstanceResult)> {
+        self.results
+            .iter()
+            .map(|(id, r)| match (r, &self.blame) {
+                (InstanceResult::Failed, Some(Blame::Release { .. })) => (id.clone(), InstanceResult::NotAttempted),
+                _ => (id.clone(), *r),
+            })
+            .collect()
     }
 }
 
@@ -60,23 +172,36 @@ pub enum Settlement {
     },
     /// The sender may still be sending (not every id recorded, lease valid).
     Sending,
-    /// Every command is terminal: finish the wave.
+    /// Sending stopped before the end (paused, or the sender died and its
+    /// lease expired): take the lease and send the rest.
+    Resume,
+    /// Every command is terminal (or expired, or its instances went away):
+    /// finish the wave.
     Done(WaveResult),
-    /// The sender died before sending anything: abandon the wave.
+    /// The sender died before sending anything and left no record: abandon the wave.
     Dead,
 }
 
 /// Decides about `wave` from its `commands` (recorded ids, plus those found
 /// by comment when not every id was recorded) at `now`. `intended` is the
-/// instances the wave meant to reach (its record, written before sending):
-/// one that no command reached was never attempted, so the wave cannot be a
-/// success (its sender died midway); `None` when the record is missing.
-pub fn settle(wave: &Wave, commands: &[CommandView], intended: Option<&[String]>, now: u64) -> Settlement {
-    let pending = commands
-        .iter()
-        .filter(|c| !c.status.is_terminal() || c.invocations.iter().any(|i| !i.status.is_terminal()))
-        .count();
-    if pending > 0 {
+/// instances the wave meant to reach (its record, written before sending;
+/// `None` when the record is missing): one that no command reached was never
+/// attempted. `expires_at` is when the wave's commands expire (their
+/// delivery plus execution timeout): past it, what is still pending was
+/// unreachable.
+pub fn settle(
+    wave: &Wave,
+    commands: &[CommandView],
+    intended: Option<&[String]>,
+    now: u64,
+    expires_at: u64,
+) -> Settlement {
+    if !wave.sent && wave.lease_expires_at < now && intended.is_some() {
+        return Settlement::Resume;
+    }
+    let pending = commands.iter().filter(|c| c.pending()).count();
+    let expired = now >= expires_at;
+    if pending > 0 && !expired {
         return Settlement::Running { pending };
     }
     if !wave.sent && wave.lease_expires_at >= now {
@@ -85,14 +210,15 @@ pub fn settle(wave: &Wave, commands: &[CommandView], intended: Option<&[String]>
     if commands.is_empty() {
         // Sent to nobody (nothing to sync), or the sender died first.
         return if wave.sent {
-            Settlement::Done(WaveResult { end: WaveEnd::Success, results: Vec::new() })
+            Settlement::Done(WaveResult { end: WaveEnd::Success, results: Vec::new(), blame: None })
         } else {
             Settlement::Dead
         };
     }
     let mut results: Vec<(String, InstanceResult)> = Vec::new();
     for inv in commands.iter().flat_map(|c| &c.invocations) {
-        let result = instance_result(&inv.status);
+        // Past the commands' expiry, what never ended never reached an agent.
+        let result = if inv.pending() { InstanceResult::Unreachable } else { inv.result() };
         match results.iter_mut().find(|(id, _)| *id == inv.instance_id) {
             // An instance in two commands (a retried chunk): the better result counts.
             Some((_, r)) if rank(result) < rank(*r) => *r = result,
@@ -105,22 +231,42 @@ pub fn settle(wave: &Wave, commands: &[CommandView], intended: Option<&[String]>
             results.push((id.clone(), InstanceResult::NotAttempted));
         }
     }
-    let success = results.iter().all(|(_, r)| matches!(r, InstanceResult::Synced | InstanceResult::Gone));
-    Settlement::Done(WaveResult { end: if success { WaveEnd::Success } else { WaveEnd::Failure }, results })
+    Settlement::Done(judge(results))
+}
+
+/// The end and the blame of a wave from its instances' results.
+pub fn judge(results: Vec<(String, InstanceResult)>) -> WaveResult {
+    let count = |r: InstanceResult| results.iter().filter(|(_, x)| *x == r).count();
+    let (synced, failed, unreachable) =
+        (count(InstanceResult::Synced), count(InstanceResult::Failed), count(InstanceResult::Unreachable));
+    let attempted = synced + failed;
+    let blame = if failed > 0 && failed * 2 > attempted {
+        Some(Blame::Release { failed, attempted })
+    } else if synced == 0 && unreachable > 0 {
+        Some(Blame::Unreachable { unreachable })
+    } else {
+        None
+    };
+    let clean = results
+        .iter()
+        .all(|(_, r)| matches!(r, InstanceResult::Synced | InstanceResult::Gone | InstanceResult::Unreachable));
+    let end = if clean && blame.is_none() { WaveEnd::Success } else { WaveEnd::Failure };
+    WaveResult { end, results, blame }
 }
 
 fn rank(r: InstanceResult) -> u8 {
     match r {
         InstanceResult::Synced => 0,
         InstanceResult::Gone => 1,
-        InstanceResult::Failed => 2,
-        InstanceResult::NotAttempted => 3,
+        InstanceResult::Unreachable => 2,
+        InstanceResult::Failed => 3,
+        InstanceResult::NotAttempted => 4,
     }
 }
 
 /// The store transition a settlement calls for: a wave whose ids were all
 /// recorded is finished outright; one whose sender died is taken over, which
-/// the store allows only once its lease expired.
+/// the store allows only once its lease expired; a stopped one is resumed.
 pub fn transition(wave: &Wave, settlement: &Settlement, now: u64, lease_ms: u64) -> Option<Op> {
     let finish = |end| {
         if wave.sent {
@@ -130,8 +276,12 @@ pub fn transition(wave: &Wave, settlement: &Settlement, now: u64, lease_ms: u64)
         }
     };
     match settlement {
-        Settlement::Running { .. } => Some(Op::Renew { wave_id: wave.id.clone(), now, lease_ms }),
+        Settlement::Running { .. } => Some(Op::Renew { wave_id: wave.id.clone(), sender: None, now, lease_ms }),
         Settlement::Sending => None,
+        // The resumer's token: never the token of an earlier sender of the wave.
+        Settlement::Resume => {
+            Some(Op::Resume { wave_id: wave.id.clone(), sender: format!("{}@{now}", wave.id), now, lease_ms })
+        }
         Settlement::Done(result) => Some(finish(result.end)),
         Settlement::Dead => Some(finish(WaveEnd::Abandoned)),
     }
@@ -141,15 +291,16 @@ pub fn transition(wave: &Wave, settlement: &Settlement, now: u64, lease_ms: u64)
 mod tests {
     use super::*;
 
+    const NEVER: u64 = u64::MAX;
+
     fn wave(sent: bool, lease: u64) -> Wave {
         Wave {
             id: "w".into(),
             target: 3,
             lease_expires_at: lease,
-            sending_since: 0,
             command_ids: vec!["c1".into()],
             sent,
-            fingerprint: None,
+            ..Wave::default()
         }
     }
 
@@ -157,78 +308,179 @@ mod tests {
         CommandView {
             command_id: "c1".into(),
             status: CommandStatus::parse(status),
-            invocations: invocations
-                .iter()
-                .map(|(i, s)| InvocationView { instance_id: (*i).into(), status: CommandStatus::parse(s) })
-                .collect(),
+            invocations: invocations.iter().map(|(i, s)| InvocationView::new(*i, s, s)).collect(),
+        }
+    }
+
+    fn detailed(status: &str, invocations: &[(&str, &str, &str)]) -> CommandView {
+        CommandView {
+            command_id: "c1".into(),
+            status: CommandStatus::parse(status),
+            invocations: invocations.iter().map(|(i, s, d)| InvocationView::new(*i, s, d)).collect(),
+        }
+    }
+
+    fn done(s: Settlement) -> WaveResult {
+        match s {
+            Settlement::Done(r) => r,
+            other => panic!("not done: {other:?}"),
         }
     }
 
     #[test]
     fn running_commands_renew_even_when_the_lease_expired() {
         for lease in [0, 1_000_000] {
-            let s =
-                settle(&wave(true, lease), &[cmd("InProgress", &[("a", "Success"), ("b", "InProgress")])], None, 500);
+            let s = settle(
+                &wave(true, lease),
+                &[cmd("InProgress", &[("a", "Success"), ("b", "InProgress")])],
+                None,
+                500,
+                NEVER,
+            );
             assert_eq!(s, Settlement::Running { pending: 1 });
             assert!(matches!(transition(&wave(true, lease), &s, 500, 10), Some(Op::Renew { .. })));
         }
         // A command whose status lags its invocations still counts as running.
-        let s = settle(&wave(true, 0), &[cmd("InProgress", &[("a", "Success")])], None, 500);
+        let s = settle(&wave(true, 0), &[cmd("InProgress", &[("a", "Success")])], None, 500, NEVER);
         assert_eq!(s, Settlement::Running { pending: 1 });
     }
 
     #[test]
     fn all_success_finishes_with_success() {
-        let s = settle(&wave(true, 1_000), &[cmd("Success", &[("a", "Success"), ("b", "Success")])], None, 500);
-        let Settlement::Done(r) = &s else { panic!("{s:?}") };
-        assert_eq!(r.end, WaveEnd::Success);
-        assert_eq!(r.with(InstanceResult::Synced), ["a", "b"]);
+        let s = settle(&wave(true, 1_000), &[cmd("Success", &[("a", "Success"), ("b", "Success")])], None, 500, NEVER);
         assert_eq!(
             transition(&wave(true, 1_000), &s, 500, 10),
             Some(Op::Finish { wave_id: "w".into(), end: WaveEnd::Success })
         );
+        let r = done(s);
+        assert_eq!((r.end, &r.blame), (WaveEnd::Success, &None));
+        assert_eq!(r.with(InstanceResult::Synced), ["a", "b"]);
     }
 
     #[test]
-    fn a_failed_instance_fails_the_wave_and_cancelled_ones_are_not_blamed() {
-        let s = settle(
-            &wave(true, 1_000),
-            &[cmd("Failed", &[("a", "Success"), ("b", "Failed"), ("c", "Cancelled"), ("d", "TimedOut")])],
-            None,
-            5,
-        );
-        let Settlement::Done(r) = s else { panic!() };
-        assert_eq!(r.end, WaveEnd::Failure);
-        assert_eq!(r.with(InstanceResult::Failed), ["b", "d"]);
+    fn a_few_failed_hosts_fail_the_wave_and_count_against_them() {
+        let ok: Vec<(String, String)> = (0..5).map(|i| (format!("ok{i}"), "Success".to_owned())).collect();
+        let mut invocations: Vec<(&str, &str)> = ok.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        invocations.extend([("b", "Failed"), ("c", "Cancelled")]);
+        let r = done(settle(&wave(true, 1_000), &[cmd("Failed", &invocations)], None, 5, NEVER));
+        assert_eq!((r.end, r.blame.clone()), (WaveEnd::Failure, None));
+        assert_eq!(r.with(InstanceResult::Failed), ["b"]);
         assert_eq!(r.with(InstanceResult::NotAttempted), ["c"]);
+        assert!(r.countable().contains(&("b".to_owned(), InstanceResult::Failed)), "b's failure counts");
     }
 
     #[test]
-    fn instances_that_went_away_do_not_fail_the_wave() {
-        let s = settle(
+    fn most_failing_blames_the_release_and_counts_against_nobody() {
+        let r = done(settle(
             &wave(true, 1_000),
-            &[cmd("Failed", &[("a", "Success"), ("b", "Undeliverable"), ("c", "Terminated")])],
+            &[detailed(
+                "Failed",
+                &[("a", "Success", "Success"), ("b", "Failed", "Failed"), ("c", "TimedOut", "ExecutionTimedOut")],
+            )],
             None,
             5,
+            NEVER,
+        ));
+        assert_eq!(r.end, WaveEnd::Failure);
+        assert_eq!(r.blame, Some(Blame::Release { failed: 2, attempted: 3 }));
+        assert!(
+            r.countable().iter().all(|(_, x)| *x != InstanceResult::Failed),
+            "nobody quarantined for a bad release"
         );
-        let Settlement::Done(r) = s else { panic!() };
-        assert_eq!(r.end, WaveEnd::Success);
-        assert_eq!(r.with(InstanceResult::Gone), ["b", "c"]);
+        assert!(r.blame.map(|b| b.describe()).unwrap_or_default().contains("configuration"));
+    }
+
+    #[test]
+    fn unreachable_and_departed_instances_do_not_fail_the_wave() {
+        let r = done(settle(
+            &wave(true, 1_000),
+            &[detailed(
+                "Failed",
+                &[
+                    ("a", "Success", "Success"),
+                    ("b", "Failed", "Undeliverable"),
+                    ("c", "TimedOut", "DeliveryTimedOut"),
+                    ("d", "Cancelled", "Terminated"),
+                ],
+            )],
+            None,
+            5,
+            NEVER,
+        ));
+        assert_eq!(r.with(InstanceResult::Unreachable), ["b", "c"]);
+        assert_eq!(r.with(InstanceResult::NotAttempted), ["d"], "cancelled by MaxErrors");
+        assert_eq!(r.end, WaveEnd::Failure, "d was never attempted");
+        let r = done(settle(
+            &wave(true, 1_000),
+            &[detailed("Failed", &[("a", "Success", "Success"), ("b", "Failed", "Undeliverable")])],
+            None,
+            5,
+            NEVER,
+        ));
+        assert_eq!((r.end, r.blame), (WaveEnd::Success, None), "b is caught up later");
+    }
+
+    #[test]
+    fn a_wave_that_reached_nobody_is_never_a_success() {
+        let r = done(settle(
+            &wave(true, 1_000),
+            &[detailed("Failed", &[("a", "Failed", "Undeliverable"), ("b", "Failed", "Undeliverable")])],
+            None,
+            5,
+            NEVER,
+        ));
+        assert_eq!((r.end, r.blame), (WaveEnd::Failure, Some(Blame::Unreachable { unreachable: 2 })));
+    }
+
+    #[test]
+    fn instances_that_went_away_end_their_invocations() {
+        let mut c = cmd("InProgress", &[("a", "Success"), ("b", "InProgress")]);
+        assert_eq!(
+            settle(&wave(true, 1_000), std::slice::from_ref(&c), None, 5, NEVER),
+            Settlement::Running { pending: 1 }
+        );
+        c.invocations[1].gone = true;
+        let r = done(settle(&wave(true, 1_000), &[c], None, 5, NEVER));
+        assert_eq!((r.end, r.with(InstanceResult::Gone)), (WaveEnd::Success, vec!["b".to_owned()]));
+    }
+
+    #[test]
+    fn past_the_commands_expiry_what_is_pending_was_unreachable() {
+        let c = cmd("InProgress", &[("a", "Success"), ("b", "InProgress")]);
+        assert!(matches!(
+            settle(&wave(true, 1_000), std::slice::from_ref(&c), None, 99, 100),
+            Settlement::Running { .. }
+        ));
+        let r = done(settle(&wave(true, 1_000), &[c], None, 100, 100));
+        assert_eq!((r.end, r.with(InstanceResult::Unreachable)), (WaveEnd::Success, vec!["b".to_owned()]));
     }
 
     #[test]
     fn an_instance_in_a_retried_chunk_keeps_its_best_result() {
         let commands = [cmd("Failed", &[("a", "Failed")]), cmd("Success", &[("a", "Success")])];
-        let Settlement::Done(r) = settle(&wave(true, 1_000), &commands, None, 5) else { panic!() };
+        let r = done(settle(&wave(true, 1_000), &commands, None, 5, NEVER));
         assert_eq!(r.results, [("a".to_owned(), InstanceResult::Synced)]);
     }
 
     #[test]
-    fn unrecorded_ids_wait_for_the_lease_then_take_over() {
+    fn a_stopped_sender_with_a_record_is_resumed_once_its_lease_is_over() {
+        let running = [cmd("InProgress", &[("a", "InProgress")])];
+        let intended = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            settle(&wave(false, 1_000), &running, Some(&intended), 500, NEVER),
+            Settlement::Running { pending: 1 }
+        );
+        let s = settle(&wave(false, 1_000), &running, Some(&intended), 1_001, NEVER);
+        assert_eq!(s, Settlement::Resume, "even while what was sent still runs");
+        assert!(matches!(transition(&wave(false, 1_000), &s, 1_001, 10), Some(Op::Resume { .. })));
+    }
+
+    #[test]
+    fn unrecorded_ids_without_a_record_wait_for_the_lease_then_take_over() {
         let terminal = [cmd("Success", &[("a", "Success")])];
-        assert_eq!(settle(&wave(false, 1_000), &terminal, None, 500), Settlement::Sending);
+        assert_eq!(settle(&wave(false, 1_000), &terminal, None, 500, NEVER), Settlement::Sending);
         assert_eq!(transition(&wave(false, 1_000), &Settlement::Sending, 500, 10), None);
-        let s = settle(&wave(false, 1_000), &terminal, None, 1_001);
+        let s = settle(&wave(false, 1_000), &terminal, None, 1_001, NEVER);
         assert!(matches!(
             transition(&wave(false, 1_000), &s, 1_001, 10),
             Some(Op::TakeOver { end: WaveEnd::Success, .. })
@@ -237,8 +489,8 @@ mod tests {
 
     #[test]
     fn a_sender_that_died_before_sending_is_dead_only_after_its_lease() {
-        assert_eq!(settle(&wave(false, 1_000), &[], None, 500), Settlement::Sending);
-        assert_eq!(settle(&wave(false, 1_000), &[], None, 1_001), Settlement::Dead);
+        assert_eq!(settle(&wave(false, 1_000), &[], None, 500, NEVER), Settlement::Sending);
+        assert_eq!(settle(&wave(false, 1_000), &[], None, 1_001, NEVER), Settlement::Dead);
         assert!(matches!(
             transition(&wave(false, 1_000), &Settlement::Dead, 1_001, 10),
             Some(Op::TakeOver { end: WaveEnd::Abandoned, .. })
@@ -248,15 +500,14 @@ mod tests {
     #[test]
     fn an_intended_instance_no_command_reached_fails_the_wave() {
         let intended = ["a".to_owned(), "b".to_owned()];
-        let s = settle(&wave(false, 0), &[cmd("Success", &[("a", "Success")])], Some(&intended), 5);
-        let Settlement::Done(r) = s else { panic!("{s:?}") };
-        assert_eq!(r.end, WaveEnd::Failure, "the sender died before reaching b");
+        let r = done(settle(&wave(true, 0), &[cmd("Success", &[("a", "Success")])], Some(&intended), 5, NEVER));
+        assert_eq!(r.end, WaveEnd::Failure, "b was never reached");
         assert_eq!(r.with(InstanceResult::NotAttempted), ["b"]);
     }
 
     #[test]
     fn a_wave_sent_to_nobody_is_done() {
-        let s = settle(&wave(true, 1_000), &[], None, 5);
-        assert_eq!(s, Settlement::Done(WaveResult { end: WaveEnd::Success, results: vec![] }));
+        let s = settle(&wave(true, 1_000), &[], None, 5, NEVER);
+        assert_eq!(s, Settlement::Done(WaveResult { end: WaveEnd::Success, results: vec![], blame: None }));
     }
 }

@@ -34,6 +34,7 @@ enum Action {
     Upload { chunks: u8 },
     SenderStep(u8),
     SenderCrash(u8),
+    SenderPause(u8),
     CommandEnds { pick: u8, success: bool },
     Deliver(u8),
     Duplicate(u8),
@@ -53,6 +54,7 @@ fn action_with(success: f64) -> impl Strategy<Value = Action> {
         3 => (0u8..4).prop_map(|chunks| Action::Upload { chunks }),
         6 => any::<u8>().prop_map(Action::SenderStep),
         1 => any::<u8>().prop_map(Action::SenderCrash),
+        1 => any::<u8>().prop_map(Action::SenderPause),
         4 => (any::<u8>(), prop::bool::weighted(success)).prop_map(|(pick, success)| Action::CommandEnds { pick, success }),
         3 => any::<u8>().prop_map(Action::Deliver),
         1 => any::<u8>().prop_map(Action::Duplicate),
@@ -82,7 +84,13 @@ impl Command {
             invocations: self
                 .instances
                 .iter()
-                .map(|(i, s)| InvocationView { instance_id: i.clone(), status: s.clone() })
+                .map(|(i, s)| InvocationView {
+                    instance_id: i.clone(),
+                    status: s.clone(),
+                    details: format!("{s:?}"),
+                    gone: false,
+                    unreachable: false,
+                })
                 .collect(),
         }
     }
@@ -91,8 +99,12 @@ impl Command {
 #[derive(Debug, Clone)]
 struct Sender {
     wave: String,
+    token: String,
     chunks_left: u8,
     unrecorded: Option<usize>,
+    /// A resumer: with nothing left to send it only says so (the wave
+    /// settles when its commands end).
+    resumed: bool,
 }
 
 /// Instances in the `c`-th chunk of a wave.
@@ -117,6 +129,8 @@ struct World {
     retries: std::collections::HashMap<u64, u32>,
     /// Each wave's intended instances (its record, written before sending).
     intended: std::collections::HashMap<String, Vec<String>>,
+    /// Each wave's planned number of chunks.
+    planned: std::collections::HashMap<String, u8>,
 }
 
 impl World {
@@ -139,7 +153,7 @@ impl World {
     }
 
     fn upload(&mut self, chunks: u8) {
-        self.apply(&Op::Demand { count: 1 }).expect("demand always applies");
+        self.apply(&Op::Demand { count: 1, epoch: "e".into() }).expect("demand always applies");
         self.demand_since_start = true;
         self.try_start(chunks);
     }
@@ -147,7 +161,7 @@ impl World {
     fn try_start(&mut self, chunks: u8) {
         let id = format!("w{}", self.next_wave);
         self.next_wave += 1;
-        let op = Op::Start { wave_id: id.clone(), now: self.now, lease_ms: LEASE, fingerprint: None };
+        let op = Op::Start { wave_id: id.clone(), now: self.now, lease_ms: LEASE };
         if let Ok(next) = self.apply(&op) {
             // Never two waves in flight.
             for c in &self.commands {
@@ -173,7 +187,14 @@ impl World {
             self.last_end = None;
             let planned = (0..chunks).flat_map(|c| (0..chunk_size(c)).map(move |k| format!("i-{c}-{k}"))).collect();
             self.intended.insert(id.clone(), planned);
-            self.senders.push(Sender { wave: id, chunks_left: chunks, unrecorded: None });
+            self.planned.insert(id.clone(), chunks);
+            self.senders.push(Sender {
+                token: id.clone(),
+                wave: id,
+                chunks_left: chunks,
+                unrecorded: None,
+                resumed: false,
+            });
         }
         assert!(self.finishes <= self.starts && self.starts <= self.finishes + 1, "one wave at a time");
     }
@@ -187,15 +208,25 @@ impl World {
         let done;
         if let Some(c) = s.unrecorded.take() {
             let sent = s.chunks_left == 0;
-            let op = Op::RecordCommands { wave_id: s.wave.clone(), command_ids: vec![c.to_string()], sent };
+            let op = Op::RecordCommands {
+                wave_id: s.wave.clone(),
+                sender: s.token.clone(),
+                command_ids: vec![c.to_string()],
+                sent,
+                fingerprint: None,
+            };
             done = self.apply(&op).is_err() || sent;
         } else if s.chunks_left > 0 {
             // Renew, then send: only the lease holder sends.
-            let renewed = self.apply(&Op::Renew { wave_id: s.wave.clone(), now: self.now, lease_ms: LEASE });
+            let renew =
+                Op::Renew { wave_id: s.wave.clone(), sender: Some(s.token.clone()), now: self.now, lease_ms: LEASE };
+            let renewed = self.apply(&renew);
             if renewed.is_ok() {
                 assert_eq!(self.current_wave().as_deref(), Some(s.wave.as_str()));
                 let n = self.commands.len();
                 let c = self.commands.iter().filter(|cmd| cmd.wave == s.wave).count() as u8;
+                let planned = self.planned.get(&s.wave).copied().unwrap_or(0);
+                assert!(c < planned, "wave {} sent more chunks than planned: a chunk went out twice", s.wave);
                 let instances = (0..chunk_size(c)).map(|k| (format!("i-{c}-{k}"), CommandStatus::InProgress)).collect();
                 self.commands.push(Command { wave: s.wave.clone(), instances });
                 s.chunks_left -= 1;
@@ -204,9 +235,26 @@ impl World {
             } else {
                 done = true;
             }
+        } else if s.resumed {
+            // Everything was sent before the pause: say so.
+            let op = Op::RecordCommands {
+                wave_id: s.wave.clone(),
+                sender: s.token.clone(),
+                command_ids: vec![],
+                sent: true,
+                fingerprint: None,
+            };
+            let _ = self.apply(&op);
+            done = true;
         } else {
             // No instance to sync: the generation completes with nothing to do.
-            let op = Op::RecordCommands { wave_id: s.wave.clone(), command_ids: vec![], sent: true };
+            let op = Op::RecordCommands {
+                wave_id: s.wave.clone(),
+                sender: s.token.clone(),
+                command_ids: vec![],
+                sent: true,
+                fingerprint: None,
+            };
             if self.apply(&op).is_ok() {
                 self.finish(&Op::Finish { wave_id: s.wave.clone(), end: WaveEnd::Success });
             }
@@ -248,7 +296,7 @@ impl World {
         }
         let views: Vec<CommandView> = ids.iter().map(|&c| self.commands[c].view(c)).collect();
         let intended = self.intended.get(&wave.id).cloned();
-        let settlement = settle(&wave, &views, intended.as_deref(), self.now);
+        let settlement = settle(&wave, &views, intended.as_deref(), self.now, u64::MAX);
         if let Settlement::Done(r) = &settlement
             && r.end == WaveEnd::Success
         {
@@ -269,6 +317,36 @@ impl World {
         let end = match op {
             Op::Finish { end, .. } | Op::TakeOver { end, .. } => *end,
             Op::Renew { .. } => return,
+            Op::Resume { sender, .. } => {
+                // The resumer adopts the commands found by their comment (so
+                // they are judged once the wave says it is sent), then sends
+                // what was not sent yet; a slow earlier sender can no longer
+                // renew, so it stops.
+                let recorded: Vec<String> =
+                    self.item.as_ref().and_then(|i| i.wave.as_ref()).map(|w| w.command_ids.clone()).unwrap_or_default();
+                let adopt: Vec<String> = (0..self.commands.len())
+                    .filter(|c| self.commands[*c].wave == wave && !recorded.contains(&c.to_string()))
+                    .map(|c| c.to_string())
+                    .collect();
+                let op = Op::RecordCommands {
+                    wave_id: wave.clone(),
+                    sender: sender.clone(),
+                    command_ids: adopt,
+                    sent: false,
+                    fingerprint: None,
+                };
+                let _ = self.apply(&op);
+                let sent = self.commands.iter().filter(|c| c.wave == wave).count() as u8;
+                let planned = self.planned.get(&wave).copied().unwrap_or(0);
+                self.senders.push(Sender {
+                    wave,
+                    token: sender.clone(),
+                    chunks_left: planned.saturating_sub(sent),
+                    unrecorded: None,
+                    resumed: true,
+                });
+                return;
+            }
             _ => unreachable!("{op:?}"),
         };
         for c in self.commands.iter().filter(|c| c.wave == wave) {
@@ -289,8 +367,14 @@ impl World {
             return;
         }
         let op = match kind % 4 {
-            0 => Op::Renew { wave_id: id, now: self.now, lease_ms: LEASE },
-            1 => Op::RecordCommands { wave_id: id, command_ids: vec!["999".into()], sent: true },
+            0 => Op::Renew { wave_id: id, sender: None, now: self.now, lease_ms: LEASE },
+            1 => Op::RecordCommands {
+                sender: id.clone(),
+                wave_id: id,
+                command_ids: vec!["999".into()],
+                sent: true,
+                fingerprint: None,
+            },
             2 => Op::Finish { wave_id: id, end: WaveEnd::Success },
             _ => Op::TakeOver { wave_id: id, now: self.now + 10 * LEASE, end: WaveEnd::Abandoned },
         };
@@ -307,6 +391,15 @@ impl World {
                 if !self.senders.is_empty() {
                     let i = *p as usize % self.senders.len();
                     self.senders.remove(i);
+                }
+            }
+            Action::SenderPause(p) => {
+                // Out of time (or an AWS error): the lease ends at once, the
+                // next settle resumes the wave.
+                if !self.senders.is_empty() {
+                    let i = *p as usize % self.senders.len();
+                    let s = self.senders.remove(i);
+                    let _ = self.apply(&Op::Pause { wave_id: s.wave, sender: s.token });
                 }
             }
             Action::CommandEnds { pick, success } => self.command_ends(*pick as usize, *success),

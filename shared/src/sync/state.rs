@@ -10,6 +10,10 @@
 //!   expiry), `sending_since`, the command ids recorded so far and whether
 //!   sending completed;
 //! * `completed_gen` is the last generation synced everywhere;
+//! * `epoch` is the counter's lineage: random, written once with the item.
+//!   The instances compare generations only within one lineage, so a
+//!   counter that starts again (a new table, a changed `FLEET_NAME`, a
+//!   deleted item) never makes them skip a sync as "superseded";
 //! * `failed_gen` / `failed_attempts` remember the last failed generation: it
 //!   is retried automatically once, then only new demand or a manual sync
 //!   (which is new demand) starts a wave.
@@ -23,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The schema version this code writes and understands.
-pub const SCHEMA: u64 = 1;
+pub const SCHEMA: u64 = crate::store::fleet_attrs::SCHEMA_VERSION;
 
 /// How many waves may fail for one generation before it waits for new demand:
 /// the first attempt and one automatic retry.
@@ -40,7 +44,8 @@ pub struct Fingerprint {
 }
 
 /// The wave holding the lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Wave {
     /// The lease owner: a uuid per wave.
     pub id: String,
@@ -54,8 +59,12 @@ pub struct Wave {
     pub command_ids: Vec<String>,
     /// Whether every chunk was sent and recorded.
     pub sent: bool,
-    /// The codebase fingerprint when the wave started.
+    /// The codebase fingerprint when the wave started (taken by the winner).
     pub fingerprint: Option<Fingerprint>,
+    /// The invocation allowed to send (the starter's token is the wave id; a
+    /// resumer's is new): a slow sender whose wave was resumed can no longer
+    /// renew, record or pause it.
+    pub sender: String,
 }
 
 /// The fleet item.
@@ -74,6 +83,11 @@ pub struct FleetItem {
     pub failed_attempts: u32,
     /// The fingerprint of the last successful wave.
     pub fingerprint_synced: Option<Fingerprint>,
+    /// The fingerprint of the last failed wave: while its generation is held,
+    /// a different codebase is new demand (a fix whose event was lost).
+    pub fingerprint_failed: Option<Fingerprint>,
+    /// The counter's lineage (see the module docs); empty until the item exists.
+    pub epoch: String,
 }
 
 /// How a wave ended, as decided from SSM's answers.
@@ -116,20 +130,27 @@ pub enum Refusal {
         /// The running wave, if any.
         current: Option<String>,
     },
-    /// Taking over needs an expired lease.
+    /// Taking over (or resuming) needs an expired lease.
     LeaseLive {
         /// When it expires, epoch ms.
         lease_expires_at: u64,
     },
+    /// Resuming needs a wave whose sending is not complete.
+    Sent,
+    /// Another invocation sends this wave now (it was resumed).
+    NotSender,
 }
 
 /// A transition: what it needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `ADD requested_gen :count` (creates the item).
+    /// `ADD requested_gen :count` (creates the item, with `epoch` as its
+    /// lineage when it has none; `count` 0 only makes sure the item exists).
     Demand {
         /// How many generations of demand (1 per invocation).
         count: u64,
+        /// A fresh lineage, kept only if the item has none yet.
+        epoch: String,
     },
     /// Take the lease for a new wave targeting `requested_gen`.
     Start {
@@ -139,22 +160,48 @@ pub enum Op {
         now: u64,
         /// Lease length, ms.
         lease_ms: u64,
-        /// The codebase fingerprint now.
-        fingerprint: Option<Fingerprint>,
     },
-    /// Append command ids (after each chunk); `sent` after the last.
+    /// Append command ids (after each chunk); `sent` after the last; the
+    /// codebase fingerprint once the winner took it.
     RecordCommands {
         /// The holder.
         wave_id: String,
+        /// The sender's token.
+        sender: String,
         /// Ids to append.
         command_ids: Vec<String>,
         /// Sending is complete.
         sent: bool,
+        /// The codebase fingerprint, when taken.
+        fingerprint: Option<Fingerprint>,
     },
-    /// Extend the lease while SSM reports the wave's commands running.
+    /// The sender stops before sending everything (out of time, or an AWS
+    /// error): the lease expires at once, so the next invocation resumes.
+    Pause {
+        /// The holder.
+        wave_id: String,
+        /// The sender's token.
+        sender: String,
+    },
+    /// Take the lease of a wave whose sending stopped (paused, or its sender
+    /// died and its lease expired), to send the rest.
+    Resume {
+        /// The wave.
+        wave_id: String,
+        /// The resumer's token (becomes the wave's sender).
+        sender: String,
+        /// Now, epoch ms.
+        now: u64,
+        /// Lease length, ms.
+        lease_ms: u64,
+    },
+    /// Extend the lease: a sender before each chunk (with its token), or a
+    /// settle while SSM reports the wave's commands running.
     Renew {
         /// The holder.
         wave_id: String,
+        /// The sender's token, when a sender renews.
+        sender: Option<String>,
         /// Now, epoch ms.
         now: u64,
         /// Lease length, ms.
@@ -186,20 +233,25 @@ impl Op {
             Op::RecordCommands { wave_id, .. }
             | Op::Renew { wave_id, .. }
             | Op::Finish { wave_id, .. }
-            | Op::TakeOver { wave_id, .. } => Some(wave_id),
+            | Op::TakeOver { wave_id, .. }
+            | Op::Pause { wave_id, .. }
+            | Op::Resume { wave_id, .. } => Some(wave_id),
         }
     }
 }
 
 /// Applies `op` to the current item (`None`: no item yet).
 pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal> {
-    if let Op::Demand { count } = op {
+    if let Op::Demand { count, epoch } = op {
         let mut next = current.cloned().unwrap_or_default();
         next.requested_gen += count;
+        if next.epoch.is_empty() {
+            next.epoch.clone_from(epoch);
+        }
         return Ok(next);
     }
     let item = current.cloned().unwrap_or_default();
-    if let Op::Start { wave_id, now, lease_ms, fingerprint } = op {
+    if let Op::Start { wave_id, now, lease_ms } = op {
         start_refusal(&item)?;
         let mut next = item;
         next.wave = Some(Wave {
@@ -207,9 +259,8 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             target: next.requested_gen,
             lease_expires_at: now + lease_ms,
             sending_since: *now,
-            command_ids: Vec::new(),
-            sent: false,
-            fingerprint: *fingerprint,
+            sender: wave_id.clone(),
+            ..Wave::default()
         });
         return Ok(next);
     }
@@ -219,12 +270,40 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
         Some(w) if w.id == holder => w.clone(),
         other => return Err(Refusal::Stale { current: other.as_ref().map(|w| w.id.clone()) }),
     };
+    let token = match op {
+        Op::RecordCommands { sender, .. } | Op::Pause { sender, .. } => Some(sender),
+        Op::Renew { sender, .. } => sender.as_ref(),
+        _ => None,
+    };
+    if token.is_some_and(|t| *t != wave.sender) {
+        return Err(Refusal::NotSender);
+    }
     let mut next = item;
     match op {
-        Op::RecordCommands { command_ids, sent, .. } => {
+        Op::RecordCommands { command_ids, sent, fingerprint, .. } => {
             if let Some(w) = next.wave.as_mut() {
                 w.command_ids.extend(command_ids.iter().cloned());
                 w.sent |= *sent;
+                if fingerprint.is_some() {
+                    w.fingerprint = *fingerprint;
+                }
+            }
+        }
+        Op::Pause { .. } => {
+            if let Some(w) = next.wave.as_mut() {
+                w.lease_expires_at = 0;
+            }
+        }
+        Op::Resume { now, lease_ms, sender, .. } => {
+            if wave.sent {
+                return Err(Refusal::Sent);
+            }
+            if wave.lease_expires_at >= *now {
+                return Err(Refusal::LeaseLive { lease_expires_at: wave.lease_expires_at });
+            }
+            if let Some(w) = next.wave.as_mut() {
+                w.lease_expires_at = now + lease_ms;
+                w.sender.clone_from(sender);
             }
         }
         Op::Renew { now, lease_ms, .. } => {
@@ -264,6 +343,7 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
             item.completed_gen = item.completed_gen.max(wave.target);
             item.failed_gen = 0;
             item.failed_attempts = 0;
+            item.fingerprint_failed = None;
             if wave.fingerprint.is_some() {
                 item.fingerprint_synced = wave.fingerprint;
             }
@@ -271,6 +351,9 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
         WaveEnd::Failure => {
             item.failed_attempts = if item.failed_gen == wave.target { item.failed_attempts + 1 } else { 1 };
             item.failed_gen = wave.target;
+            if wave.fingerprint.is_some() {
+                item.fingerprint_failed = wave.fingerprint;
+            }
         }
         WaveEnd::Abandoned => {}
     }
@@ -282,7 +365,11 @@ mod tests {
     use super::*;
 
     fn start(id: &str, now: u64) -> Op {
-        Op::Start { wave_id: id.into(), now, lease_ms: 1_000, fingerprint: None }
+        Op::Start { wave_id: id.into(), now, lease_ms: 1_000 }
+    }
+
+    fn demand(count: u64) -> Op {
+        Op::Demand { count, epoch: "e1".into() }
     }
 
     fn finish_op(id: &str, end: WaveEnd) -> Op {
@@ -306,13 +393,13 @@ mod tests {
 
     #[test]
     fn demand_creates_and_counts() {
-        let (item, _) = run(&[Op::Demand { count: 1 }, Op::Demand { count: 3 }]);
+        let (item, _) = run(&[demand(1), demand(3)]);
         assert_eq!(item.map(|i| (i.requested_gen, i.completed_gen)), Some((4, 0)));
     }
 
     #[test]
     fn start_targets_requested_gen_and_excludes_a_second_wave() {
-        let (item, results) = run(&[Op::Demand { count: 2 }, start("w1", 10), start("w2", 11)]);
+        let (item, results) = run(&[demand(2), start("w1", 10), start("w2", 11)]);
         let wave = item.and_then(|i| i.wave).expect("wave");
         assert_eq!((wave.id.as_str(), wave.target, wave.lease_expires_at, wave.sending_since), ("w1", 2, 1_010, 10));
         assert!(matches!(&results[2], Err(Refusal::Busy { wave_id, target: 2, .. }) if wave_id == "w1"));
@@ -322,16 +409,15 @@ mod tests {
     fn nothing_to_start_without_demand() {
         let (_, results) = run(&[start("w1", 0)]);
         assert_eq!(results, [Err(Refusal::CaughtUp)]);
-        let (_, results) =
-            run(&[Op::Demand { count: 1 }, start("w1", 0), finish_op("w1", WaveEnd::Success), start("w2", 1)]);
+        let (_, results) = run(&[demand(1), start("w1", 0), finish_op("w1", WaveEnd::Success), start("w2", 1)]);
         assert_eq!(results[3], Err(Refusal::CaughtUp));
     }
 
     #[test]
     fn burst_during_a_wave_makes_one_follow_up_covering_it() {
-        let mut ops = vec![Op::Demand { count: 1 }, start("w1", 0)];
+        let mut ops = vec![demand(1), start("w1", 0)];
         for _ in 0..5 {
-            ops.push(Op::Demand { count: 1 });
+            ops.push(demand(1));
             ops.push(start("loser", 1));
         }
         ops.push(finish_op("w1", WaveEnd::Success));
@@ -346,7 +432,7 @@ mod tests {
     #[test]
     fn a_failed_generation_is_retried_once_then_held_until_new_demand() {
         let (item, results) = run(&[
-            Op::Demand { count: 1 },
+            demand(1),
             start("w1", 0),
             finish_op("w1", WaveEnd::Failure),
             start("w2", 1),
@@ -358,7 +444,7 @@ mod tests {
         let item = item.expect("item");
         assert_eq!((item.completed_gen, item.failed_gen, item.failed_attempts), (0, 1, 2));
         // New demand (an upload, a manual sync) starts again.
-        let next = apply(Some(&item), &Op::Demand { count: 1 }).expect("demand");
+        let next = apply(Some(&item), &demand(1)).expect("demand");
         let next = apply(Some(&next), &start("w4", 3)).expect("start");
         assert_eq!(next.wave.map(|w| w.target), Some(2));
     }
@@ -367,10 +453,17 @@ mod tests {
     fn success_clears_the_failure_and_promotes_the_fingerprint() {
         let fp = Fingerprint { count: 3, newest_ms: 99 };
         let (item, _) = run(&[
-            Op::Demand { count: 1 },
+            demand(1),
             start("w1", 0),
             finish_op("w1", WaveEnd::Failure),
-            Op::Start { wave_id: "w2".into(), now: 1, lease_ms: 10, fingerprint: Some(fp) },
+            Op::Start { wave_id: "w2".into(), now: 1, lease_ms: 10 },
+            Op::RecordCommands {
+                wave_id: "w2".into(),
+                sender: "w2".into(),
+                command_ids: vec![],
+                sent: false,
+                fingerprint: Some(fp),
+            },
             finish_op("w2", WaveEnd::Success),
         ]);
         let item = item.expect("item");
@@ -380,11 +473,19 @@ mod tests {
 
     #[test]
     fn stale_holders_change_nothing() {
-        let (item, _) = run(&[Op::Demand { count: 1 }, start("w1", 0)]);
+        let (item, _) = run(&[demand(1), start("w1", 0)]);
         let item = item.expect("item");
         for op in [
-            Op::RecordCommands { wave_id: "old".into(), command_ids: vec!["c".into()], sent: true },
-            Op::Renew { wave_id: "old".into(), now: 5, lease_ms: 10 },
+            Op::RecordCommands {
+                wave_id: "old".into(),
+                sender: "old".into(),
+                command_ids: vec!["c".into()],
+                sent: true,
+                fingerprint: None,
+            },
+            Op::Pause { wave_id: "old".into(), sender: "old".into() },
+            Op::Resume { wave_id: "old".into(), sender: "r".into(), now: 10_000, lease_ms: 10 },
+            Op::Renew { wave_id: "old".into(), sender: None, now: 5, lease_ms: 10 },
             finish_op("old", WaveEnd::Success),
             Op::TakeOver { wave_id: "old".into(), now: 10_000, end: WaveEnd::Abandoned },
         ] {
@@ -400,7 +501,7 @@ mod tests {
 
     #[test]
     fn take_over_needs_an_expired_lease_and_abandon_counts_nothing() {
-        let (item, _) = run(&[Op::Demand { count: 1 }, start("w1", 0)]);
+        let (item, _) = run(&[demand(1), start("w1", 0)]);
         let item = item.expect("item");
         let early = Op::TakeOver { wave_id: "w1".into(), now: 500, end: WaveEnd::Abandoned };
         assert_eq!(apply(Some(&item), &early), Err(Refusal::LeaseLive { lease_expires_at: 1_000 }));
@@ -413,15 +514,81 @@ mod tests {
     #[test]
     fn record_and_renew_hold_the_wave() {
         let (item, _) = run(&[
-            Op::Demand { count: 1 },
+            demand(1),
             start("w1", 0),
-            Op::RecordCommands { wave_id: "w1".into(), command_ids: vec!["a".into()], sent: false },
-            Op::RecordCommands { wave_id: "w1".into(), command_ids: vec!["b".into()], sent: true },
-            Op::Renew { wave_id: "w1".into(), now: 700, lease_ms: 1_000 },
+            Op::RecordCommands {
+                wave_id: "w1".into(),
+                sender: "w1".into(),
+                command_ids: vec!["a".into()],
+                sent: false,
+                fingerprint: None,
+            },
+            Op::RecordCommands {
+                wave_id: "w1".into(),
+                sender: "w1".into(),
+                command_ids: vec!["b".into()],
+                sent: true,
+                fingerprint: None,
+            },
+            Op::Renew { wave_id: "w1".into(), sender: Some("w1".into()), now: 700, lease_ms: 1_000 },
         ]);
         let wave = item.and_then(|i| i.wave).expect("wave");
         assert_eq!(wave.command_ids, ["a", "b"]);
         assert!(wave.sent);
         assert_eq!(wave.lease_expires_at, 1_700);
+    }
+
+    #[test]
+    fn the_lineage_is_written_once_with_the_item() {
+        let (item, _) =
+            run(&[Op::Demand { count: 0, epoch: "first".into() }, Op::Demand { count: 1, epoch: "second".into() }]);
+        let item = item.expect("item");
+        assert_eq!((item.epoch.as_str(), item.requested_gen), ("first", 1), "count 0 only creates the item");
+    }
+
+    #[test]
+    fn a_paused_wave_is_resumed_at_once_and_only_once() {
+        let (item, _) = run(&[demand(1), start("w1", 0), Op::Pause { wave_id: "w1".into(), sender: "w1".into() }]);
+        let item = item.expect("item");
+        assert_eq!(item.wave.as_ref().map(|w| w.lease_expires_at), Some(0), "the lease ends at once");
+        let resume = |now| Op::Resume { wave_id: "w1".into(), sender: "r1".into(), now, lease_ms: 1_000 };
+        let resumed = apply(Some(&item), &resume(5)).expect("resumed");
+        assert_eq!(resumed.wave.as_ref().map(|w| w.lease_expires_at), Some(1_005));
+        assert_eq!(
+            apply(Some(&resumed), &resume(6)),
+            Err(Refusal::LeaseLive { lease_expires_at: 1_005 }),
+            "one resumer"
+        );
+        // The first sender, slow rather than dead, can no longer send.
+        let record = |sender: &str, sent| Op::RecordCommands {
+            wave_id: "w1".into(),
+            sender: sender.into(),
+            command_ids: vec![],
+            sent,
+            fingerprint: None,
+        };
+        assert_eq!(apply(Some(&resumed), &record("w1", false)), Err(Refusal::NotSender));
+        let renew = Op::Renew { wave_id: "w1".into(), sender: Some("w1".into()), now: 7, lease_ms: 10 };
+        assert_eq!(apply(Some(&resumed), &renew), Err(Refusal::NotSender));
+        let sent = apply(Some(&resumed), &record("r1", true)).expect("record");
+        assert_eq!(apply(Some(&sent), &resume(5_000)), Err(Refusal::Sent), "nothing left to send");
+    }
+
+    #[test]
+    fn a_failed_waves_fingerprint_is_kept_until_a_success() {
+        let fp = Fingerprint { count: 1, newest_ms: 2 };
+        let record = |id: &str| Op::RecordCommands {
+            wave_id: id.into(),
+            sender: id.into(),
+            command_ids: vec![],
+            sent: true,
+            fingerprint: Some(fp),
+        };
+        let (item, _) = run(&[demand(1), start("w1", 0), record("w1"), finish_op("w1", WaveEnd::Failure)]);
+        let item = item.expect("item");
+        assert_eq!(item.fingerprint_failed, Some(fp));
+        let next = apply(Some(&item), &start("w2", 1)).expect("retry");
+        let next = apply(Some(&next), &finish_op("w2", WaveEnd::Success)).expect("success");
+        assert_eq!(next.fingerprint_failed, None);
     }
 }

@@ -24,10 +24,20 @@ What it does:
   the control endpoints (:mod:`fleetkeeper_moto.control`).
 * Instances are spread over the group's subnets (least-populated AZ first),
   as AWS balances them, instead of all landing in the first subnet.
+* An instance terminated or stopped outside the group (a Spot interruption,
+  an operator's ``TerminateInstances``) stays ``InService`` and ``Healthy``
+  until the group's next health check notices it (moto replaces it at
+  once). AWS: "Amazon EC2 Auto Scaling ... periodically checks the health
+  status of all instances"; an instance "in any state other than running"
+  is unhealthy, and is then replaced (Auto Scaling user guide, "Health
+  checks for instances in an Auto Scaling group"). Here the check runs
+  every :data:`HEALTH_CHECK_PERIOD` on the account's clock; the unhealthy
+  instance then terminates through the group (its terminate hooks run).
 """
 
 from __future__ import annotations
 
+import datetime
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +59,10 @@ from . import clock
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+
+#: How often the group checks its instances' EC2 state (AWS documents the
+#: checks as periodic; 60 s is the period we model).
+HEALTH_CHECK_PERIOD = datetime.timedelta(seconds=60)
 
 #: States that count toward the group's desired capacity.
 COUNTED = {"Pending", "Pending:Wait", "Pending:Proceed", "InService"}
@@ -85,6 +99,8 @@ class SimulationState:
     history: list[dict[str, Any]] = field(default_factory=list)
     # moto drops NotificationMetadata; AWS echoes it in every event.
     metadata: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Instances that left EC2 outside the group: id -> when the group notices.
+    notices: dict[str, datetime.datetime] = field(default_factory=dict)
 
 
 def state_of(backend: AutoScalingBackend) -> SimulationState:
@@ -487,6 +503,52 @@ def response_put_lifecycle_hook(self: AutoScalingResponse) -> Any:
     return result
 
 
+def notify_terminate_instances(self: AutoScalingBackend, instance_ids: list[str]) -> None:
+    """EC2 terminated (or stopped) these instances: the group notices at its
+    next health check, not at once (moto removes and replaces them here)."""
+    with LOCK:
+        sim = state_of(self)
+        noticed = clock.now(self.account_id) + HEALTH_CHECK_PERIOD
+        for instance_id in instance_ids:
+            if find_state(self, instance_id) is not None:
+                sim.notices.setdefault(instance_id, noticed)
+
+
+def health_checks(backend: AutoScalingBackend) -> None:
+    """Runs the health checks that are due: an instance whose EC2 state is
+    not running is unhealthy and terminates through the group. Lazy: called
+    on each request that reads the groups. Call under LOCK."""
+    sim = state_of(backend)
+    now = clock.now(backend.account_id)
+    for group in backend.autoscaling_groups.values():
+        for st in group.instance_states:
+            stopped = st.instance.state in ("stopping", "stopped", "shutting-down", "terminated")
+            if stopped and st.lifecycle_state == "InService" and st.instance.id not in sim.notices:
+                sim.notices[st.instance.id] = now + HEALTH_CHECK_PERIOD
+    for instance_id, due in list(sim.notices.items()):
+        if now < due:
+            continue
+        del sim.notices[instance_id]
+        found = find_state(backend, instance_id)
+        if found is None:
+            continue
+        group, st = found
+        if st.lifecycle_state.startswith("Terminating") or st.instance.state == "running":
+            continue
+        st.health_status = "Unhealthy"
+        begin_termination(backend, group, st)
+        group.set_desired_capacity(group.desired_capacity)
+
+
+def _checked(original: Any) -> Any:
+    def method(self: AutoScalingBackend, *args: Any, **kwargs: Any) -> Any:
+        with LOCK:
+            health_checks(self)
+        return original(self, *args, **kwargs)
+
+    return method
+
+
 def apply() -> list[str]:
     """Installs the patches; returns their names."""
     FakeAutoScalingGroup.active_instances = active_instances  # type: ignore[method-assign]
@@ -499,6 +561,9 @@ def apply() -> list[str]:
     AutoScalingResponse.complete_lifecycle_action = response_complete_lifecycle_action  # type: ignore[attr-defined]
     AutoScalingResponse.record_lifecycle_action_heartbeat = response_record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
     AutoScalingResponse.put_lifecycle_hook = response_put_lifecycle_hook  # type: ignore[method-assign]
+    AutoScalingBackend.notify_terminate_instances = notify_terminate_instances  # type: ignore[method-assign]
+    for name in ("describe_auto_scaling_groups", "describe_auto_scaling_instances"):
+        setattr(AutoScalingBackend, name, _checked(getattr(AutoScalingBackend, name)))
     assert asg_models.FakeAutoScalingGroup is FakeAutoScalingGroup
     return [
         "autoscaling: lifecycle hooks hold instances in Pending:Wait / Terminating:Wait",
@@ -506,4 +571,5 @@ def apply() -> list[str]:
         "autoscaling: attached target groups register on CONTINUE, deregister on scale-in",
         "autoscaling: instances spread over VPCZoneIdentifier subnets",
         "autoscaling: NotificationMetadata kept for lifecycle events",
+        "autoscaling: instances terminated outside the group are noticed at the next health check",
     ]

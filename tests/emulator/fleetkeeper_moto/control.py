@@ -29,7 +29,7 @@ POST   autoscaling/warm-pool/launch                   ``{group, count}``: new in
 POST   autoscaling/warm-pool/promote                  ``{instance_id}``: the group takes it from the pool
 POST   ssm/managed-instance                           ``{instance_id, ping_status|null, agent_version}``
 POST   ssm/invocation-status                          ``{command_id, instance_id?, status, response_code?,
-                                                      stdout?, stderr?}``
+                                                      stdout?, stderr?, source?}``: an invocation ends
 =====  =============================================  =====================================================
 """
 
@@ -128,15 +128,25 @@ def managed_instance(p: dict[str, Any]) -> Any:
 
 
 def invocation_status(p: dict[str, Any]) -> Any:
+    """``status`` is the outcome as the instance reports it, in
+    ``StatusDetails`` spelling (``Success``, ``Failed``,
+    ``ExecutionTimedOut``, ``Undeliverable``...); ``TimedOut`` is read as
+    ``ExecutionTimedOut``. ``source: agent`` marks a report from the
+    instance's agent, which is dropped when the agent can no longer reach
+    SSM (the instance stopped, terminated or lost its connection)."""
     account, region = backend_args(p)
+    details = required(p, "status")
+    if details == "TimedOut":
+        details = "ExecutionTimedOut"
     changed = ssm.set_invocation_status(
         ssm_backends[account][region],
         required(p, "command_id"),
         p.get("instance_id"),
-        required(p, "status"),
+        details,
         p.get("response_code"),
         p.get("stdout"),
         p.get("stderr"),
+        p.get("source") == "agent",
     )
     return {"changed": changed}
 

@@ -1,29 +1,59 @@
-"""Run Command and managed-instance behaviour for moto's SSM backend.
+"""Run Command and managed-instance behaviour for moto's SSM backend, as slow
+and as strict as AWS, on the account's test clock (:mod:`.clock`).
 
-Gaps of moto 5.2.5 this fills (each change below names its gap):
+Gaps of moto 5.2.5 this fills, each with the AWS source of the behaviour
+modelled (SSM API Reference; SSM user guide "Understanding command
+statuses", monitor-commands.html; "Amazon EventBridge event examples for
+Systems Manager"):
 
-* ``SendCommand`` with ``InstanceIds`` also targets every EC2 instance in the
-  region (an empty ``Targets`` becomes an unfiltered EC2 query): here it goes
-  to those instances only. Like AWS, it refuses instances that are not
-  managed (``InvalidInstanceId``), more than 50 ids, unknown documents and
-  parameters that break the document's ``allowedPattern``.
-* Every invocation is ``Success`` at once: here it starts ``InProgress``
-  (``Pending`` when the agent is not connected) and a test sets its outcome
-  (``Pending`` / ``InProgress`` / ``Success`` / ``Failed`` / ``TimedOut`` /
-  ``Cancelled``) through the control endpoints; ``GetCommandInvocation``,
-  ``ListCommandInvocations`` and ``ListCommands`` reflect it.
-* ``ListCommandInvocations`` and ``DescribeInstanceInformation`` are not
-  implemented; ``ListCommands`` ignores its filters and paging.
+* ``SendCommand`` with ``InstanceIds`` also targets every EC2 instance of the
+  region in moto: here it goes to those instances only. It refuses instances
+  that are not managed or whose EC2 state is ``shutting-down`` /
+  ``terminated`` (``InvalidInstanceId``: "Valid states are: Running,
+  Pending, Stopped, and Stopping"), more than 50 ids, unknown documents or
+  document versions, and parameters that break the document's
+  ``allowedPattern``. ``DocumentVersion`` is honoured and echoed.
+* Status and details: ``Status`` takes only the API's closed enum
+  (``Pending InProgress Delayed Success Cancelled TimedOut Failed
+  Cancelling``); ``Undeliverable``, ``Terminated``, ``DeliveryTimedOut``,
+  ``ExecutionTimedOut``... appear only in ``StatusDetails`` (see
+  :data:`DETAILS`). Every invocation of moto is ``Success`` at once; here it
+  is delivered (``Pending`` -> ``InProgress``) only to a running instance
+  whose agent is ``Online``, at most ``MaxConcurrency`` at a time; it ends
+  the way the instance's agent reports (the local agent, or a test), and
+  ``MaxErrors`` cancels what has not started (``Terminated``).
+* Timeouts: an invocation that never reaches an agent, or whose agent dies
+  while it runs, stays ``Pending`` / ``Delayed`` / ``InProgress`` until the
+  command expires, ``ExpiresAfter`` = requested time + ``TimeoutSeconds``
+  (3600 when omitted) + the document's ``executionTimeout``; it then becomes
+  ``DeliveryTimedOut`` ("If a command reaches the command expiration limit
+  (total timeout), it changes status to DeliveryTimedOut for all
+  invocations that have the status InProgress, Pending or Delayed"). An
+  invocation still running on a live agent past its execution timeout ends
+  ``ExecutionTimedOut``.
+* Managed instances: an instance whose agent registered is listed by
+  ``DescribeInstanceInformation`` (running: ``Online``; a test may set
+  ``ConnectionLost`` or unregister it). A stopped or terminated instance
+  keeps its last ``PingStatus`` for :data:`PING_LAG` after the state change
+  (the agent pings every few minutes; AWS documents no exact lag), then
+  drops out of the list (amazon-ssm-agent#407: a stopped instance is not
+  returned).
+* ``ListCommandInvocations``, ``DescribeInstanceInformation`` and
+  ``CancelCommand`` are not implemented in moto; ``ListCommands`` ignores
+  its filters and paging; its ``InvokedAfter`` / ``InvokedBefore`` take the
+  documented form ``2024-07-07T00:00:00Z`` only (fractions are refused here:
+  AWS documents none).
+* Status-change events (EventBridge) are recorded for the event router;
+  ``status`` carries the ``Status`` spelling, as the documented examples do.
 
-Managed instances: every running or stopped EC2 instance of the region is a
-managed instance (running: ``Online``; stopped: ``ConnectionLost``) with
-agent version :data:`DEFAULT_AGENT_VERSION`, unless a test overrides it
-(including "not registered at all").
+Nothing runs in the background: each request first brings the account's
+commands up to its clock (:func:`advance`).
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import uuid
 from typing import Any
@@ -31,6 +61,7 @@ from typing import Any
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
+from moto.ec2.models.instances import Instance as Ec2Instance
 from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -40,9 +71,41 @@ from .autoscaling import LOCK
 #: The agent version reported by default: new enough for
 #: ``interpolationType: ENV_VAR`` (3.3.2746.0 or later).
 DEFAULT_AGENT_VERSION = "3.3.2746.0"
-TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated"}
-SETTABLE = {"Pending", "InProgress", "Delayed", "Success", "Failed", "TimedOut", "Cancelled"}
 MAX_INSTANCE_IDS = 50
+#: How long a stopped or terminated instance stays listed with its last ping.
+PING_LAG = datetime.timedelta(minutes=10)
+#: ``TimeoutSeconds`` when ``SendCommand`` omits it (the user guide: "The
+#: default for Timeout (seconds) is 3600 seconds").
+DEFAULT_DELIVERY_TIMEOUT = 3600
+#: A document's ``executionTimeout`` when it declares none (AWS-RunShellScript's default).
+DEFAULT_EXECUTION_TIMEOUT = 3600
+
+#: StatusDetails -> Status. Sources: the API's CommandInvocationStatus enum;
+#: ExecutionTimedOut -> TimedOut and Undeliverable -> Failed as real
+#: responses show them; DeliveryTimedOut -> TimedOut from the ListCommands
+#: filter doc ("TimedOut (this includes both Delivery and Execution time
+#: outs)"); Terminated ("subsequent command invocations were canceled by the
+#: system") -> Cancelled, InvalidPlatform and AccessDenied -> Failed:
+#: inferred, AWS documents no pairing.
+DETAILS = {
+    "Pending": "Pending",
+    "InProgress": "InProgress",
+    "Delayed": "Delayed",
+    "Cancelling": "Cancelling",
+    "Success": "Success",
+    "Failed": "Failed",
+    "Cancelled": "Cancelled",
+    "DeliveryTimedOut": "TimedOut",
+    "ExecutionTimedOut": "TimedOut",
+    "Undeliverable": "Failed",
+    "Terminated": "Cancelled",
+    "InvalidPlatform": "Failed",
+    "AccessDenied": "Failed",
+}
+TERMINAL_DETAILS = {"Success", "Failed", "Cancelled", "DeliveryTimedOut", "ExecutionTimedOut", "Undeliverable", "Terminated", "InvalidPlatform", "AccessDenied"}
+#: Invocations that "don't count against the parent command's max-errors limit".
+UNCOUNTED = {"Undeliverable", "InvalidPlatform", "AccessDenied"}
+INVOKED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 class SsmError(ServiceException):
@@ -50,9 +113,40 @@ class SsmError(ServiceException):
         super().__init__(code, message)
 
 
-def utcnow(account: str) -> datetime.datetime:
+def now_of(backend: SimpleSystemManagerBackend) -> datetime.datetime:
     """The account's time on the test clock."""
-    return clock.now(account)
+    return clock.now(backend.account_id)
+
+
+def naive(t: datetime.datetime) -> datetime.datetime:
+    """UTC without tzinfo, as moto stores its times."""
+    return t.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def aware(t: datetime.datetime) -> datetime.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)
+
+
+# ---------------------------------------------------------------------------
+# EC2 state changes (when they happened, on the test clock)
+# ---------------------------------------------------------------------------
+
+_original_stop = Ec2Instance.stop
+_original_terminate = Ec2Instance.terminate
+_original_start = Ec2Instance.start
+
+
+def _stamped(original: Any) -> Any:
+    def method(self: Ec2Instance, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        self._fk_changed_at = clock.now(self.ec2_backend.account_id)  # type: ignore[attr-defined]
+        return result
+
+    return method
+
+
+def changed_at(instance: Ec2Instance) -> datetime.datetime | None:
+    return getattr(instance, "_fk_changed_at", None)
 
 
 # ---------------------------------------------------------------------------
@@ -68,35 +162,61 @@ def overrides(backend: SimpleSystemManagerBackend) -> dict[str, dict[str, Any] |
     return table
 
 
+def ec2_instances(backend: SimpleSystemManagerBackend) -> dict[str, Ec2Instance]:
+    ec2 = ec2_backends[backend.account_id][backend.region_name]
+    return {i.id: i for r in ec2.all_reservations() for i in r.instances}
+
+
+def ping_of(backend: SimpleSystemManagerBackend, instance: Ec2Instance) -> str | None:
+    """The instance's true agent status: what delivery depends on (None: no
+    agent registered, or no agent can run)."""
+    override = overrides(backend).get(instance.id, {})
+    if override is None or instance.state != "running":
+        return None
+    return override.get("PingStatus") or "Online"
+
+
+def listed_ping(backend: SimpleSystemManagerBackend, instance: Ec2Instance) -> str | None:
+    """What DescribeInstanceInformation reports (None: not listed)."""
+    override = overrides(backend).get(instance.id, {})
+    if override is None:
+        return None
+    ping = override.get("PingStatus") or "Online"
+    if instance.state == "running":
+        return ping
+    if instance.state == "pending":
+        return None  # the agent registers once the instance runs
+    at = changed_at(instance)
+    if at is not None and now_of(backend) - at < PING_LAG:
+        return ping  # the last ping, until SSM notices
+    return None
+
+
 def managed_instances(backend: SimpleSystemManagerBackend) -> list[dict[str, Any]]:
     """Every managed instance of the region, as DescribeInstanceInformation lists it."""
-    ec2 = ec2_backends[backend.account_id][backend.region_name]
-    table = overrides(backend)
     out = []
-    for reservation in ec2.all_reservations():
-        for instance in reservation.instances:
-            if instance.state not in ("running", "stopped", "stopping", "pending"):
-                continue
-            override = table.get(instance.id, {})
-            if override is None:
-                continue  # the agent never registered
-            ping = override.get("PingStatus") or ("Online" if instance.state == "running" else "ConnectionLost")
-            out.append(
-                {
-                    "InstanceId": instance.id,
-                    "PingStatus": ping,
-                    "LastPingDateTime": utcnow(backend.account_id),
-                    "AgentVersion": override.get("AgentVersion") or DEFAULT_AGENT_VERSION,
-                    "IsLatestVersion": True,
-                    "PlatformType": override.get("PlatformType") or "Linux",
-                    "PlatformName": "Amazon Linux",
-                    "PlatformVersion": "2023",
-                    "ResourceType": "EC2Instance",
-                    "IPAddress": instance.private_ip,
-                    "ComputerName": instance.private_dns_name,
-                    "_instance": instance,
-                }
-            )
+    now = now_of(backend)
+    for instance in ec2_instances(backend).values():
+        ping = listed_ping(backend, instance)
+        if ping is None:
+            continue
+        override = overrides(backend).get(instance.id) or {}
+        out.append(
+            {
+                "InstanceId": instance.id,
+                "PingStatus": ping,
+                "LastPingDateTime": naive(now if instance.state == "running" else (changed_at(instance) or now)),
+                "AgentVersion": override.get("AgentVersion") or DEFAULT_AGENT_VERSION,
+                "IsLatestVersion": True,
+                "PlatformType": override.get("PlatformType") or "Linux",
+                "PlatformName": "Amazon Linux",
+                "PlatformVersion": "2023",
+                "ResourceType": "EC2Instance",
+                "IPAddress": instance.private_ip,
+                "ComputerName": instance.private_dns_name,
+                "_instance": instance,
+            }
+        )
     return out
 
 
@@ -111,6 +231,7 @@ def set_managed_instance(backend: SimpleSystemManagerBackend, instance_id: str, 
             overrides(backend)[instance_id] = None
         else:
             overrides(backend)[instance_id] = {"PingStatus": ping_status, "AgentVersion": agent_version, "PlatformType": platform_type}
+        advance(backend)
 
 
 def describe_instance_information(self: SimpleSystemManagerBackend, filters: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
@@ -137,7 +258,9 @@ def response_describe_instance_information(self: SimpleSystemManagerResponse) ->
         filters.append((f["key"], f["valueSet"]))
     for f in self._get_param("Filters") or []:
         filters.append((f["Key"], f["Values"]))
-    items = self.ssm_backend.describe_instance_information(filters)
+    with LOCK:
+        advance(self.ssm_backend)
+        items = self.ssm_backend.describe_instance_information(filters)
     page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
     result: dict[str, Any] = {"InstanceInformationList": [{k: v for k, v in i.items() if not k.startswith("_")} for i in page]}
     if token:
@@ -146,7 +269,7 @@ def response_describe_instance_information(self: SimpleSystemManagerResponse) ->
 
 
 # ---------------------------------------------------------------------------
-# Commands
+# Documents and parameters
 # ---------------------------------------------------------------------------
 
 
@@ -162,15 +285,22 @@ _original_targets = Command._get_instance_ids_from_targets
 _original_send_command = SimpleSystemManagerBackend.send_command
 
 
-def document_parameters(backend: SimpleSystemManagerBackend, name: str | None) -> dict[str, Any] | None:
-    """The document's parameter declarations, or None for AWS-owned documents
-    (which moto does not store)."""
+def document_of(backend: SimpleSystemManagerBackend, name: str | None, version: str | None) -> Any | None:
+    """The document version a command runs (None for AWS-owned documents,
+    which moto does not store)."""
     if not name or name.startswith("AWS-"):
         return None
     documents = backend._documents.get(name)
     if documents is None:
         raise SsmError("InvalidDocument", f"Document with name {name} does not exist.")
-    return documents.get_default_version().content_json.get("parameters") or {}
+    if version in (None, "$DEFAULT"):
+        return documents.get_default_version()
+    if version == "$LATEST":
+        return documents.versions[documents.latest_version]
+    found = documents.versions.get(version)
+    if found is None:
+        raise SsmError("InvalidDocumentVersion", f"Document version {version} of {name} does not exist.")
+    return found
 
 
 def validate_parameters(declared: dict[str, Any], given: dict[str, list[str]]) -> None:
@@ -193,44 +323,150 @@ def validate_parameters(declared: dict[str, Any], given: dict[str, list[str]]) -
                 raise SsmError("InvalidParameters", f"Parameter {name!r} value is not an allowed value.")
 
 
+def execution_timeout(declared: dict[str, Any], given: dict[str, list[str]]) -> int:
+    value = (given.get("executionTimeout") or [None])[0]
+    if value is None:
+        value = (declared.get("executionTimeout") or {}).get("default")
+    try:
+        return int(value) if value is not None else DEFAULT_EXECUTION_TIMEOUT
+    except ValueError:
+        return DEFAULT_EXECUTION_TIMEOUT
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
 def send_command(self: SimpleSystemManagerBackend, **kwargs: Any) -> Command:
     with LOCK:
+        advance(self)
+        version = kwargs.pop("document_version", None)
         instance_ids = list(kwargs.get("instance_ids") or [])
         if len(instance_ids) > MAX_INSTANCE_IDS:
             raise SsmError(
                 "ValidationException",
                 f"1 validation error detected: Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to {MAX_INSTANCE_IDS}",
             )
-        declared = document_parameters(self, kwargs.get("document_name"))
-        if declared is not None:
-            validate_parameters(declared, kwargs.get("parameters") or {})
-        managed = {i["InstanceId"]: i for i in managed_instances(self)}
-        invalid = [i for i in instance_ids if i not in managed]
+        if len(set(instance_ids)) != len(instance_ids):
+            raise SsmError("DuplicateInstanceId", "You cannot specify an instance ID in more than one association.")
+        document = document_of(self, kwargs.get("document_name"), version)
+        parameters = kwargs.get("parameters") or {}
+        declared = (document.content_json.get("parameters") or {}) if document is not None else {}
+        if document is not None:
+            validate_parameters(declared, parameters)
+        # "Valid states are: Running, Pending, Stopped, and Stopping. Invalid
+        # states are: Shutting-down and Terminated" -- and the agent must be
+        # registered (listed by DescribeInstanceInformation).
+        instances = ec2_instances(self)
+        listed = {i["InstanceId"] for i in managed_instances(self)}
+        invalid = [
+            i for i in instance_ids
+            if i not in listed or instances[i].state not in ("running", "pending", "stopped", "stopping")
+        ]
         if invalid:
             raise SsmError("InvalidInstanceId", f"Instances [[{', '.join(invalid)}]] not in a valid state for account {self.account_id}")
         kwargs["instance_ids"] = instance_ids
+        if not kwargs.get("timeout_seconds"):
+            kwargs["timeout_seconds"] = DEFAULT_DELIVERY_TIMEOUT
         command = _original_send_command(self, **kwargs)
+        now = now_of(self)
         # On the test clock (ListCommands filters by it); naive UTC like moto's.
-        command.requested_date_time = utcnow(self.account_id).replace(tzinfo=None)
+        command.requested_date_time = naive(now)
+        command._fk_execution_timeout = execution_timeout(declared, parameters)  # type: ignore[attr-defined]
+        command.expires_after = naive(now + datetime.timedelta(seconds=command.timeout_seconds + command._fk_execution_timeout))  # type: ignore[attr-defined]
+        command._fk_document_version = str(document.document_version) if document is not None else (version or "$DEFAULT")  # type: ignore[attr-defined]
         command.status = None  # no status event has been sent for it yet
         for invocation in command.invocations:
-            online = managed.get(invocation["InstanceId"], {}).get("PingStatus") == "Online"
-            set_invocation(self, command, invocation, "InProgress" if online else "Pending")
-        refresh(self, command)
+            invocation["DocumentVersion"] = command._fk_document_version  # type: ignore[attr-defined]
+            set_invocation(self, command, invocation, "Pending")
+        advance(self)
         return command
 
 
-def set_invocation(backend: SimpleSystemManagerBackend, command: Command, invocation: dict[str, Any], status: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
-    account = backend.account_id
-    if invocation.get("Status") != status or command.status is None:
-        emit(backend, command, "EC2 Command Invocation Status-change Notification", status, invocation["InstanceId"])
+def set_invocation(backend: SimpleSystemManagerBackend, command: Command, invocation: dict[str, Any], details: str, response_code: int | None = None, stdout: str | None = None, stderr: str | None = None) -> None:
+    """Moves one invocation to ``details`` (its Status follows :data:`DETAILS`)
+    and records its status-change event."""
+    status = DETAILS[details]
+    changed = invocation.get("StatusDetails") != details
     invocation["Status"] = status
-    invocation["StatusDetails"] = status
-    terminal = status in TERMINAL
-    invocation["ResponseCode"] = response_code if response_code is not None else (0 if status == "Success" else (1 if terminal else -1))
-    invocation["ExecutionEndDateTime"] = utcnow(account).isoformat() if terminal else ""
-    invocation["StandardOutputContent"] = stdout or ""
-    invocation["StandardErrorContent"] = stderr or ""
+    invocation["StatusDetails"] = details
+    terminal = details in TERMINAL_DETAILS
+    if details == "InProgress":
+        invocation["_started_at"] = now_of(backend)
+        invocation["ExecutionStartDateTime"] = naive(now_of(backend)).isoformat()
+    if response_code is not None:
+        invocation["ResponseCode"] = response_code
+    else:
+        invocation["ResponseCode"] = 0 if details == "Success" else (-1 if details in ("Undeliverable", "DeliveryTimedOut", "Pending", "InProgress", "Delayed", "Terminated", "Cancelled") else 1)
+    invocation["ExecutionEndDateTime"] = naive(now_of(backend)).isoformat() if terminal else ""
+    if stdout is not None:
+        invocation["StandardOutputContent"] = stdout
+    if stderr is not None:
+        invocation["StandardErrorContent"] = stderr
+    invocation.setdefault("StandardOutputContent", "")
+    invocation.setdefault("StandardErrorContent", "")
+    if changed:
+        emit(backend, command, "EC2 Command Invocation Status-change Notification", status, invocation["InstanceId"])
+
+
+def allowed(limit: str | None, targets: int, minimum: int) -> int:
+    """An absolute or percentage rate control, for ``targets`` invocations."""
+    if not limit:
+        return max(targets, minimum)
+    if limit.endswith("%"):
+        share = int(limit[:-1]) * targets / 100
+        return max(math.ceil(share) if minimum else math.floor(share), minimum)
+    return max(int(limit), minimum)
+
+
+def advance(backend: SimpleSystemManagerBackend) -> None:
+    """Brings every command of the account up to its clock: deliveries,
+    timeouts, MaxErrors, the commands' own status. Call under LOCK."""
+    now = now_of(backend)
+    instances = ec2_instances(backend)
+    for command in backend._commands:
+        if getattr(command, "_fk_execution_timeout", None) is None or command.status in ("Success", "Failed", "TimedOut", "Cancelled"):
+            continue
+        expires = aware(command.expires_after)
+        invocations = command.invocations
+        for inv in invocations:
+            details = inv["StatusDetails"]
+            if details in TERMINAL_DETAILS:
+                continue
+            if now >= expires:
+                set_invocation(backend, command, inv, "DeliveryTimedOut")
+                continue
+            instance = instances.get(inv["InstanceId"])
+            ping = ping_of(backend, instance) if instance is not None else None
+            if details == "InProgress":
+                started = inv.get("_started_at") or now
+                if ping == "Online" and now >= started + datetime.timedelta(seconds=command._fk_execution_timeout):  # type: ignore[attr-defined]
+                    set_invocation(backend, command, inv, "ExecutionTimedOut")
+                continue
+            if details == "Cancelling":
+                set_invocation(backend, command, inv, "Cancelled")
+        # MaxErrors: past the limit, what has not started is cancelled.
+        errors = sum(1 for i in invocations if i["StatusDetails"] in ("Failed", "ExecutionTimedOut"))
+        if errors > allowed(command.max_errors, len(invocations), 0):
+            for inv in invocations:
+                if inv["StatusDetails"] in ("Pending", "Delayed"):
+                    set_invocation(backend, command, inv, "Terminated")
+        # Deliveries, at most MaxConcurrency running at a time.
+        running = sum(1 for i in invocations if i["StatusDetails"] == "InProgress")
+        slots = allowed(command.max_concurrency, len(invocations), 1) - running
+        for inv in invocations:
+            if inv["StatusDetails"] not in ("Pending", "Delayed"):
+                continue
+            instance = instances.get(inv["InstanceId"])
+            ping = ping_of(backend, instance) if instance is not None else None
+            if ping == "Online" and slots > 0:
+                set_invocation(backend, command, inv, "InProgress")
+                slots -= 1
+            elif ping == "ConnectionLost" and inv["StatusDetails"] == "Pending":
+                # "The system will try to send the command again."
+                set_invocation(backend, command, inv, "Delayed")
+        refresh(backend, command)
 
 
 def refresh(backend: SimpleSystemManagerBackend, command: Command) -> None:
@@ -243,39 +479,67 @@ def refresh(backend: SimpleSystemManagerBackend, command: Command) -> None:
 
 
 def derive_status(command: Command) -> None:
-    statuses = [i["Status"] for i in command.invocations]
-    command.target_count = len(statuses)
-    command.completed_count = sum(1 for s in statuses if s in TERMINAL)
-    command.error_count = sum(1 for s in statuses if s in ("Failed", "TimedOut", "Undeliverable", "Terminated"))
-    if not statuses:
-        command.status = "Success"
-    elif any(s not in TERMINAL for s in statuses):
-        command.status = "Pending" if all(s == "Pending" for s in statuses) else "InProgress"
-    elif all(s == "Success" for s in statuses):
-        command.status = "Success"
-    elif any(s == "Failed" or s in ("Undeliverable", "Terminated") for s in statuses):
-        command.status = "Failed"
-    elif any(s == "TimedOut" for s in statuses):
-        command.status = "TimedOut"
+    """The command's Status and StatusDetails (user guide, "Understanding
+    command statuses": Undeliverable, InvalidPlatform and AccessDenied do not
+    count against MaxErrors; a command all of whose invocations are
+    Undeliverable is Failed; Incomplete: not every invocation succeeded, but
+    not enough failed for Failed (its Status is not documented: Failed here)."""
+    details = [i["StatusDetails"] for i in command.invocations]
+    command.target_count = len(details)
+    command.completed_count = sum(1 for d in details if d in TERMINAL_DETAILS)
+    command.error_count = sum(1 for d in details if d in ("Failed", "ExecutionTimedOut"))
+    command.delivery_timed_out_count = sum(1 for d in details if d == "DeliveryTimedOut")
+    if not details:
+        command.status, command.status_details = "Success", "Success"
+    elif any(d not in TERMINAL_DETAILS for d in details):
+        if all(d == "Pending" for d in details):
+            command.status = command.status_details = "Pending"
+        elif any(d == "Cancelling" for d in details):
+            command.status = command.status_details = "Cancelling"
+        else:
+            command.status = command.status_details = "InProgress"
     else:
-        command.status = "Cancelled"
-    command.status_details = command.status
+        counted = [d for d in details if d not in UNCOUNTED]
+        limit = allowed(command.max_errors, len(details), 0)
+        if not counted:
+            command.status, command.status_details = "Failed", details[0]
+        elif all(d == "Success" for d in counted):
+            command.status, command.status_details = "Success", "Success"
+        elif command.delivery_timed_out_count > limit:
+            command.status, command.status_details = "TimedOut", "DeliveryTimedOut"
+        elif command.error_count > limit:
+            command.status, command.status_details = "Failed", "Failed"
+        elif all(d in ("Success", "Cancelled", "Terminated") for d in counted):
+            command.status, command.status_details = "Cancelled", "Cancelled"
+        else:
+            command.status, command.status_details = "Failed", "Incomplete"
 
 
-def set_invocation_status(backend: SimpleSystemManagerBackend, command_id: str, instance_id: str | None, status: str, response_code: int | None, stdout: str | None, stderr: str | None) -> int:
-    """Control: sets one invocation's (or every invocation's) status."""
-    if status not in SETTABLE:
-        raise SsmError("ValidationException", f"status must be one of {sorted(SETTABLE)}")
+def set_invocation_status(backend: SimpleSystemManagerBackend, command_id: str, instance_id: str | None, details: str, response_code: int | None, stdout: str | None, stderr: str | None, from_agent: bool) -> int:
+    """Control: an invocation (or every invocation) ends as ``details``.
+
+    ``from_agent``: the instance's agent reports it; a report from an
+    instance whose agent can no longer reach SSM (stopped, terminated,
+    disconnected) never arrives, and is dropped."""
+    if details not in DETAILS:
+        raise SsmError("ValidationException", f"status must be one of {sorted(DETAILS)}")
     with LOCK:
+        advance(backend)
         command = backend.get_command_by_id(command_id)
+        instances = ec2_instances(backend)
         changed = 0
         for invocation in command.invocations:
-            if instance_id is None or invocation["InstanceId"] == instance_id:
-                set_invocation(backend, command, invocation, status, response_code, stdout, stderr)
-                changed += 1
-        if changed == 0:
+            if instance_id is not None and invocation["InstanceId"] != instance_id:
+                continue
+            if from_agent:
+                instance = instances.get(invocation["InstanceId"])
+                if instance is None or ping_of(backend, instance) != "Online" or invocation["StatusDetails"] != "InProgress":
+                    continue
+            set_invocation(backend, command, invocation, details, response_code, stdout, stderr)
+            changed += 1
+        if changed == 0 and not from_agent:
             raise SsmError("InvocationDoesNotExist", f"No invocation of {command_id} on {instance_id}")
-        refresh(backend, command)
+        advance(backend)
         return changed
 
 
@@ -306,16 +570,15 @@ def emit(backend: SimpleSystemManagerBackend, command: Command, detail_type: str
     """
     region = backend.region_name
     account = backend.account_id
-    requested = command.requested_date_time.replace(tzinfo=datetime.timezone.utc)
     detail: dict[str, Any] = {
         "command-id": command.command_id,
         "document-name": command.document_name,
-        "requested-date-time": clock.iso(requested),
+        "requested-date-time": clock.iso(aware(command.requested_date_time)),
         "status": status,
     }
     if instance_id is None:
         instances = list(command.instance_ids)
-        detail["expire-after"] = clock.iso(command.expires_after.replace(tzinfo=datetime.timezone.utc))
+        detail["expire-after"] = clock.iso(aware(command.expires_after))
         detail["parameters"] = {k: list(v) for k, v in (command.parameters or {}).items()}
     else:
         instances = [instance_id]
@@ -337,26 +600,31 @@ def emit(backend: SimpleSystemManagerBackend, command: Command, detail_type: str
 
 def status_events(backend: SimpleSystemManagerBackend, after: int) -> tuple[list[dict[str, Any]], int]:
     with LOCK:
+        advance(backend)
         log = event_log(backend)
         return log[after:], len(log)
 
 
 def deliveries(backend: SimpleSystemManagerBackend, document: str | None) -> list[dict[str, Any]]:
-    """Invocations delivered to an agent (``InProgress``) that no agent has
-    taken yet: what a local agent runs."""
+    """Invocations delivered to a live agent (``InProgress``) that no agent
+    has taken yet: what a local agent runs."""
     with LOCK:
+        advance(backend)
+        instances = ec2_instances(backend)
         out = []
         for command in backend._commands:
             if document is not None and command.document_name != document:
                 continue
             for inv in command.invocations:
-                if inv["Status"] == "InProgress" and not inv.get("_claimed"):
+                instance = instances.get(inv["InstanceId"])
+                live = instance is not None and ping_of(backend, instance) == "Online"
+                if inv["StatusDetails"] == "InProgress" and not inv.get("_claimed") and live:
                     out.append(
                         {
                             "command_id": command.command_id,
                             "instance_id": inv["InstanceId"],
                             "document_name": command.document_name,
-                            "document_version": getattr(command, "_document_version", None),
+                            "document_version": getattr(command, "_fk_document_version", None),
                             "parameters": {k: list(v) for k, v in (command.parameters or {}).items()},
                         }
                     )
@@ -368,13 +636,20 @@ def claim(backend: SimpleSystemManagerBackend, command_id: str, instance_id: str
     with LOCK:
         command = backend.get_command_by_id(command_id)
         for inv in command.invocations:
-            if inv["InstanceId"] == instance_id and inv["Status"] == "InProgress" and not inv.get("_claimed"):
+            if inv["InstanceId"] == instance_id and inv["StatusDetails"] == "InProgress" and not inv.get("_claimed"):
                 inv["_claimed"] = True
                 return True
         return False
 
 
+# ---------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------
+
+
 def list_commands(self: SimpleSystemManagerBackend, command_id: str | None, instance_id: str | None, filters: list[dict[str, str]] | None = None) -> list[Command]:
+    with LOCK:
+        advance(self)
     commands = _original_list_commands(self, command_id, instance_id)
     # moto ignores Filters.
     for f in filters or []:
@@ -385,15 +660,12 @@ def list_commands(self: SimpleSystemManagerBackend, command_id: str | None, inst
             commands = [c for c in commands if c.document_name == value]
         elif key == "ExecutionStage":
             want_done = value == "Complete"
-            commands = [c for c in commands if (c.status in TERMINAL) == want_done]
+            commands = [c for c in commands if (c.status in ("Success", "Failed", "TimedOut", "Cancelled")) == want_done]
         elif key in ("InvokedAfter", "InvokedBefore"):
-            bound = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if bound.tzinfo is None:
-                bound = bound.replace(tzinfo=datetime.timezone.utc)
-            def at(c: Command) -> datetime.datetime:
-                t = c.requested_date_time
-                return t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)
-            commands = [c for c in commands if (at(c) >= bound if key == "InvokedAfter" else at(c) <= bound)]
+            if INVOKED.match(value) is None:
+                raise SsmError("InvalidFilterValue", f"{key} must look like 2024-07-07T00:00:00Z, got {value}")
+            bound = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+            commands = [c for c in commands if (aware(c.requested_date_time) >= bound if key == "InvokedAfter" else aware(c.requested_date_time) <= bound)]
         else:
             raise SsmError("InvalidFilterKey", f"Unsupported filter key {key}")
     return commands
@@ -402,13 +674,32 @@ def list_commands(self: SimpleSystemManagerBackend, command_id: str | None, inst
 _original_list_commands = SimpleSystemManagerBackend.list_commands
 
 
+def command_object(command: Command) -> dict[str, Any]:
+    out = command.response_object()
+    out["StatusDetails"] = command.status_details
+    out["DocumentVersion"] = getattr(command, "_fk_document_version", "$DEFAULT")
+    out["DeliveryTimedOutCount"] = getattr(command, "delivery_timed_out_count", 0)
+    return out
+
+
 def response_list_commands(self: SimpleSystemManagerResponse) -> ActionResult:
     commands = self.ssm_backend.list_commands(self._get_param("CommandId"), self._get_param("InstanceId"), self._get_param("Filters"))
     page, token = paginate(commands, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    result: dict[str, Any] = {"Commands": [c.response_object() for c in page]}
+    result: dict[str, Any] = {"Commands": [command_object(c) for c in page]}
     if token:
         result["NextToken"] = token
     return ActionResult(result)
+
+
+def public(invocation: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in invocation.items() if not k.startswith("_")}
+
+
+def response_get_command_invocation(self: SimpleSystemManagerResponse) -> ActionResult:
+    with LOCK:
+        advance(self.ssm_backend)
+    invocation = self.ssm_backend.get_command_invocation(self._get_param("CommandId"), self._get_param("InstanceId"), self._get_param("PluginName"))
+    return ActionResult(public(invocation))
 
 
 def response_list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult:
@@ -426,7 +717,7 @@ def response_list_command_invocations(self: SimpleSystemManagerResponse) -> Acti
                 "InstanceId": inv["InstanceId"],
                 "Comment": command.comment,
                 "DocumentName": command.document_name,
-                "DocumentVersion": "$DEFAULT",
+                "DocumentVersion": getattr(command, "_fk_document_version", "$DEFAULT"),
                 "RequestedDateTime": command.requested_date_time,
                 "Status": inv["Status"],
                 "StatusDetails": inv["StatusDetails"],
@@ -437,7 +728,7 @@ def response_list_command_invocations(self: SimpleSystemManagerResponse) -> Acti
                 row["CommandPlugins"] = [
                     {
                         "Name": inv["PluginName"],
-                        "Status": inv["Status"],
+                        "Status": inv["Status"] if inv["Status"] in ("Pending", "InProgress", "Success", "TimedOut", "Cancelled", "Failed") else "Pending",
                         "StatusDetails": inv["StatusDetails"],
                         "ResponseCode": inv["ResponseCode"],
                         "Output": inv["StandardOutputContent"],
@@ -454,6 +745,48 @@ def response_list_command_invocations(self: SimpleSystemManagerResponse) -> Acti
     return ActionResult(result)
 
 
+def response_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
+    """moto drops ``DocumentVersion``; AWS runs (and echoes) the version asked for."""
+    command = self.ssm_backend.send_command(
+        comment=self._get_param("Comment", ""),
+        document_name=self._get_param("DocumentName"),
+        document_version=self._get_param("DocumentVersion"),
+        timeout_seconds=self._get_int_param("TimeoutSeconds"),
+        instance_ids=self._get_param("InstanceIds", []),
+        max_concurrency=self._get_param("MaxConcurrency", "50"),
+        max_errors=self._get_param("MaxErrors", "0"),
+        notification_config=self._get_param("NotificationConfig"),
+        output_s3_bucket_name=self._get_param("OutputS3BucketName", ""),
+        output_s3_key_prefix=self._get_param("OutputS3KeyPrefix", ""),
+        output_s3_region=self._get_param("OutputS3Region", ""),
+        parameters=self._get_param("Parameters", {}),
+        service_role_arn=self._get_param("ServiceRoleArn", ""),
+        targets=self._get_param("Targets", []),
+    )
+    return ActionResult({"Command": command_object(command)})
+
+
+def response_cancel_command(self: SimpleSystemManagerResponse) -> ActionResult:
+    """CancelCommand (500 in moto): "Attempts to cancel the command ... There
+    is no guarantee that the command will be terminated"; per instance when
+    ``InstanceIds`` is given. Pending or delayed invocations are cancelled at
+    once, running ones pass through ``Cancelling``."""
+    backend = self.ssm_backend
+    with LOCK:
+        advance(backend)
+        command = backend.get_command_by_id(self._get_param("CommandId"))
+        only = self._get_param("InstanceIds") or []
+        for inv in command.invocations:
+            if only and inv["InstanceId"] not in only:
+                continue
+            if inv["StatusDetails"] in ("Pending", "Delayed"):
+                set_invocation(backend, command, inv, "Cancelled")
+            elif inv["StatusDetails"] == "InProgress":
+                set_invocation(backend, command, inv, "Cancelling")
+        refresh(backend, command)
+    return ActionResult({})
+
+
 def paginate(items: list[Any], max_results: int | None, token: str | None, default: int) -> tuple[list[Any], str | None]:
     start = int(token) if token and token.isdigit() else 0
     size = int(max_results) if max_results else default
@@ -463,16 +796,26 @@ def paginate(items: list[Any], max_results: int | None, token: str | None, defau
 
 
 def apply() -> list[str]:
+    Ec2Instance.stop = _stamped(_original_stop)  # type: ignore[method-assign]
+    Ec2Instance.terminate = _stamped(_original_terminate)  # type: ignore[method-assign]
+    Ec2Instance.start = _stamped(_original_start)  # type: ignore[method-assign]
     Command._get_instance_ids_from_targets = targets_only  # type: ignore[method-assign]
     SimpleSystemManagerBackend.send_command = send_command  # type: ignore[method-assign]
     SimpleSystemManagerBackend.list_commands = list_commands  # type: ignore[method-assign]
     SimpleSystemManagerBackend.describe_instance_information = describe_instance_information  # type: ignore[attr-defined]
+    SimpleSystemManagerResponse.send_command = response_send_command  # type: ignore[method-assign]
     SimpleSystemManagerResponse.list_commands = response_list_commands  # type: ignore[method-assign]
+    SimpleSystemManagerResponse.get_command_invocation = response_get_command_invocation  # type: ignore[method-assign]
     SimpleSystemManagerResponse.list_command_invocations = response_list_command_invocations  # type: ignore[attr-defined]
     SimpleSystemManagerResponse.describe_instance_information = response_describe_instance_information  # type: ignore[attr-defined]
+    SimpleSystemManagerResponse.cancel_command = response_cancel_command  # type: ignore[method-assign]
     return [
-        "ssm: SendCommand InstanceIds go to those instances only; unmanaged ids are InvalidInstanceId",
-        "ssm: SendCommand checks the document, its allowedPattern and the 50-id limit",
-        "ssm: invocations start InProgress/Pending; their status is set through the control endpoint",
-        "ssm: ListCommandInvocations, DescribeInstanceInformation; ListCommands filters and paging",
+        "ssm: SendCommand goes to its InstanceIds only; refuses unmanaged, shutting-down and terminated ones",
+        "ssm: SendCommand checks the document (version), its allowedPattern and the 50-id limit",
+        "ssm: Status is the API's enum; Undeliverable, DeliveryTimedOut, ... are StatusDetails",
+        "ssm: delivery to Online agents under MaxConcurrency; MaxErrors terminates the rest",
+        "ssm: invocations of lost instances wait until the command expires (TimeoutSeconds + executionTimeout)",
+        "ssm: stopped and terminated instances stay listed with their last ping for a while",
+        "ssm: ListCommandInvocations, DescribeInstanceInformation, CancelCommand; strict ListCommands filters",
+        "ssm: status-change events for the event router",
     ]

@@ -253,7 +253,7 @@ async fn a_failed_instance_keeps_completed_gen_is_retried_once_then_waits_and_is
     assert_eq!(done["settled"]["failed"], json!([bad]));
     assert_eq!(w.item().await.completed_gen, 0, "a failed wave keeps completed_gen");
     let record = w.wave_record(&wave_id).await;
-    assert_eq!((record.failed, record.succeeded), (vec![bad.clone()], vec![good.clone()]));
+    assert_eq!((record.failed, record.synced), (vec![bad.clone()], 1), "{good} synced");
     // ...and is retried once, automatically.
     assert_eq!(done["settled"]["follow_up"]["reason"], "retry");
     assert_eq!(done["settled"]["follow_up"]["target"], 1);
@@ -361,15 +361,18 @@ async fn hostile_keys_never_reach_the_command() {
     started(&summary);
     let sent = w.sent().await;
     assert_eq!(sent.len(), 1);
+    let epoch = w.store().load().await.expect("load").expect("item").epoch;
+    assert_eq!(epoch.len(), 32, "a lineage of 32 hex digits");
     let expected: Vec<(String, Vec<String>)> = vec![
         ("bucket".into(), vec![w.fleet.bucket.clone()]),
         ("destination".into(), vec![w.fleet.destination.clone()]),
+        ("epoch".into(), vec![epoch]),
         ("excludes".into(), vec!["media/*".into()]),
         ("generation".into(), vec!["1".into()]),
         ("prefix".into(), vec![w.fleet.prefix.clone()]),
         ("region".into(), vec!["us-east-1".into()]),
     ];
-    assert_eq!(sent[0].parameters, expected, "only configured values and the generation");
+    assert_eq!(sent[0].parameters, expected, "only configured values, the generation and its lineage");
     let all = format!("{:?} {}", sent[0].parameters, sent[0].comment);
     for needle in ["reboot", "passwd", "line2", "{{", "$SSM"] {
         assert!(!all.contains(needle), "{needle} leaked into the command: {all}");
@@ -495,7 +498,8 @@ async fn a_quarantined_instance_gets_a_recovery_catch_up_and_rejoins_on_success(
     let (bad, good) = quarantine_one(&w).await;
 
     let sweep = w.complete(scheduled()).await;
-    let recovery = &sweep["sweep"]["recoveries"][0];
+    let recovery = &sweep["sweep"]["catch_ups"][0];
+    assert_eq!(recovery["recovery"], true, "{sweep}");
     assert_eq!(
         (recovery["instance_id"].as_str(), recovery["action"].as_str()),
         (Some(bad.as_str()), Some("sent")),
@@ -506,9 +510,9 @@ async fn a_quarantined_instance_gets_a_recovery_catch_up_and_rejoins_on_success(
     assert_eq!(catch_up.commands()[0].instance_ids(), std::slice::from_ref(&bad), "sent to the quarantined host alone");
     assert!(catch_up.commands()[0].comment().unwrap_or_default().starts_with("fleetkeeper catch-up"));
 
-    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "running");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"][0]["action"], "running");
     w.end(&command, Some(&bad), "Success").await;
-    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "recovered");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"][0]["action"], "synced");
 
     let wave = w.uploads(1, "back").await;
     let mut instances: Vec<String> = serde_json::from_value(started(&wave)["instances"].clone()).expect("ids");
@@ -524,12 +528,12 @@ async fn a_failing_recovery_counts_and_the_next_waits_an_hour() {
     let w = World::with(2, |env| set_var(env, fleetkeeper::config::vars::SYNC_QUARANTINE_AFTER, "1")).await;
     let (bad, _) = quarantine_one(&w).await;
     let sweep = w.complete(scheduled()).await;
-    let command = sweep["sweep"]["recoveries"][0]["command_id"].as_str().unwrap_or_default().to_owned();
+    let command = sweep["sweep"]["catch_ups"][0]["command_id"].as_str().unwrap_or_default().to_owned();
     w.end(&command, Some(&bad), "Failed").await;
-    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "still failing");
-    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"], json!([]), "not again within the hour");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"][0]["action"], "failed");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"], json!([]), "not again within the hour");
     let record = w.store().instances(std::slice::from_ref(&bad)).await.expect("record").remove(0);
     assert_eq!((record.sync_failures, record.quarantined()), (2, true));
     w.clock.advance(Duration::from_millis(fleetkeeper::sync::run::RECOVERY_SPACING_MS)).await;
-    assert_eq!(w.complete(scheduled()).await["sweep"]["recoveries"][0]["action"], "sent");
+    assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"][0]["action"], "sent");
 }

@@ -10,78 +10,13 @@ use std::time::Duration;
 use fleetkeeper::Component;
 use fleetkeeper::clock::Clock;
 use fleetkeeper_tests::Emulator;
-use fleetkeeper_tests::agent::Agent;
-use fleetkeeper_tests::emulator::{Caller, TestClock};
-use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
-use fleetkeeper_tests::router::{InProcess, Path, Router};
+use fleetkeeper_tests::emulator::Caller;
+use fleetkeeper_tests::fleet::{FleetSpec, upload};
+use fleetkeeper_tests::router::{InProcess, Path};
 use fleetkeeper_tests::runtime::LambdaProcess;
 use serde_json::{Value, json};
 
-use crate::targets::in_process;
-
-struct World {
-    emulator: Emulator,
-    clients: fleetkeeper::Clients,
-    fleet: Fleet,
-    clock: TestClock,
-    router: Router,
-    agent: Agent,
-    _hosts: tempdir::TempDir,
-}
-
-mod tempdir {
-    //! A directory removed when dropped.
-    pub struct TempDir(pub std::path::PathBuf);
-    impl TempDir {
-        pub fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("fk-hosts-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl World {
-    async fn new(spec: FleetSpec) -> World {
-        let emulator = Emulator::from_env();
-        let clients = emulator.clients().await;
-        let fleet = Fleet::provision(&clients, &spec).await;
-        create_sync_document(&clients, &fleet).await;
-        upload(&clients, &fleet, &["index.php".into()]).await;
-        let clock = TestClock::new(&emulator).await;
-        let mut router = Router::new(&emulator, &fleet).await;
-        for component in Component::ALL {
-            router.route(component, in_process(&emulator, component, &fleet.env(), &clock).await);
-        }
-        let hosts = tempdir::TempDir::new();
-        let agent = Agent::new(&emulator, &fleet.document, &hosts.0).await;
-        World { emulator, clients, fleet, clock, router, agent, _hosts: hosts }
-    }
-
-    /// Delivers and runs until nothing moves; returns (deliveries, runs).
-    async fn settle(&mut self) -> (usize, usize) {
-        let (mut deliveries, mut runs) = (0, 0);
-        for _ in 0..20 {
-            let d = self.router.pump().await.len();
-            let r = self.agent.run_pending().await.len();
-            deliveries += d;
-            runs += r;
-            if d == 0 && r == 0 && self.router.idle() {
-                break;
-            }
-        }
-        (deliveries, runs)
-    }
-
-    fn current(&self, instance: &str) -> Option<std::path::PathBuf> {
-        std::fs::read_link(self.agent.on_instance(instance, &self.fleet.destination).join("current")).ok()
-    }
-}
+use crate::world::World;
 
 #[tokio::test]
 async fn routed_events_and_the_local_agent_gate_launches_and_sync_a_burst() {

@@ -299,21 +299,7 @@ async fn the_reconcile_repairs_registrations_and_removes_only_its_own_departed_t
     let (id, _) = w.first().await;
     assert!(w.targets().await.is_empty());
     // Someone else's target in the shared group: an instance outside the fleet.
-    let stranger = w
-        .clients
-        .ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(&w.fleet.subnets[0].id)
-        .send()
-        .await
-        .expect("run")
-        .instances()[0]
-        .instance_id()
-        .unwrap_or_default()
-        .to_owned();
+    let stranger = w.fleet.launch_outside(&w.clients).await;
     w.clients
         .elbv2
         .register_targets()

@@ -6,5 +6,7 @@ mod ground;
 mod lifecycle_hook;
 mod mount_targets;
 mod runtime_harness;
+mod sync_real;
 mod sync_store;
 mod targets;
+mod world;

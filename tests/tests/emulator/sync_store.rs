@@ -9,13 +9,19 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleetkeeper::ssm_document::history::{InstanceResult, RunHistory};
+use fleetkeeper::ssm_document::history::{InstanceResult, RunHistory, Synced};
 use fleetkeeper::store::{StoreError, Table};
 use fleetkeeper::sync::state::{Op, Refusal, WaveEnd};
 use fleetkeeper::sync::store::{Applied, FleetStore, WaveRecord, conformance};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::emulator::unique;
 use fleetkeeper_tests::fleet::lock_table;
+
+const EPOCH: &str = "0123456789abcdef0123456789abcdef";
+
+fn at(generation: u64) -> Synced<'static> {
+    Synced { epoch: EPOCH, generation }
+}
 
 async fn store(emulator: &Emulator) -> (Table, aws_sdk_dynamodb::Client, String, String) {
     let clients = emulator.clients().await;
@@ -41,17 +47,12 @@ async fn sixteen_contenders_one_winner_per_wave() {
     let (dynamo, ..) = store(&emulator).await;
     let dynamo = Arc::new(dynamo);
     for round in 0..5u64 {
-        dynamo.apply(&Op::Demand { count: 1 }).await.expect("demand");
+        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into() }).await.expect("demand");
         let mut tasks = Vec::new();
         for contender in 0..16 {
             let store = dynamo.clone();
             tasks.push(tokio::spawn(async move {
-                let op = Op::Start {
-                    wave_id: format!("r{round}-c{contender}"),
-                    now: 1_000 * round,
-                    lease_ms: 60_000,
-                    fingerprint: None,
-                };
+                let op = Op::Start { wave_id: format!("r{round}-c{contender}"), now: 1_000 * round, lease_ms: 60_000 };
                 store.apply(&op).await
             }));
         }
@@ -83,7 +84,7 @@ async fn concurrent_demand_is_never_lost() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let store = dynamo.clone();
-            tokio::spawn(async move { store.apply(&Op::Demand { count: 1 }).await })
+            tokio::spawn(async move { store.apply(&Op::Demand { count: 1, epoch: EPOCH.into() }).await })
         })
         .collect();
     for t in tasks {
@@ -102,20 +103,21 @@ async fn a_failing_instance_is_quarantined_at_three_and_released_by_a_success() 
 
     for (generation, now) in [(1, 100), (2, 200), (3, 300)] {
         let results = [(ids[0].clone(), InstanceResult::Failed), (ids[1].clone(), InstanceResult::Synced)];
-        dynamo.record_results(generation, &results, now, 3).await.expect("record");
+        dynamo.record_results(at(generation), &results, now, 3).await.expect("record");
     }
     let records = dynamo.instances(&ids).await.expect("instances");
     assert_eq!((records[0].sync_failures, records[0].quarantined_since), (3, Some(300)));
     assert_eq!((records[1].sync_failures, records[1].last_synced_gen, records[1].quarantined()), (0, 3, false));
 
     // Not attempted (cancelled) or gone: nothing changes.
-    dynamo.record_results(4, &[(ids[0].clone(), InstanceResult::NotAttempted)], 400, 3).await.expect("record");
+    dynamo.record_results(at(4), &[(ids[0].clone(), InstanceResult::NotAttempted)], 400, 3).await.expect("record");
     assert_eq!(dynamo.instances(&ids[..1]).await.expect("get")[0].sync_failures, 3);
     // A fourth failure keeps the original quarantine time.
-    dynamo.record_results(4, &[(ids[0].clone(), InstanceResult::Failed)], 450, 3).await.expect("record");
+    dynamo.record_results(at(4), &[(ids[0].clone(), InstanceResult::Failed)], 450, 3).await.expect("record");
     assert_eq!(dynamo.instances(&ids[..1]).await.expect("get")[0].quarantined_since, Some(300));
     // A successful catch-up lifts it.
-    let after = dynamo.record_results(5, &[(ids[0].clone(), InstanceResult::Synced)], 500, 3).await.expect("record");
+    let after =
+        dynamo.record_results(at(5), &[(ids[0].clone(), InstanceResult::Synced)], 500, 3).await.expect("record");
     assert_eq!((after[0].sync_failures, after[0].quarantined(), after[0].last_synced_gen), (0, false, 5));
 }
 
@@ -126,7 +128,7 @@ async fn instance_records_are_read_in_batches_of_a_hundred() {
     let ids: Vec<String> = (0..230).map(|n| format!("i-{n:017x}")).collect();
     let failed: Vec<(String, InstanceResult)> =
         ids.iter().step_by(2).map(|i| (i.clone(), InstanceResult::Failed)).collect();
-    dynamo.record_results(1, &failed, 1, 3).await.expect("record");
+    dynamo.record_results(at(1), &failed, 1, 3).await.expect("record");
     let records = dynamo.instances(&ids).await.expect("instances");
     assert_eq!(records.len(), 230);
     for (n, r) in records.iter().enumerate() {
@@ -149,13 +151,14 @@ async fn wave_records_round_trip() {
         command_ids: vec!["c-1".into()],
         end: Some(WaveEnd::Failure),
         finished_at: Some(1_700_000_060_000),
-        succeeded: vec!["i-a".into()],
+        synced: 1,
         failed: vec!["i-b".into()],
-        not_attempted: vec![],
-        gone: vec![],
+        unreachable: vec!["i-u".into()],
+        blame: Some("release or configuration failure".into()),
+        ..WaveRecord::default()
     };
-    dynamo.put_wave(&record).await.expect("put");
-    assert_eq!(dynamo.wave("w-1").await.expect("get"), Some(record));
+    assert!(dynamo.put_wave(&record).await.expect("put"));
+    assert_eq!(dynamo.wave("w-1").await.expect("get"), Some(record.clone()));
     assert_eq!(dynamo.wave("w-2").await.expect("get"), None);
     let raw = client
         .get_item()
@@ -166,6 +169,28 @@ async fn wave_records_round_trip() {
         .expect("raw");
     let expires = raw.item.and_then(|i| i.get("expires_at").cloned());
     assert_eq!(expires, Some(AttributeValue::N((1_700_000_060 + 30 * 86_400).to_string())), "TTL in epoch seconds");
+    // A slow sender's running snapshot never erases the finished record.
+    let running = WaveRecord { end: None, finished_at: None, ..record.clone() };
+    assert!(!dynamo.put_wave(&running).await.expect("put"));
+    assert_eq!(dynamo.wave("w-1").await.expect("get"), Some(record));
+}
+
+#[tokio::test]
+async fn a_wave_record_of_twelve_thousand_instances_fits_in_one_item() {
+    let emulator = Emulator::from_env();
+    let (dynamo, ..) = store(&emulator).await;
+    let instances: Vec<String> = (0..12_000).map(|n| format!("i-{n:017x}")).collect();
+    let record = WaveRecord {
+        wave_id: "big".into(),
+        target: 1,
+        instances,
+        synced: 11_990,
+        failed: (0..10).map(|n| format!("i-{n:017x}")).collect(),
+        end: Some(WaveEnd::Failure),
+        ..WaveRecord::default()
+    };
+    assert!(dynamo.put_wave(&record).await.expect("within DynamoDB's 400 KB item limit"));
+    assert_eq!(dynamo.wave("big").await.expect("get").map(|r| r.instances.len()), Some(12_000));
 }
 
 #[tokio::test]
@@ -182,7 +207,10 @@ async fn an_item_from_a_newer_schema_is_refused_not_overwritten() {
         .await
         .expect("put");
     assert!(matches!(dynamo.load().await, Err(StoreError::Unreadable { .. })));
-    assert!(matches!(dynamo.apply(&Op::Demand { count: 1 }).await, Err(StoreError::Unreadable { .. })));
+    assert!(matches!(
+        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into() }).await,
+        Err(StoreError::Unreadable { .. })
+    ));
     let raw = client.get_item().table_name(&table).key("pk", AttributeValue::S(fleet)).send().await.expect("raw");
     assert_eq!(
         raw.item.and_then(|i| i.get("requested_gen").cloned()),

@@ -28,6 +28,26 @@ pub async fn in_process(
 ) -> InProcess {
     let shared: SharedClock = Arc::new(clock.clone());
     let deps = deps_with_clock(emulator, component, env, shared).await;
+    target(deps, component, clock)
+}
+
+/// The same, but its SSM client reaches nothing (a port nobody listens on):
+/// every SSM call fails as a dispatch failure, as in an SSM outage.
+pub async fn in_process_broken_ssm(
+    emulator: &Emulator,
+    component: Component,
+    env: &[(String, String)],
+    clock: &TestClock,
+) -> InProcess {
+    let shared: SharedClock = Arc::new(clock.clone());
+    let mut deps = deps_with_clock(emulator, component, env, shared).await;
+    let config = emulator.sdk_config_as(fleetkeeper_tests::emulator::Caller::Function(component)).await;
+    let broken = aws_sdk_ssm::config::Builder::from(&config).endpoint_url("http://127.0.0.1:9").build();
+    deps.clients.ssm = aws_sdk_ssm::Client::from_conf(broken);
+    target(deps, component, clock)
+}
+
+fn target(deps: fleetkeeper::Deps, component: Component, clock: &TestClock) -> InProcess {
     let clock = clock.clone();
     match component {
         Component::CodebaseSync => {

@@ -1,14 +1,19 @@
-//! The sync's thin executor: start and send a wave, settle a running one,
-//! sweep. Shared by `codebase-sync` (start), `sync-completion` (settle, sweep,
-//! follow-up) and the dispatcher's own recovery of a dead wave.
+//! The sync's thin executor: start and send a wave, resume one whose sending
+//! stopped, settle a running one, sweep. Shared by `codebase-sync` (start),
+//! `sync-completion` (settle, sweep, follow-up) and the dispatcher's own
+//! recovery of a stopped wave.
 //!
 //! | module | what |
 //! |---|---|
-//! | [`targets`] | the instances a wave goes to |
-//! | [`send`] | starting a wave and sending its chunks |
+//! | [`targets`] | the instances a wave goes to, and which ones left |
+//! | [`send`] | starting a wave, sending its chunks, resuming it |
 //! | [`observe`] | what SSM reports about a wave's commands |
 //! | [`finish`] | settling a wave: results, records, the follow-up |
-//! | [`sweep`] | the scheduled backstop: settle, demand without a wave, lost events, recoveries |
+//! | [`sweep`] | the scheduled backstop: settle, demand without a wave, lost events, catch-ups |
+//!
+//! Every invocation works within its deadline ([`SyncContext::until`]): a
+//! sender that runs out of time pauses the wave (its lease ends at once) and
+//! the next invocation resumes it from the wave's record.
 
 mod finish;
 mod observe;
@@ -23,14 +28,17 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::codebase::Excludes;
-use super::decide::Settlement;
+use super::decide::{Blame, Settlement};
 use super::state::{Refusal, WaveEnd};
+use crate::Clients;
 use crate::clock::Clock;
 use crate::config::{CodebaseConfig, Config, ConfigError, RateControls, vars};
 use crate::error::AwsError;
 use crate::ssm_document::ParamError;
+use crate::ssm_document::history::InstanceRecord;
 use crate::store::{StoreError, Table};
-use crate::{Clients, Component};
+
+pub use targets::Eligible;
 
 /// Everything the sync needs from the configuration, resolved once.
 #[derive(Debug, Clone)]
@@ -57,14 +65,16 @@ pub struct SyncSettings {
     pub quarantine_after: u32,
     /// `FLEET_DRY_RUN`.
     pub dry_run: bool,
-    /// The region (the bucket's, for `aws s3 sync`).
+    /// The codebase bucket's region (`FLEET_CODEBASE_REGION`, else the
+    /// functions' own): the document's `region` and the fingerprint's client.
     pub region: String,
 }
 
 impl SyncSettings {
-    /// The sync settings of a configuration validated for a sync function.
+    /// The sync settings of a configuration validated for a sync function;
+    /// `region` is the functions' own.
     pub fn from_config(config: &Config, region: &str) -> Result<Self, ConfigError> {
-        let missing = |var| ConfigError::Missing { var, component: Component::CodebaseSync, why: "" };
+        let missing = |var| ConfigError::Missing { var, component: config.component, why: "" };
         let codebase = config.codebase.clone().ok_or_else(|| missing(vars::CODEBASE_BUCKET))?;
         let excludes = Excludes::new(&codebase.excludes).map_err(|e| ConfigError::Invalid {
             var: vars::SYNC_EXCLUDES,
@@ -76,6 +86,7 @@ impl SyncSettings {
             asg_names: config.asg_names.clone(),
             destination: codebase.destination.clone().ok_or_else(|| missing(vars::SYNC_DESTINATION))?,
             document: codebase.document.clone().ok_or_else(|| missing(vars::SYNC_DOCUMENT))?,
+            region: codebase.region.clone().unwrap_or_else(|| region.to_owned()),
             codebase,
             excludes,
             lock_table: config.lock_table.clone().ok_or_else(|| missing(vars::LOCK_TABLE))?,
@@ -83,7 +94,6 @@ impl SyncSettings {
             rate: config.rate.clone(),
             quarantine_after: config.quarantine_after,
             dry_run: config.dry_run,
-            region: region.to_owned(),
         })
     }
 }
@@ -100,20 +110,29 @@ pub struct SyncFunction {
 }
 
 impl SyncFunction {
-    /// Resolves the sync settings (a missing or bad one fails the init).
-    pub fn new(deps: crate::Deps) -> Result<Self, ConfigError> {
+    /// Resolves the sync settings (a missing or bad one fails the init). A
+    /// codebase in another region gets an S3 client of its own (the Rust S3
+    /// client does not follow cross-region redirects).
+    pub fn new(mut deps: crate::Deps) -> Result<Self, ConfigError> {
         let settings = SyncSettings::from_config(&deps.config, &deps.clients.region)?;
+        if settings.region != deps.clients.region {
+            let regional =
+                deps.clients.s3.config().to_builder().region(aws_config::Region::new(settings.region.clone()));
+            deps.clients.s3 = aws_sdk_s3::Client::from_conf(regional.build());
+        }
         let store = Table::new(deps.clients.dynamodb.clone(), &settings.lock_table, &settings.fleet);
         Ok(SyncFunction { deps, settings, store })
     }
 
-    /// The executor over this state.
-    pub fn context(&self) -> SyncContext<'_, Table> {
+    /// The executor over this state, for an invocation that must stop
+    /// starting new work at `until` (epoch ms on the function's clock).
+    pub fn context(&self, until: u64) -> SyncContext<'_, Table> {
         SyncContext {
             clients: &self.deps.clients,
             store: &self.store,
             settings: &self.settings,
             clock: self.deps.clock.as_ref(),
+            until,
         }
     }
 }
@@ -128,6 +147,9 @@ pub struct SyncContext<'a, S> {
     pub settings: &'a SyncSettings,
     /// Time.
     pub clock: &'a dyn Clock,
+    /// Start no new work after this moment, epoch ms (the invocation's
+    /// deadline minus a margin).
+    pub until: u64,
 }
 
 /// A sync failure worth surfacing (see [`crate::error`]).
@@ -139,7 +161,7 @@ pub enum SyncError {
     /// An AWS call failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// A configured value does not fit the document.
+    /// A configured value does not fit the document, or the document is too old.
     #[error(transparent)]
     Params(#[from] ParamError),
     /// A request could not be built (a bug, not an input).
@@ -147,7 +169,7 @@ pub enum SyncError {
     Build(#[from] aws_sdk_ssm::error::BuildError),
 }
 
-/// A wave that was started, as reported in summaries.
+/// A wave that was started (or resumed), as reported in summaries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct WaveStarted {
     /// Its id.
@@ -156,18 +178,29 @@ pub struct WaveStarted {
     pub target: u64,
     /// Why it started.
     pub reason: String,
-    /// Instances it was sent to.
+    /// Instances it is sent to.
     pub instances: Vec<String>,
     /// Quarantined instances left out.
     pub quarantined: Vec<String>,
-    /// Instances SSM refused (`InvalidInstanceId`) and that were dropped.
-    pub dropped: Vec<String>,
-    /// Its commands.
+    /// In service but not `Online` in SSM: the sweep catches them up.
+    pub not_online: Vec<String>,
+    /// Agents too old for the document: left out.
+    pub too_old: Vec<String>,
+    /// Instances with a catch-up in flight: left out.
+    pub busy: Vec<String>,
+    /// Instances SSM refused that are no longer running.
+    pub gone: Vec<String>,
+    /// Instances SSM refused although running: caught up later.
+    pub unreachable: Vec<String>,
+    /// Its commands (sent by this invocation).
     pub command_ids: Vec<String>,
-    /// It had nothing to sync and completed at once.
+    /// It had nothing to send and ended at once.
     pub completed_empty: bool,
-    /// Sending stopped early (lost the lease, or an error): the sweep settles it.
-    pub interrupted: Option<String>,
+    /// Sending stopped early (out of time, an AWS error, or the lease was
+    /// lost): the next invocation resumes it.
+    pub paused: Option<String>,
+    /// Why it could not succeed at all, when it ended at once.
+    pub blame: Option<Blame>,
 }
 
 /// The outcome of one try at starting a wave.
@@ -175,7 +208,7 @@ pub struct WaveStarted {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum StartOutcome {
     /// This invocation started (and sent) a wave.
-    Started(WaveStarted),
+    Started(Box<WaveStarted>),
     /// Another wave holds the lease; the demand is counted and its
     /// follow-up will cover it.
     Coalesced {
@@ -212,6 +245,9 @@ pub enum SettleOutcome {
         wave_id: String,
         /// Commands still running.
         pending: usize,
+        /// Instances the wave stopped waiting for (they left, or their agent
+        /// lost its connection): their invocations were cancelled.
+        released: Vec<String>,
     },
     /// Not every command id is recorded yet and the lease is valid: the
     /// sender may still be sending.
@@ -219,6 +255,8 @@ pub enum SettleOutcome {
         /// The wave.
         wave_id: String,
     },
+    /// Its sending had stopped: this invocation resumed it.
+    Resumed(WaveStarted),
     /// The wave ended and released the lease.
     Finished {
         /// The wave.
@@ -227,14 +265,20 @@ pub enum SettleOutcome {
         target: u64,
         /// How it ended.
         end: WaveEnd,
-        /// Instances that synced, failed, were never reached, went away.
+        /// Instances that synced.
         synced: usize,
         /// Failed instances.
         failed: Vec<String>,
         /// Instances it never reached.
         not_attempted: Vec<String>,
+        /// Instances that went away.
+        gone: Vec<String>,
+        /// In service, but never reached: the sweep catches them up.
+        unreachable: Vec<String>,
         /// Instances quarantined by this wave.
         quarantined: Vec<String>,
+        /// Why it failed without blaming its hosts.
+        blame: Option<Blame>,
         /// Whether it was taken over from a dead sender.
         taken_over: bool,
         /// The follow-up, if one started.
@@ -252,35 +296,57 @@ pub enum SettleOutcome {
     },
 }
 
-/// How far back `ListCommands` looks for a wave's commands by comment,
-/// before its `sending_since` (clock skew between Lambda and SSM).
+/// What asked for a settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A command's status event: trusted for that command (the listing may
+    /// lag it).
+    Event {
+        /// The command.
+        command_id: String,
+        /// Its status, as the event says.
+        status: crate::events::CommandStatus,
+    },
+    /// The schedule: also looks for instances that left while their
+    /// invocations were pending.
+    Sweep,
+    /// New demand found a wave whose lease expired.
+    Demand,
+}
+
+/// How far back `ListCommands` looks for a wave's commands, before its
+/// `sending_since` (clock skew between Lambda and SSM).
 pub(super) const COMMENT_LOOKBACK_MS: u64 = 5 * 60 * 1000;
 
-/// The instances a wave goes to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Eligible {
-    /// `InService`, `Online`, not quarantined.
-    pub instances: Vec<String>,
-    /// `InService` and `Online` but quarantined.
-    pub quarantined: Vec<String>,
-    /// `InService` but not `Online` in SSM (left for the next wave).
-    pub not_online: Vec<String>,
-}
+/// How long sending one chunk may take at most: a sender with less time
+/// left pauses the wave instead.
+pub(super) const CHUNK_BUDGET_MS: u64 = 10_000;
+
+/// What is added to a wave's commands' expiry before it is finished without
+/// them.
+pub(super) const EXPIRY_MARGIN_MS: u64 = 5 * 60 * 1000;
 
 /// How often a quarantined instance is offered a recovery catch-up.
 pub const RECOVERY_SPACING_MS: u64 = 60 * 60 * 1000;
 
-/// A quarantined instance's recovery catch-up, as the sweep saw it.
+/// How many catch-ups one sweep sends at most (the next sweep sends more).
+pub const MAX_CATCH_UPS_PER_SWEEP: usize = 50;
+
+/// A catch-up the sweep sent or saw end: an instance that missed a wave
+/// (offline, attached without a hook, launched during a wave) or a
+/// quarantined one's recovery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Recovery {
+pub struct CatchUpReport {
     /// The instance.
     pub instance_id: String,
-    /// `sent`, `running`, `recovered`, `still failing`, `not online`.
+    /// `sent`, `running`, `synced`, `failed`, `unreachable`, `not online`.
     pub action: String,
     /// The generation it syncs to.
     pub generation: u64,
     /// Its command.
     pub command_id: Option<String>,
+    /// Whether the instance was quarantined (a recovery).
+    pub recovery: bool,
 }
 
 /// What the sweep did.
@@ -290,11 +356,11 @@ pub struct SweepReport {
     pub settled: SettleOutcome,
     /// A wave the sweep started.
     pub started: Option<StartOutcome>,
-    /// The codebase changed since the last successful wave with no demand
-    /// recorded (a lost event).
+    /// The codebase changed since the last successful (or held) wave with no
+    /// demand recorded (a lost event).
     pub fingerprint_changed: bool,
-    /// Recovery catch-ups of quarantined instances.
-    pub recoveries: Vec<Recovery>,
+    /// Catch-ups of instances behind the fleet, and recoveries.
+    pub catch_ups: Vec<CatchUpReport>,
 }
 
 fn refused(refusal: Refusal) -> StartOutcome {
@@ -303,4 +369,9 @@ fn refused(refusal: Refusal) -> StartOutcome {
         Refusal::Held { generation, .. } => StartOutcome::Held { generation },
         _ => StartOutcome::CaughtUp,
     }
+}
+
+/// Whether a record says a catch-up is in flight on the instance.
+fn busy(record: &InstanceRecord) -> bool {
+    record.recovery_command.is_some()
 }

@@ -1,18 +1,37 @@
-//! Starting a wave and sending its chunks.
+//! Starting a wave, sending its chunks, resuming one whose sending stopped.
+//!
+//! Only the winner of `Start` does the expensive work (listing the fleet and
+//! the codebase). Whatever happens after winning, the lease never waits for
+//! its expiry: before the wave's record exists an error releases it
+//! (`Finish{Abandoned}`: the demand is still there); after, the wave is
+//! paused (its lease ends at once) and the next invocation resumes it from
+//! the record.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::SendCommandError;
 use tracing::{info, warn};
 
-use super::{StartOutcome, SyncContext, SyncError, WaveStarted, refused};
+use super::{CHUNK_BUDGET_MS, EXPIRY_MARGIN_MS, StartOutcome, SyncContext, SyncError, WaveStarted, refused};
 use crate::config::RateControls;
 use crate::error::AwsError;
-use crate::ssm_document::{SyncParameters, chunk_rate, chunks, wave_comment};
+use crate::ssm_document::run::{DELIVERY_TIMEOUT_S, command, resolve};
+use crate::ssm_document::{MAX_INSTANCE_IDS, PinnedDocument, SyncParameters, chunk_rates, chunks, wave_comment};
 use crate::sync::codebase::fingerprint;
-use crate::sync::state::{Op, WaveEnd, start_refusal};
+use crate::sync::decide::Blame;
+use crate::sync::state::{FleetItem, Op, Refusal, Wave, WaveEnd, start_refusal};
 use crate::sync::store::{Applied, FleetStore, WaveRecord};
+
+/// What one chunk's `SendCommand` (with its retries) did.
+#[derive(Debug, Default)]
+struct ChunkSent {
+    command_ids: Vec<String>,
+    /// Refused, and no longer running in EC2.
+    gone: Vec<String>,
+    /// Refused although running (agent not registered, not online).
+    unreachable: Vec<String>,
+}
 
 impl<S: FleetStore> SyncContext<'_, S> {
     /// Tries to start a wave for what is requested, then sends it.
@@ -27,19 +46,21 @@ impl<S: FleetStore> SyncContext<'_, S> {
         // and demand may have moved on meanwhile.
         let mut last = None;
         for _ in 0..3 {
-            let fp = fingerprint(&self.clients.s3, &s.codebase, &s.excludes).await?;
             let wave_id = uuid::Uuid::new_v4().to_string();
-            let now = self.clock.now_ms();
-            let op = Op::Start { wave_id: wave_id.clone(), now, lease_ms: s.lease_ms, fingerprint: Some(fp) };
+            let op = Op::Start { wave_id: wave_id.clone(), now: self.clock.now_ms(), lease_ms: s.lease_ms };
             let item = match self.store.apply(&op).await? {
                 Applied::Won(item) => item,
+                // The SDK retried a Start whose first attempt committed: ours.
+                Applied::Lost(Refusal::Busy { wave_id: holder, .. }) if holder == wave_id => {
+                    self.store.load().await?.unwrap_or_default()
+                }
                 Applied::Lost(refusal) => return Ok(last.unwrap_or_else(|| refused(refusal))),
             };
-            let target = item.wave.as_ref().map(|w| w.target).unwrap_or_default();
-            info!(wave_id = %wave_id, generation = target, reason, "starting sync wave");
-            let started = self.send(&wave_id, target, reason, now).await?;
+            let Some(wave) = item.wave.clone() else { return Ok(last.unwrap_or(StartOutcome::CaughtUp)) };
+            info!(wave_id = %wave.id, generation = wave.target, reason, "starting sync wave");
+            let started = self.send_new(&item, &wave, reason).await?;
             let empty = started.completed_empty;
-            last = Some(StartOutcome::Started(started));
+            last = Some(StartOutcome::Started(Box::new(started)));
             if !empty {
                 break;
             }
@@ -47,152 +68,336 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(last.unwrap_or(StartOutcome::CaughtUp))
     }
 
-    /// Sends a freshly started wave: record, chunks, ids.
-    pub(super) async fn send(
-        &self,
-        wave_id: &str,
-        target: u64,
-        reason: &str,
-        now: u64,
-    ) -> Result<WaveStarted, SyncError> {
+    /// Releases a wave that could not be sent at all: its demand is still
+    /// there, so the next invocation starts again at once.
+    async fn release(&self, wave: &Wave, why: &str) {
+        warn!(wave_id = %wave.id, why, "releasing the lease of a wave that was never sent");
+        let finish = Op::Finish { wave_id: wave.id.clone(), end: WaveEnd::Abandoned };
+        if let Err(e) = self.store.apply(&finish).await {
+            warn!(wave_id = %wave.id, error = %e, "could not release: the lease expires on its own");
+        }
+    }
+
+    /// A freshly started wave: what to send, its record, the codebase's
+    /// fingerprint, then the chunks.
+    async fn send_new(&self, item: &FleetItem, wave: &Wave, reason: &str) -> Result<WaveStarted, SyncError> {
         let s = self.settings;
-        let eligible = self.eligible().await?;
-        let mut report = WaveStarted {
-            wave_id: wave_id.to_owned(),
-            target,
-            reason: reason.to_owned(),
-            instances: eligible.instances.clone(),
-            quarantined: eligible.quarantined.clone(),
-            ..WaveStarted::default()
+        let prepared = async {
+            let eligible = self.eligible().await?;
+            let document = resolve(&self.clients.ssm, &s.document, None).await?;
+            Ok::<_, SyncError>((eligible, document))
         };
+        let (eligible, document) = match prepared.await {
+            Ok(p) => p,
+            Err(e) => {
+                self.release(wave, &e.to_string()).await;
+                return Err(e);
+            }
+        };
+        let expires_at = wave.sending_since
+            + (u64::try_from(DELIVERY_TIMEOUT_S).unwrap_or(3600) + document.execution_timeout_s) * 1000
+            + EXPIRY_MARGIN_MS;
         let mut record = WaveRecord {
-            wave_id: wave_id.to_owned(),
-            target,
+            wave_id: wave.id.clone(),
+            target: wave.target,
+            epoch: item.epoch.clone(),
             reason: reason.to_owned(),
-            started_at: now,
+            started_at: wave.sending_since,
+            document_version: document.version.clone(),
+            commands_expire_at: expires_at,
             instances: eligible.instances.clone(),
             quarantined: eligible.quarantined.clone(),
+            not_online: eligible.not_online.clone(),
+            too_old: eligible.too_old.clone(),
+            busy: eligible.busy.clone(),
             ..WaveRecord::default()
         };
+        let mut report = WaveStarted {
+            wave_id: wave.id.clone(),
+            target: wave.target,
+            reason: reason.to_owned(),
+            instances: eligible.instances.clone(),
+            quarantined: eligible.quarantined.clone(),
+            not_online: eligible.not_online.clone(),
+            too_old: eligible.too_old.clone(),
+            busy: eligible.busy.clone(),
+            ..WaveStarted::default()
+        };
         // The intended instances are on record before anything is sent.
-        self.store.put_wave(&record).await?;
+        if let Err(e) = self.store.put_wave(&record).await {
+            self.release(wave, &e.to_string()).await;
+            return Err(e.into());
+        }
         if eligible.instances.is_empty() {
-            info!(wave_id, generation = target, "no instance to sync: the generation completes with nothing to do");
-            let record_op = Op::RecordCommands { wave_id: wave_id.to_owned(), command_ids: vec![], sent: true };
-            self.store.apply(&record_op).await?;
-            if let Applied::Won(_) =
-                self.store.apply(&Op::Finish { wave_id: wave_id.to_owned(), end: WaveEnd::Success }).await?
-            {
-                record.end = Some(WaveEnd::Success);
+            // Nothing to send. A fleet with no instance in service has
+            // nothing to sync; one whose instances all had to be left out
+            // must never be reported as synced.
+            let blame = eligible.why_none().map(|reason| Blame::Configuration { reason });
+            let end = if blame.is_some() { WaveEnd::Failure } else { WaveEnd::Success };
+            match &blame {
+                Some(b) => {
+                    warn!(wave_id = %wave.id, generation = wave.target, blame = %b.describe(), "the wave cannot run")
+                }
+                None => {
+                    info!(wave_id = %wave.id, generation = wave.target, "no instance in service: the generation completes with nothing to do")
+                }
+            }
+            let done = Op::RecordCommands {
+                wave_id: wave.id.clone(),
+                sender: wave.sender.clone(),
+                command_ids: vec![],
+                sent: true,
+                fingerprint: None,
+            };
+            self.store.apply(&done).await?;
+            if let Applied::Won(_) = self.store.apply(&Op::Finish { wave_id: wave.id.clone(), end }).await? {
+                record.end = Some(end);
                 record.finished_at = Some(self.clock.now_ms());
+                record.blame = blame.as_ref().map(Blame::describe);
                 self.store.put_wave(&record).await?;
-                report.completed_empty = true;
+                report.completed_empty = blame.is_none();
+                report.blame = blame;
             }
             return Ok(report);
         }
-        let parameters = SyncParameters::new(&s.codebase, &s.destination, target, &s.region).to_ssm()?;
-        let parts = chunks(&eligible.instances);
-        let rate = chunk_rate(&s.rate, parts.len());
-        let comment = wave_comment(wave_id);
+        // The codebase's fingerprint (the lost-event backstop), taken by the
+        // winner only, within a share of the time left.
+        let listing = self.clock.left_until(self.until) / 3;
+        let fp = match tokio::time::timeout(listing, fingerprint(&self.clients.s3, &s.codebase, &s.excludes)).await {
+            Ok(fp) => Some(fp?),
+            Err(_) => {
+                warn!(wave_id = %wave.id, "listing the codebase took too long: this wave records no fingerprint");
+                None
+            }
+        };
+        if fp.is_some() {
+            let op = Op::RecordCommands {
+                wave_id: wave.id.clone(),
+                sender: wave.sender.clone(),
+                command_ids: vec![],
+                sent: false,
+                fingerprint: fp,
+            };
+            self.store.apply(&op).await?;
+        }
+        self.send_chunks(wave, &wave.sender, record, &document, &BTreeSet::new(), report).await
+    }
+
+    /// Resumes a wave whose sending stopped (paused, or its sender died and
+    /// its lease expired): takes its lease, then sends what its record says
+    /// was not sent yet. `None` when another invocation resumed it first.
+    pub(super) async fn resume(&self, wave: &Wave) -> Result<Option<WaveStarted>, SyncError> {
+        let Some(record) = self.store.wave(&wave.id).await? else { return Ok(None) };
+        let now = self.clock.now_ms();
+        let sender = format!("{}@{now}", wave.id);
+        let op = Op::Resume { wave_id: wave.id.clone(), sender: sender.clone(), now, lease_ms: self.settings.lease_ms };
+        match self.store.apply(&op).await? {
+            Applied::Won(_) => {}
+            Applied::Lost(_) => return Ok(None),
+        }
+        info!(wave_id = %wave.id, generation = wave.target, "resuming a wave whose sending stopped");
+        let document = resolve(&self.clients.ssm, &self.settings.document, Some(&record.document_version)).await?;
+        let listed = self.wave_commands(wave).await?;
+        // Commands sent but never recorded (found by their comment) are
+        // adopted: once the wave says it is sent, only recorded ones count.
+        let adopt: Vec<String> =
+            listed.iter().map(|c| c.command_id.clone()).filter(|id| !wave.command_ids.contains(id)).collect();
+        if !adopt.is_empty() {
+            let op = Op::RecordCommands {
+                wave_id: wave.id.clone(),
+                sender: sender.clone(),
+                command_ids: adopt.clone(),
+                sent: false,
+                fingerprint: None,
+            };
+            if let Applied::Lost(_) = self.store.apply(&op).await? {
+                return Ok(None);
+            }
+        }
+        let mut wave = wave.clone();
+        wave.command_ids.extend(adopt);
+        let wave = &wave;
+        let covered: BTreeSet<String> = listed.into_iter().flat_map(|c| c.instance_ids).collect();
+        let report = WaveStarted {
+            wave_id: wave.id.clone(),
+            target: wave.target,
+            reason: format!("resumed: {}", record.reason),
+            instances: record.instances.clone(),
+            ..WaveStarted::default()
+        };
+        Ok(Some(self.send_chunks(wave, &sender, record, &document, &covered, report).await?))
+    }
+
+    /// Sends the record's instances not `covered` yet, chunk by chunk, while
+    /// the invocation has time; pauses the wave when it runs out or an AWS
+    /// call fails.
+    async fn send_chunks(
+        &self,
+        wave: &Wave,
+        sender: &str,
+        mut record: WaveRecord,
+        document: &PinnedDocument,
+        covered: &BTreeSet<String>,
+        mut report: WaveStarted,
+    ) -> Result<WaveStarted, SyncError> {
+        let s = self.settings;
+        let parameters = SyncParameters::new(&s.codebase, &s.destination, &record.epoch, wave.target, &s.region)
+            .to_ssm(Some(document))?;
+        let skip: BTreeSet<&String> = covered.iter().chain(&record.gone).chain(&record.unreachable).collect();
+        let todo: Vec<String> = record.instances.iter().filter(|i| !skip.contains(i)).cloned().collect();
+        let parts = chunks(&todo);
+        // The rate controls are split over the whole wave's chunks.
+        let rates = chunk_rates(&s.rate, record.instances.len().div_ceil(MAX_INSTANCE_IDS).max(1));
+        let comment = wave_comment(&wave.id);
+        let mut sent_ids: Vec<String> = wave.command_ids.clone();
+        let record_op = |ids: Vec<String>, sent: bool| Op::RecordCommands {
+            wave_id: wave.id.clone(),
+            sender: sender.to_owned(),
+            command_ids: ids,
+            sent,
+            fingerprint: None,
+        };
+        if parts.is_empty() {
+            record.command_ids = sent_ids;
+            self.store.put_wave(&record).await?;
+            self.store.apply(&record_op(vec![], true)).await?;
+            return Ok(report);
+        }
         for (n, chunk) in parts.iter().enumerate() {
             let last = n + 1 == parts.len();
-            // Only the lease holder sends: renew first (a stale sender stops).
-            let renew = Op::Renew { wave_id: wave_id.to_owned(), now: self.clock.now_ms(), lease_ms: s.lease_ms };
-            if let Applied::Lost(r) = self.store.apply(&renew).await? {
-                warn!(wave_id, refusal = ?r, "lost the lease while sending");
-                report.interrupted = Some("lost the lease".into());
+            if self.clock.now_ms() + CHUNK_BUDGET_MS > self.until {
+                report.paused =
+                    Some(format!("out of time after {n} of {} chunks: the next invocation resumes", parts.len()));
+                self.pause(wave, sender, &record).await;
                 break;
             }
-            let sent = match self.send_chunk(chunk, &parameters, &comment, &rate).await {
+            // Only the lease holder sends: renew first (a stale sender stops).
+            let renew = Op::Renew {
+                wave_id: wave.id.clone(),
+                sender: Some(sender.to_owned()),
+                now: self.clock.now_ms(),
+                lease_ms: s.lease_ms,
+            };
+            if let Applied::Lost(r) = self.store.apply(&renew).await? {
+                warn!(wave_id = %wave.id, refusal = ?r, "lost the lease while sending");
+                report.paused = Some("lost the lease".into());
+                break;
+            }
+            let rate = &rates[n % rates.len()];
+            let sent = match self.send_chunk(document, chunk, &parameters, &comment, rate).await {
                 Ok(sent) => sent,
                 Err(e) => {
-                    // Say the sending is over, so the wave settles as soon as
-                    // what was sent ends (as a failure: some instances were
-                    // never reached, and the failure is retried).
-                    let done = Op::RecordCommands { wave_id: wave_id.to_owned(), command_ids: vec![], sent: true };
-                    let _ = self.store.apply(&done).await;
+                    warn!(wave_id = %wave.id, error = %e, "sending failed: pausing the wave for the next invocation");
+                    self.pause(wave, sender, &record).await;
                     return Err(e);
                 }
             };
-            report.dropped.extend(sent.dropped.iter().cloned());
-            report.command_ids.extend(sent.command_id.iter().cloned());
-            let op = Op::RecordCommands {
-                wave_id: wave_id.to_owned(),
-                command_ids: sent.command_id.into_iter().collect(),
-                sent: last,
-            };
-            if let Applied::Lost(r) = self.store.apply(&op).await? {
-                warn!(wave_id, refusal = ?r, "lost the lease while recording");
-                report.interrupted = Some("lost the lease".into());
+            report.gone.extend(sent.gone.iter().cloned());
+            report.unreachable.extend(sent.unreachable.iter().cloned());
+            report.command_ids.extend(sent.command_ids.iter().cloned());
+            record.gone.extend(sent.gone);
+            record.unreachable.extend(sent.unreachable);
+            sent_ids.extend(sent.command_ids.iter().cloned());
+            if last {
+                // The record is complete before the wave says it is sent: a
+                // settle right after never misses what was dropped.
+                record.command_ids = sent_ids.clone();
+                self.store.put_wave(&record).await?;
+            }
+            if let Applied::Lost(r) = self.store.apply(&record_op(sent.command_ids, last)).await? {
+                warn!(wave_id = %wave.id, refusal = ?r, "lost the lease while recording");
+                report.paused = Some("lost the lease".into());
                 break;
             }
         }
-        record.command_ids = report.command_ids.clone();
-        record.gone = report.dropped.clone();
-        self.store.put_wave(&record).await?;
         info!(
-            wave_id,
-            generation = target,
-            instances = report.instances.len(),
+            wave_id = %wave.id,
+            generation = wave.target,
+            instances = record.instances.len(),
             commands = report.command_ids.len(),
-            quarantined = report.quarantined.len(),
-            dropped = report.dropped.len(),
+            gone = report.gone.len(),
+            unreachable = report.unreachable.len(),
+            paused = report.paused.is_some(),
             "sync wave sent"
         );
         Ok(report)
     }
 
-    /// One `SendCommand`; on `InvalidInstanceId`, drops the instances that are
-    /// not online any more and retries once.
+    /// Pauses the wave (its lease ends now) with what was learned recorded.
+    async fn pause(&self, wave: &Wave, sender: &str, record: &WaveRecord) {
+        if let Err(e) = self.store.put_wave(record).await {
+            warn!(wave_id = %wave.id, error = %e, "could not record the paused wave");
+        }
+        if let Err(e) = self.store.apply(&Op::Pause { wave_id: wave.id.clone(), sender: sender.to_owned() }).await {
+            warn!(wave_id = %wave.id, error = %e, "could not pause: the lease expires on its own");
+        }
+    }
+
+    /// One `SendCommand`. On `InvalidInstanceId` (an instance shutting down
+    /// while still listed `Online`, an agent that deregistered), asks EC2
+    /// and SSM which instances are still running and online, sets the others
+    /// aside and retries once; if SSM still refuses, sends to each instance
+    /// alone, so one refused instance never stops the others.
     async fn send_chunk(
         &self,
+        document: &PinnedDocument,
         chunk: &[String],
         parameters: &HashMap<String, Vec<String>>,
         comment: &str,
         rate: &RateControls,
     ) -> Result<ChunkSent, SyncError> {
-        let mut targets = chunk.to_vec();
-        let mut dropped = Vec::new();
-        for attempt in 0..2 {
-            let result = self
-                .clients
-                .ssm
-                .send_command()
-                .document_name(&self.settings.document)
-                .set_instance_ids(Some(targets.clone()))
-                .set_parameters(Some(parameters.clone()))
-                .comment(comment)
-                .max_concurrency(&rate.max_concurrency)
-                .max_errors(&rate.max_errors)
+        let mut out = ChunkSent::default();
+        let send = |targets: Vec<String>, rate: RateControls| async move {
+            command(&self.clients.ssm, document, parameters.clone(), comment.to_owned())
+                .set_instance_ids(Some(targets))
+                .max_concurrency(rate.max_concurrency)
+                .max_errors(rate.max_errors)
                 .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    let id = out.command().and_then(|c| c.command_id()).map(str::to_owned);
-                    return Ok(ChunkSent { command_id: id, dropped });
-                }
-                Err(SdkError::ServiceError(ctx))
-                    if attempt == 0 && matches!(ctx.err(), SendCommandError::InvalidInstanceId(_)) =>
-                {
-                    let online = self.online(&targets).await?;
-                    let (keep, gone): (Vec<String>, Vec<String>) =
-                        targets.iter().cloned().partition(|i| online.contains(i));
-                    warn!(dropped = ?gone, "InvalidInstanceId: dropping instances that are not online and retrying once");
-                    dropped.extend(gone);
-                    if keep.is_empty() {
-                        return Ok(ChunkSent { command_id: None, dropped });
-                    }
-                    targets = keep;
-                }
+                .await
+        };
+        let refused = |e: &SdkError<SendCommandError, _>| matches!(e, SdkError::ServiceError(ctx) if matches!(ctx.err(), SendCommandError::InvalidInstanceId(_)));
+        let first = send(chunk.to_vec(), rate.clone()).await;
+        let error = match first {
+            Ok(o) => {
+                out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned));
+                return Ok(out);
+            }
+            Err(e) if refused(&e) => e,
+            Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
+        };
+        let running = self.running(chunk).await?;
+        let agents = self.agents(chunk).await?;
+        let mut keep = Vec::new();
+        for id in chunk {
+            if !running.contains(id) {
+                out.gone.push(id.clone());
+            } else if !agents.get(id).is_some_and(|a| a.online) {
+                out.unreachable.push(id.clone());
+            } else {
+                keep.push(id.clone());
+            }
+        }
+        warn!(error = %AwsError::from_sdk("SendCommand", error), gone = ?out.gone, unreachable = ?out.unreachable, "InvalidInstanceId: setting aside the instances that left or are offline");
+        if keep.is_empty() {
+            return Ok(out);
+        }
+        match send(keep.clone(), rate.clone()).await {
+            Ok(o) => {
+                out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned));
+                return Ok(out);
+            }
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
+        }
+        // SSM still refuses one it lists as online: each instance alone.
+        let single = RateControls { max_concurrency: "1".into(), max_errors: "0".into() };
+        for id in keep {
+            match send(vec![id.clone()], single.clone()).await {
+                Ok(o) => out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned)),
+                Err(e) if refused(&e) => out.unreachable.push(id),
                 Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
             }
         }
-        Ok(ChunkSent { command_id: None, dropped })
+        Ok(out)
     }
-}
-
-/// What one `SendCommand` (with its one retry) did.
-struct ChunkSent {
-    command_id: Option<String>,
-    dropped: Vec<String>,
 }

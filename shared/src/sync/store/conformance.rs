@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{Applied, FleetStore, WaveRecord};
-use crate::ssm_document::history::{InstanceRecord, InstanceResult, next_record};
+use crate::ssm_document::history::{InstanceRecord, InstanceResult, Synced, next_record};
 use crate::store::{Doc, Items};
 use crate::sync::state::{self, Fingerprint, FleetItem, Op, WaveEnd};
 
@@ -67,40 +67,51 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
             _ => "never-a-wave".to_owned(),
         }
     };
+    let sender = current.and_then(|i| i.wave.as_ref().map(|w| w.sender.clone()));
+    let pick_sender = |rng: &mut Rng| -> String {
+        match (sender.clone(), rng.below(3)) {
+            (Some(s), 0 | 1) => s,
+            _ => format!("r{}", rng.below(1000)),
+        }
+    };
     let end = |rng: &mut Rng| match rng.below(3) {
         0 => WaveEnd::Success,
         1 => WaveEnd::Failure,
         _ => WaveEnd::Abandoned,
     };
-    match rng.below(7) {
-        0 | 1 => Op::Demand { count: 1 + rng.below(3) },
+    match rng.below(9) {
+        0 | 1 => Op::Demand { count: rng.below(3), epoch: format!("{:032x}", rng.below(3)) },
         2 => {
             *next_id += 1;
-            let fingerprint = (rng.below(2) == 0).then(|| Fingerprint { count: rng.below(100), newest_ms: now });
-            Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, fingerprint }
+            Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000 }
         }
         3 => Op::RecordCommands {
+            sender: pick_sender(rng),
             wave_id: pick_id(rng),
             command_ids: (0..rng.below(3)).map(|i| format!("cmd-{i}-{}", rng.next_u64())).collect(),
             sent: rng.below(2) == 0,
+            fingerprint: (rng.below(2) == 0).then(|| Fingerprint { count: rng.below(100), newest_ms: now }),
         },
-        4 => Op::Renew { wave_id: pick_id(rng), now, lease_ms: 1_000 },
+        4 => Op::Renew {
+            sender: (rng.below(2) == 0).then(|| pick_sender(rng)),
+            wave_id: pick_id(rng),
+            now,
+            lease_ms: 1_000,
+        },
         5 => Op::Finish { wave_id: pick_id(rng), end: end(rng) },
+        6 => Op::Pause { sender: pick_sender(rng), wave_id: pick_id(rng) },
+        7 => Op::Resume { wave_id: pick_id(rng), sender: format!("r{}", rng.below(1000)), now, lease_ms: 1_000 },
         _ => Op::TakeOver { wave_id: pick_id(rng), now, end: end(rng) },
     }
 }
 
 fn random_result(rng: &mut Rng) -> InstanceResult {
-    match rng.below(4) {
+    match rng.below(6) {
         0 | 1 => InstanceResult::Synced,
         2 => InstanceResult::Failed,
-        _ => {
-            if rng.below(2) == 0 {
-                InstanceResult::NotAttempted
-            } else {
-                InstanceResult::Gone
-            }
-        }
+        3 => InstanceResult::NotAttempted,
+        4 => InstanceResult::Gone,
+        _ => InstanceResult::Unreachable,
     }
 }
 
@@ -145,6 +156,9 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
             // (a late catch-up may report an older one).
             6 | 7 => {
                 let generation = rng.below(20);
+                // Two lineages: a counter that started again.
+                let epoch = format!("{:032x}", rng.below(2));
+                let synced = Synced { epoch: &epoch, generation };
                 let k = 1 + rng.below(3) as u32;
                 let mut results: Vec<(String, InstanceResult)> = Vec::new();
                 for id in INSTANCES {
@@ -153,12 +167,12 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     }
                 }
                 let got = store
-                    .record_results(generation, &results, now, k)
+                    .record_results(synced, &results, now, k)
                     .await
                     .map_err(|e| at(&format!("record_results: {e}")))?;
                 let mut expected = Vec::new();
                 for (id, result) in &results {
-                    let next = next_record(model.record(id), generation, *result, now, k);
+                    let next = next_record(model.record(id), synced, *result, now, k);
                     model.instances.insert(id.clone(), next.clone());
                     expected.push(next);
                 }
@@ -215,18 +229,31 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                 let record = WaveRecord {
                     wave_id: format!("rec-{}", rng.below(3)),
                     target: rng.below(50),
+                    epoch: format!("{:032x}", rng.below(2)),
                     reason: "conformance".into(),
                     started_at: now,
+                    document_version: "1".into(),
+                    commands_expire_at: now + 1_000,
                     instances: INSTANCES.iter().take(rng.below(5) as usize).map(|s| (*s).to_owned()).collect(),
                     end: (rng.below(2) == 0).then_some(WaveEnd::Failure),
                     finished_at: (rng.below(2) == 0).then_some(now + 1),
+                    synced: rng.below(5),
                     gone: vec![INSTANCES[0].to_owned()],
+                    unreachable: vec![INSTANCES[1].to_owned()],
+                    blame: (rng.below(2) == 0).then(|| "release or configuration failure".to_owned()),
                     ..WaveRecord::default()
                 };
-                store.put_wave(&record).await.map_err(|e| at(&format!("put_wave: {e}")))?;
+                let before = store.wave(&record.wave_id).await.map_err(|e| at(&format!("wave: {e}")))?;
+                let written = store.put_wave(&record).await.map_err(|e| at(&format!("put_wave: {e}")))?;
+                // A running snapshot never overwrites a finished record.
+                let expected = record.end.is_some() || before.as_ref().is_none_or(|b| b.end.is_none());
+                if written != expected {
+                    return Err(at(&format!("put_wave over {before:?}: wrote {written}, specification {expected}")));
+                }
                 let back = store.wave(&record.wave_id).await.map_err(|e| at(&format!("wave: {e}")))?;
-                if back.as_ref() != Some(&record) {
-                    return Err(at(&format!("wave record: wrote {record:?}, read {back:?}")));
+                let want = if written { Some(record) } else { before };
+                if back != want {
+                    return Err(at(&format!("wave record: expected {want:?}, read {back:?}")));
                 }
             }
         }

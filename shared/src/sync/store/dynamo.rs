@@ -20,9 +20,9 @@ use crate::store::{
 };
 use crate::sync::state::{self, Fingerprint, FleetItem, Op, Refusal, SCHEMA, Wave, WaveEnd};
 
-const A_SCHEMA: &str = "schema";
+const A_SCHEMA: &str = fleet_attrs::SCHEMA;
 const A_REQUESTED: &str = fleet_attrs::REQUESTED_GEN;
-const A_COMPLETED: &str = "completed_gen";
+const A_COMPLETED: &str = fleet_attrs::COMPLETED_GEN;
 const A_WAVE: &str = "wave_id";
 const A_RUNNING: &str = "running_gen";
 const A_LEASE: &str = "lease_expires_at";
@@ -33,6 +33,9 @@ const A_FP_START: &str = "fingerprint_start";
 const A_FP_SYNCED: &str = "fingerprint_synced";
 const A_FAILED_GEN: &str = "failed_gen";
 const A_FAILED_ATTEMPTS: &str = "failed_attempts";
+const A_FP_FAILED: &str = "fingerprint_failed";
+const A_EPOCH: &str = fleet_attrs::EPOCH;
+const A_SENDER: &str = "sender";
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
     AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
@@ -73,17 +76,19 @@ impl FleetStore for Table {
     async fn apply(&self, op: &Op) -> Result<Applied, StoreError> {
         let mut e = Expr::default();
         let (update, condition) = match op {
-            Op::Demand { count } => {
-                let (schema, completed, requested) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED));
+            Op::Demand { count, epoch } => {
+                let (schema, completed, requested, ep) =
+                    (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
                 let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
+                let epv = e.v("epoch", AttributeValue::S(epoch.clone()));
                 (
                     format!(
-                        "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}) ADD {requested} {c}"
+                        "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv}) ADD {requested} {c}"
                     ),
                     Some(format!("attribute_not_exists({schema}) OR {schema} <= {s}")),
                 )
             }
-            Op::Start { wave_id, now, lease_ms, fingerprint } => {
+            Op::Start { wave_id, now, lease_ms } => {
                 let (wave, running, requested, completed) =
                     (e.n(A_WAVE), e.n(A_RUNNING), e.n(A_REQUESTED), e.n(A_COMPLETED));
                 let (lease, since, cmds, sent, fp) =
@@ -95,38 +100,59 @@ impl FleetStore for Table {
                 let empty = e.v("empty", AttributeValue::L(Vec::new()));
                 let no = e.v("no", AttributeValue::Bool(false));
                 let max = e.v("max", num(u64::from(state::MAX_ATTEMPTS)));
-                let mut update = format!(
-                    "SET {wave} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}"
+                let sender = e.n(A_SENDER);
+                let update = format!(
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no} REMOVE {fp}"
                 );
-                match fingerprint {
-                    Some(f) => {
-                        let fv = e.v("fp", fingerprint_value(f));
-                        update.push_str(&format!(", {fp} = {fv}"));
-                    }
-                    None => update.push_str(&format!(" REMOVE {fp}")),
-                }
                 // The exact negation of state::start_refusal.
                 let condition = format!(
                     "attribute_not_exists({wave}) AND {requested} > {completed} AND (attribute_not_exists({fgen}) OR {fgen} < {requested} OR {fatt} < {max})"
                 );
                 (update, Some(condition))
             }
-            Op::RecordCommands { wave_id, command_ids, sent } => {
-                let (wave, cmds, sent_attr) = (e.n(A_WAVE), e.n(A_COMMANDS), e.n(A_SENT));
+            Op::RecordCommands { wave_id, sender, command_ids, sent, fingerprint } => {
+                let (wave, cmds, sent_attr, sender_attr) = (e.n(A_WAVE), e.n(A_COMMANDS), e.n(A_SENT), e.n(A_SENDER));
                 let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let sv = e.v("sender", AttributeValue::S(sender.clone()));
                 let ids = e.v("ids", string_list(command_ids));
                 let mut update = format!("SET {cmds} = list_append({cmds}, {ids})");
                 if *sent {
                     let yes = e.v("yes", AttributeValue::Bool(true));
                     update.push_str(&format!(", {sent_attr} = {yes}"));
                 }
-                (update, Some(format!("{wave} = {w}")))
+                if let Some(f) = fingerprint {
+                    let (fp, fv) = (e.n(A_FP_START), e.v("fp", fingerprint_value(f)));
+                    update.push_str(&format!(", {fp} = {fv}"));
+                }
+                (update, Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
             }
-            Op::Renew { wave_id, now, lease_ms } => {
+            Op::Pause { wave_id, sender } => {
+                let (wave, lease, sender_attr) = (e.n(A_WAVE), e.n(A_LEASE), e.n(A_SENDER));
+                let (w, zero) = (e.v("w", AttributeValue::S(wave_id.clone())), e.v("zero", num(0)));
+                let sv = e.v("sender", AttributeValue::S(sender.clone()));
+                (format!("SET {lease} = {zero}"), Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
+            }
+            Op::Resume { wave_id, sender, now, lease_ms } => {
+                let (wave, lease, sent, sender_attr) = (e.n(A_WAVE), e.n(A_LEASE), e.n(A_SENT), e.n(A_SENDER));
+                let w = e.v("w", AttributeValue::S(wave_id.clone()));
+                let (exp, nowv, no) =
+                    (e.v("exp", num(now + lease_ms)), e.v("now", num(*now)), e.v("no", AttributeValue::Bool(false)));
+                let sv = e.v("sender", AttributeValue::S(sender.clone()));
+                (
+                    format!("SET {lease} = {exp}, {sender_attr} = {sv}"),
+                    Some(format!("{wave} = {w} AND {sent} = {no} AND {lease} < {nowv}")),
+                )
+            }
+            Op::Renew { wave_id, sender, now, lease_ms } => {
                 let (wave, lease) = (e.n(A_WAVE), e.n(A_LEASE));
                 let w = e.v("w", AttributeValue::S(wave_id.clone()));
                 let exp = e.v("exp", num(now + lease_ms));
-                (format!("SET {lease} = {exp}"), Some(format!("{wave} = {w}")))
+                let mut condition = format!("{wave} = {w}");
+                if let Some(sender) = sender {
+                    let (sender_attr, sv) = (e.n(A_SENDER), e.v("sender", AttributeValue::S(sender.clone())));
+                    condition.push_str(&format!(" AND {sender_attr} = {sv}"));
+                }
+                (format!("SET {lease} = {exp}"), Some(condition))
             }
             Op::Finish { wave_id, .. } | Op::TakeOver { wave_id, .. } => {
                 // Read, compute with the pure function, write on condition
@@ -147,8 +173,15 @@ impl FleetStore for Table {
                     let (attr, v) = (e.n(A_FP_SYNCED), e.v("fps", fingerprint_value(fp)));
                     update.push_str(&format!(", {attr} = {v}"));
                 }
-                let removed: Vec<String> =
-                    [A_RUNNING, A_LEASE, A_SINCE, A_COMMANDS, A_SENT, A_FP_START].iter().map(|a| e.n(a)).collect();
+                if let Some(fp) = &next.fingerprint_failed {
+                    let (attr, v) = (e.n(A_FP_FAILED), e.v("fpf", fingerprint_value(fp)));
+                    update.push_str(&format!(", {attr} = {v}"));
+                }
+                let mut gone = vec![A_RUNNING, A_LEASE, A_SINCE, A_COMMANDS, A_SENT, A_FP_START, A_SENDER];
+                if next.fingerprint_failed.is_none() {
+                    gone.push(A_FP_FAILED);
+                }
+                let removed: Vec<String> = gone.iter().map(|a| e.n(a)).collect();
                 update.push_str(&format!(" REMOVE {wave}, {}", removed.join(", ")));
                 let mut condition = format!("{wave} = {w}");
                 if let Op::TakeOver { now, .. } = op {
@@ -164,20 +197,28 @@ impl FleetStore for Table {
         }
     }
 
-    async fn put_wave(&self, r: &WaveRecord) -> Result<(), StoreError> {
+    async fn put_wave(&self, r: &WaveRecord) -> Result<bool, StoreError> {
+        let list = |v: &[String]| string_list(v);
         let mut item: Attrs = HashMap::from([
             (PK.to_owned(), AttributeValue::S(self.keys().wave_pk(&r.wave_id))),
             ("wave_id".to_owned(), AttributeValue::S(r.wave_id.clone())),
             ("target".to_owned(), num(r.target)),
+            ("epoch".to_owned(), AttributeValue::S(r.epoch.clone())),
             ("reason".to_owned(), AttributeValue::S(r.reason.clone())),
             ("started_at".to_owned(), num(r.started_at)),
-            ("instances".to_owned(), string_list(&r.instances)),
-            ("quarantined".to_owned(), string_list(&r.quarantined)),
-            ("command_ids".to_owned(), string_list(&r.command_ids)),
-            ("succeeded".to_owned(), string_list(&r.succeeded)),
-            ("failed".to_owned(), string_list(&r.failed)),
-            ("not_attempted".to_owned(), string_list(&r.not_attempted)),
-            ("gone".to_owned(), string_list(&r.gone)),
+            ("document_version".to_owned(), AttributeValue::S(r.document_version.clone())),
+            ("commands_expire_at".to_owned(), num(r.commands_expire_at)),
+            ("instances".to_owned(), list(&r.instances)),
+            ("quarantined".to_owned(), list(&r.quarantined)),
+            ("not_online".to_owned(), list(&r.not_online)),
+            ("too_old".to_owned(), list(&r.too_old)),
+            ("busy".to_owned(), list(&r.busy)),
+            ("command_ids".to_owned(), list(&r.command_ids)),
+            ("synced".to_owned(), num(r.synced)),
+            ("failed".to_owned(), list(&r.failed)),
+            ("not_attempted".to_owned(), list(&r.not_attempted)),
+            ("gone".to_owned(), list(&r.gone)),
+            ("unreachable".to_owned(), list(&r.unreachable)),
             (EXPIRES_AT.to_owned(), num(r.finished_at.unwrap_or(r.started_at) / 1000 + WAVE_RECORD_DAYS * 86_400)),
         ]);
         if let Some(end) = r.end {
@@ -186,7 +227,12 @@ impl FleetStore for Table {
         if let Some(t) = r.finished_at {
             item.insert("finished_at".to_owned(), num(t));
         }
-        self.put(item).await
+        if let Some(b) = &r.blame {
+            item.insert("blame".to_owned(), AttributeValue::S(b.clone()));
+        }
+        // A running snapshot never overwrites a finished record.
+        let condition = r.end.is_none().then(|| "attribute_not_exists(#end)".to_owned());
+        self.put(item, condition, &[("#end", "end")]).await
     }
 
     async fn wave(&self, wave_id: &str) -> Result<Option<WaveRecord>, StoreError> {
@@ -196,17 +242,25 @@ impl FleetStore for Table {
         Ok(Some(WaveRecord {
             wave_id: r.string("wave_id")?.unwrap_or_default(),
             target: r.number("target")?.unwrap_or_default(),
+            epoch: r.string("epoch")?.unwrap_or_default(),
             reason: r.string("reason")?.unwrap_or_default(),
             started_at: r.number("started_at")?.unwrap_or_default(),
+            document_version: r.string("document_version")?.unwrap_or_default(),
+            commands_expire_at: r.number("commands_expire_at")?.unwrap_or_default(),
             instances: r.strings("instances")?,
             quarantined: r.strings("quarantined")?,
+            not_online: r.strings("not_online")?,
+            too_old: r.strings("too_old")?,
+            busy: r.strings("busy")?,
             command_ids: r.strings("command_ids")?,
             end: r.string("end")?.map(|s| parse_end(&pk, &s)).transpose()?,
             finished_at: r.number("finished_at")?,
-            succeeded: r.strings("succeeded")?,
+            synced: r.number("synced")?.unwrap_or_default(),
             failed: r.strings("failed")?,
             not_attempted: r.strings("not_attempted")?,
             gone: r.strings("gone")?,
+            unreachable: r.strings("unreachable")?,
+            blame: r.string("blame")?,
         }))
     }
 }
@@ -253,6 +307,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
             command_ids: r.strings(A_COMMANDS)?,
             sent: r.boolean(A_SENT)?,
             fingerprint: fingerprint(&r, A_FP_START)?,
+            sender: r.string(A_SENDER)?.unwrap_or_default(),
         }),
         None => None,
     };
@@ -263,5 +318,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         failed_gen: r.number(A_FAILED_GEN)?.unwrap_or_default(),
         failed_attempts: u32::try_from(r.number(A_FAILED_ATTEMPTS)?.unwrap_or_default()).unwrap_or(u32::MAX),
         fingerprint_synced: fingerprint(&r, A_FP_SYNCED)?,
+        fingerprint_failed: fingerprint(&r, A_FP_FAILED)?,
+        epoch: r.string(A_EPOCH)?.unwrap_or_default(),
     })
 }

@@ -30,7 +30,9 @@ pub enum Applied {
     Lost(Refusal),
 }
 
-/// One wave, for the record (and for the operator).
+/// One wave, for the record (and for the operator). Lists name only the
+/// instances of note; the synced ones are counted (a record stays well under
+/// DynamoDB's 400 KB item limit up to about 15,000 instances).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WaveRecord {
@@ -38,28 +40,47 @@ pub struct WaveRecord {
     pub wave_id: String,
     /// Its generation.
     pub target: u64,
+    /// The generation's lineage.
+    pub epoch: String,
     /// Why it started (`upload`, `follow-up`, `retry`, `manual: ...`, `sweep`).
     pub reason: String,
     /// Epoch ms.
     pub started_at: u64,
-    /// Instances it was sent to.
+    /// The document version it runs (pinned when it started).
+    pub document_version: String,
+    /// When its commands expire (delivery plus execution timeout, and a
+    /// margin), epoch ms: past it, a wave is finished without them.
+    pub commands_expire_at: u64,
+    /// Instances it is sent to, in sending order (resuming reads it).
     pub instances: Vec<String>,
     /// Quarantined instances left out.
     pub quarantined: Vec<String>,
+    /// In service, but not `Online` in SSM when it started: the sweep
+    /// catches them up.
+    pub not_online: Vec<String>,
+    /// Agents too old for the document (`ENV_VAR` needs 3.3.2746.0): left out.
+    pub too_old: Vec<String>,
+    /// Instances with a catch-up in flight: left out, never run twice at once.
+    pub busy: Vec<String>,
     /// Its commands.
     pub command_ids: Vec<String>,
     /// How it ended (absent while running).
     pub end: Option<WaveEnd>,
     /// Epoch ms.
     pub finished_at: Option<u64>,
-    /// Instances that synced.
-    pub succeeded: Vec<String>,
+    /// How many instances synced.
+    pub synced: u64,
     /// Instances that failed.
     pub failed: Vec<String>,
     /// Instances it never ran on.
     pub not_attempted: Vec<String>,
-    /// Instances that went away.
+    /// Instances that went away (refused at send as no longer running, or
+    /// left while it ran).
     pub gone: Vec<String>,
+    /// Instances in service that it never reached: caught up later.
+    pub unreachable: Vec<String>,
+    /// Why it failed without blaming its hosts, if it did.
+    pub blame: Option<String>,
 }
 
 /// How long a wave record is kept (DynamoDB TTL deletes it later).
@@ -71,8 +92,10 @@ pub trait FleetStore: RunHistory {
     fn load(&self) -> impl Future<Output = Result<Option<FleetItem>, StoreError>> + Send;
     /// Applies one transition as one conditional write.
     fn apply(&self, op: &Op) -> impl Future<Output = Result<Applied, StoreError>> + Send;
-    /// Writes (overwrites) a wave record.
-    fn put_wave(&self, record: &WaveRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes (overwrites) a wave record; a record without an `end` never
+    /// overwrites a finished one (a slow sender's last write must not erase
+    /// a settle's result). Returns whether it was written.
+    fn put_wave(&self, record: &WaveRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Reads a wave record.
     fn wave(&self, wave_id: &str) -> impl Future<Output = Result<Option<WaveRecord>, StoreError>> + Send;
 }
@@ -100,12 +123,17 @@ impl FleetStore for MemoryTable {
         })
     }
 
-    async fn put_wave(&self, record: &WaveRecord) -> Result<(), StoreError> {
+    async fn put_wave(&self, record: &WaveRecord) -> Result<bool, StoreError> {
         let pk = self.keys().wave_pk(&record.wave_id);
         self.with(|items| {
             let item = items.entry(pk).or_default();
+            let finished = item.get("end").is_some_and(|e| !e.is_null());
+            if record.end.is_none() && finished {
+                return Ok(false);
+            }
             item.clear();
-            MemoryTable::write(item, record)
+            MemoryTable::write(item, record)?;
+            Ok(true)
         })
     }
 

@@ -1,0 +1,320 @@
+//! The codebase sync on the emulator as slow and strict as AWS: the review's
+//! failing scenarios (`../shared/reviews/sync-path-2ca1350.md`), driven by the
+//! event router and the local agent on the test clock.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use fleetkeeper::Component;
+use fleetkeeper::clock::Clock;
+use fleetkeeper::config::vars;
+use fleetkeeper::ssm_document::history::RunHistory;
+use fleetkeeper::sync::state::{Op, WaveEnd};
+use fleetkeeper::sync::store::{FleetStore, WaveRecord};
+use fleetkeeper_tests::emulator::Caller;
+use fleetkeeper_tests::fleet::{FleetSpec, lock_table};
+use fleetkeeper_tests::inprocess::set_var;
+use fleetkeeper_tests::router::Path;
+use serde_json::Value;
+
+use crate::world::World;
+
+/// How often the schedules fire in these scenarios.
+const SWEEP: Duration = Duration::from_secs(5 * 60);
+
+fn plain(instances: i32) -> FleetSpec {
+    FleetSpec { instances, launch_hook: false, terminate_hook: false, ..FleetSpec::default() }
+}
+
+/// The codebase-sync responses of a settle round.
+fn dispatches(deliveries: &[fleetkeeper_tests::router::Delivery]) -> Vec<Value> {
+    deliveries
+        .iter()
+        .filter(|d| d.to == Component::CodebaseSync && d.path == Path::Sqs)
+        .map(|d| d.reply.clone().unwrap_or_else(|e| serde_json::json!({"error": e})))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_instance_lost_mid_wave_is_reported_gone_within_one_sweep() {
+    let mut w = World::new(plain(3)).await;
+    w.upload(&["v1.php"]).await;
+    w.router.pump().await;
+    let item = w.item().await;
+    let wave = item.wave.clone().expect("a wave runs");
+    let ids = w.instances().await;
+    let lost = ids[2].clone();
+    w.clients.ec2.terminate_instances().instance_ids(&lost).send().await.expect("terminate");
+    w.settle().await;
+    assert!(w.has(&ids[0], "v1.php") && w.has(&ids[1], "v1.php"));
+    assert!(w.item().await.wave.is_some(), "the lost instance's invocation is still InProgress");
+
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    let item = w.item().await;
+    assert_eq!(item.wave, None, "settled within one sweep, lease released");
+    assert_eq!(item.completed_gen, wave.target, "the release is not blamed for an instance that went away");
+    let record = w.wave(&wave.id).await;
+    assert_eq!(record.end, Some(WaveEnd::Success));
+    assert!(record.gone.contains(&lost), "{record:?}");
+}
+
+#[tokio::test]
+async fn agents_that_lost_their_connection_do_not_hold_the_wave() {
+    let mut w = World::new(plain(2)).await;
+    w.upload(&["v1.php"]).await;
+    w.router.pump().await;
+    let wave = w.item().await.wave.expect("a wave runs");
+    // Both instances stay in service but their agents never answer again.
+    for id in w.instances().await {
+        w.emulator.set_agent(&id, Some("ConnectionLost")).await;
+    }
+    // Their invocations would wait for the commands' expiry (2 hours): the
+    // sweep stops waiting for agents that lost their connection.
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    let item = w.item().await;
+    assert_eq!(item.wave, None, "one sweep later the wave is over");
+    let record = w.wave(&wave.id).await;
+    assert_eq!(record.end, Some(WaveEnd::Failure), "it reached nobody: never a success");
+    assert_eq!(record.unreachable.len(), 2, "{record:?}");
+    assert!(record.blame.is_some_and(|b| b.contains("no instance was reached")));
+    let records = w.store().instances(&w.instances().await).await.expect("records");
+    assert!(records.iter().all(|r| r.sync_failures == 0), "unreachable is nobody's failure");
+}
+
+#[tokio::test]
+async fn a_reset_demand_counter_never_makes_an_instance_skip_a_sync() {
+    let mut w = World::new(plain(1)).await;
+    for n in 1..=3 {
+        w.upload(&[&format!("before-{n}.php")]).await;
+        w.settle().await;
+    }
+    let id = w.instances().await.remove(0);
+    assert!(w.has(&id, "before-3.php"));
+    assert_eq!(w.item().await.completed_gen, 3);
+
+    // The lock table is recreated (a stack redeployed): demand starts at 1 again.
+    let table = lock_table(&w.clients, &format!("{}-new", w.fleet.lock_table)).await;
+    let mut env = w.env.clone();
+    set_var(&mut env, vars::LOCK_TABLE, &table);
+    for c in [Component::CodebaseSync, Component::SyncCompletion, Component::LifecycleHook] {
+        w.reroute(c, &env).await;
+    }
+    w.upload(&["after-reset.php"]).await;
+    let round = w.settle().await;
+    assert!(round.runs.iter().all(|r| r.ok()), "{:?}", round.runs.iter().map(|r| &r.run.stdout).collect::<Vec<_>>());
+    assert!(w.has(&id, "after-reset.php"), "the live tree has the new content, never 'superseded'");
+}
+
+#[tokio::test]
+async fn an_instance_left_out_of_a_wave_is_caught_up_within_one_sweep() {
+    let mut w = World::new(plain(2)).await;
+    let ids = w.instances().await;
+    w.emulator.set_agent(&ids[1], Some("ConnectionLost")).await;
+    w.upload(&["v1.php"]).await;
+    w.settle().await;
+    assert!(w.has(&ids[0], "v1.php"));
+    assert!(!w.has(&ids[1], "v1.php"), "its agent was offline at the wave's start");
+    let item = w.item().await;
+    assert!(item.wave.is_none(), "the wave did not wait for it");
+
+    w.emulator.set_agent(&ids[1], Some("Online")).await;
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&ids[1], "v1.php"), "caught up by the next sweep");
+    let records = w.store().instances(&ids).await.expect("records");
+    assert!(records.iter().all(|r| r.last_synced_gen >= item.completed_gen), "{records:?}");
+}
+
+#[tokio::test]
+async fn an_instance_attached_without_a_hook_is_caught_up_by_the_sweep() {
+    let mut w = World::new(plain(1)).await;
+    w.upload(&["v1.php"]).await;
+    w.settle().await;
+    let extra = w.fleet.launch_outside(&w.clients).await;
+    w.clients
+        .autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(&w.fleet.asg_name)
+        .max_size(20)
+        .send()
+        .await
+        .expect("update");
+    w.clients
+        .autoscaling
+        .attach_instances()
+        .auto_scaling_group_name(&w.fleet.asg_name)
+        .instance_ids(&extra)
+        .send()
+        .await
+        .expect("attach");
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&extra, "v1.php"), "no lifecycle hook fires on AttachInstances: the sweep caught it up");
+}
+
+#[tokio::test]
+async fn a_fleet_wide_failure_is_reported_loudly_and_quarantines_nobody() {
+    let mut w = World::new(plain(3)).await;
+    let ids = w.instances().await;
+    for id in &ids {
+        w.emulator.set_agent_version(id, "Online", "3.1.0.0").await;
+    }
+    for n in 1..=4 {
+        w.upload(&[&format!("v{n}.php")]).await;
+        w.settle().await;
+        w.clock.advance(SWEEP).await;
+        w.tick().await;
+    }
+    let item = w.item().await;
+    assert_eq!(item.completed_gen, 0, "never reported as synced");
+    let records = w.store().instances(&ids).await.expect("records");
+    assert!(records.iter().all(|r| !r.quarantined()), "nobody quarantined: {records:?}");
+    let last = w.router.log.iter().rev().find_map(|d| match (&d.reply, d.to) {
+        (Ok(v), Component::CodebaseSync | Component::SyncCompletion) if v.to_string().contains("configuration") => {
+            Some(v.clone())
+        }
+        _ => None,
+    });
+    assert!(last.is_some(), "a response says it is a configuration failure");
+}
+
+#[tokio::test]
+async fn a_shutting_down_instance_still_online_does_not_abort_the_wave() {
+    let mut w = World::new(plain(3)).await;
+    let ids = w.instances().await;
+    // A hookless termination: the group and SSM have not noticed yet.
+    w.clients.ec2.terminate_instances().instance_ids(&ids[2]).send().await.expect("terminate");
+    w.upload(&["v1.php"]).await;
+    let round = w.settle().await;
+    let answers = dispatches(&round.deliveries);
+    assert!(answers.iter().all(|a| a.get("error").is_none()), "{answers:?}");
+    assert!(w.has(&ids[0], "v1.php") && w.has(&ids[1], "v1.php"));
+    let item = w.item().await;
+    assert_eq!((item.completed_gen, item.wave.is_none()), (1, true), "{item:?}");
+}
+
+#[tokio::test]
+async fn an_error_after_winning_the_lease_leaves_the_wave_resumable_at_once() {
+    let mut w = World::new(plain(2)).await;
+    // The first delivery meets an SSM that does not answer.
+    let target = crate::targets::in_process_broken_ssm(&w.emulator, Component::CodebaseSync, &w.env, &w.clock).await;
+    w.router.route(Component::CodebaseSync, target);
+    w.upload(&["v1.php"]).await;
+    let first = w.router.pump().await;
+    assert!(first.iter().any(|d| d.to == Component::CodebaseSync && d.reply.is_err()), "the delivery failed");
+    // SQS redelivers (no time passes): a healthy invocation must not find a stuck lease.
+    w.reroute(Component::CodebaseSync, &w.env.clone()).await;
+    w.settle().await;
+    let ids = w.instances().await;
+    assert!(ids.iter().all(|id| w.has(id, "v1.php")), "synced without waiting for the lease to expire");
+}
+
+#[tokio::test]
+async fn only_the_winner_lists_the_codebase() {
+    let mut w = World::new(plain(1)).await;
+    let keys: Vec<String> = (0..40).map(|i| format!("burst/{i}.php")).collect();
+    fleetkeeper_tests::fleet::upload(&w.clients, &w.fleet, &keys).await;
+    w.router.pump().await;
+    let calls = w.emulator.calls(Caller::Function(Component::CodebaseSync)).await;
+    assert_eq!(calls.of("ListObjectsV2"), 1, "4 invocations, 1 winner: {:?}", calls.0);
+}
+
+#[tokio::test]
+async fn a_dead_senders_wave_is_taken_over_by_its_comment() {
+    let mut w = World::new(plain(1)).await;
+    let store = w.store();
+    store.apply(&Op::Demand { count: 1, epoch: fleetkeeper::ssm_document::new_epoch() }).await.expect("demand");
+    let now = w.clock.now_ms() + 123; // never a whole second
+    let started = store.apply(&Op::Start { wave_id: "dead".into(), now, lease_ms: 60_000 }).await.expect("start");
+    assert!(matches!(started, fleetkeeper::sync::store::Applied::Won(_)));
+    store
+        .put_wave(&WaveRecord {
+            wave_id: "dead".into(),
+            target: 1,
+            instances: w.instances().await,
+            ..WaveRecord::default()
+        })
+        .await
+        .expect("record");
+    // The sender died before sending anything; its lease runs out.
+    w.clock.advance(Duration::from_secs(120)).await;
+    let round = w.tick().await;
+    let sweeps: Vec<&Value> = round
+        .deliveries
+        .iter()
+        .filter(|d| d.to == Component::SyncCompletion)
+        .filter_map(|d| d.reply.as_ref().ok())
+        .collect();
+    assert!(!sweeps.is_empty(), "{:?}", round.deliveries.iter().map(|d| &d.reply).collect::<Vec<_>>());
+    let id = w.instances().await.remove(0);
+    assert!(w.has(&id, "index.php"), "the demand was synced after the take-over");
+}
+
+#[tokio::test]
+async fn a_held_generation_still_notices_a_changed_codebase() {
+    let mut w = World::new(plain(1)).await;
+    let id = w.instances().await.remove(0);
+    w.emulator.set_agent_version(&id, "Online", "3.1.0.0").await;
+    w.upload(&["broken.php"]).await;
+    w.settle().await;
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    w.emulator.set_agent_version(&id, "Online", "3.3.2746.0").await;
+    // A fix is uploaded, but its event is lost.
+    w.router.drop_s3_events = true;
+    w.upload(&["fixed.php"]).await;
+    w.router.pump().await;
+    w.router.drop_s3_events = false;
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&id, "fixed.php"), "the sweep's fingerprint saw the change");
+}
+
+#[tokio::test]
+async fn gone_and_unattempted_results_never_create_instance_items() {
+    let w = World::new(plain(0)).await;
+    let store = w.store();
+    let ghost = "i-0123456789abcdef0".to_owned();
+    store
+        .record_results(
+            fleetkeeper::ssm_document::history::Synced { epoch: "", generation: 1 },
+            &[(ghost.clone(), fleetkeeper::ssm_document::history::InstanceResult::Gone)],
+            1,
+            3,
+        )
+        .await
+        .expect("record");
+    let raw = w
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&w.fleet.lock_table)
+        .key("pk", AttributeValue::S(format!("{}#instance#{ghost}", w.fleet.name)))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(raw.item, None, "an item without a TTL would live forever");
+}
+
+#[tokio::test]
+async fn settling_a_thousand_instance_wave_costs_one_list_per_event() {
+    let mut w = World::new(plain(1000)).await;
+    w.upload(&["v1.php"]).await;
+    w.router.pump().await;
+    let wave = w.item().await.wave.expect("a wave runs");
+    assert_eq!(wave.command_ids.len(), 20, "1,000 instances in chunks of 50");
+    w.emulator.forget_calls(Caller::Function(Component::SyncCompletion)).await;
+    for command in &wave.command_ids {
+        w.emulator.set_invocation(command, None, "Success").await;
+    }
+    let round = w.settle().await;
+    let events = round.deliveries.iter().filter(|d| d.to == Component::SyncCompletion).count() as u64;
+    assert_eq!(events, 20);
+    assert_eq!(w.item().await.completed_gen, wave.target);
+    let calls = w.emulator.calls(Caller::Function(Component::SyncCompletion)).await;
+    assert!(calls.of("ListCommands") <= events + 1, "one listing per status event: {:?}", calls.0);
+    assert!(calls.of("ListCommandInvocations") <= 20, "the invocations once per command: {:?}", calls.0);
+    assert!(calls.of("GetCommandInvocation") == 0, "{:?}", calls.0);
+}
