@@ -528,6 +528,8 @@ mod tests {
             (vars::SYNC_MAX_CONCURRENCY, "0"),
             (vars::SYNC_MAX_ERRORS, "many"),
             (vars::SYNC_QUARANTINE_AFTER, "0"),
+            (vars::SYNC_MAX_ERRORS, "05%"),
+            (vars::CODEBASE_REGION, "eu-west-1; id"),
             (vars::DRY_RUN, "yes"),
         ];
         for (var, value) in table {

@@ -364,7 +364,13 @@ impl Fleet {
 
 /// Creates the fleet's sync document in SSM from `infra/sync-document.yaml`.
 pub async fn create_sync_document(c: &Clients, fleet: &Fleet) {
-    let path = format!("{}/../infra/sync-document.yaml", env!("CARGO_MANIFEST_DIR"));
+    create_sync_document_from(c, fleet, "infra/sync-document.yaml").await;
+}
+
+/// Creates the fleet's sync document from `path` (relative to the
+/// repository root): an earlier version of the document, in compatibility tests.
+pub async fn create_sync_document_from(c: &Clients, fleet: &Fleet, path: &str) {
+    let path = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
     let content = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     c.ssm
         .create_document()

@@ -169,6 +169,11 @@ fn parse_records(payload: &Value, out: &mut Vec<Received>) {
         return;
     };
     for record in records {
+        // SNS spells it `EventSource`, SQS and S3 `eventSource`.
+        if record.get("EventSource").and_then(Value::as_str) == Some("aws:sns") {
+            parse_sns_record(record, out);
+            continue;
+        }
         match record.get("eventSource").and_then(Value::as_str) {
             Some("aws:sqs") => parse_sqs_message(record, out),
             Some("aws:s3") => out.push(Received { via: Via::Direct, event: s3::from_notification_record(record) }),
@@ -205,6 +210,29 @@ fn parse_sqs_message(record: &Value, out: &mut Vec<Received>) {
             return;
         }
     };
+    parse_body(body, via, out);
+}
+
+/// An SNS notification delivered to the function itself (S3 -> SNS ->
+/// Lambda, a common fan-out): its `Sns.Message` holds the event.
+fn parse_sns_record(record: &Value, out: &mut Vec<Received>) {
+    let via = Via::Direct;
+    match record.get("Sns").and_then(|s| s.get("Message")).and_then(Value::as_str) {
+        Some(message) => match serde_json::from_str::<Value>(message) {
+            Ok(body) => parse_body(body, via, out),
+            Err(_) => {
+                out.push(Received { via, event: Event::skipped(SkipReason::Malformed, "SNS message is not JSON") })
+            }
+        },
+        None => {
+            out.push(Received { via, event: Event::skipped(SkipReason::Malformed, "SNS record without a message") })
+        }
+    }
+}
+
+/// A message body (SQS, SNS): an event, an S3 notification document, a hook
+/// message, a test notification, or an SNS notification wrapping them.
+fn parse_body(body: Value, via: Via, out: &mut Vec<Received>) {
     // S3 -> SNS -> SQS: the SNS envelope carries the real event as a string.
     let body = match (body.get("Type").and_then(Value::as_str), body.get("Message").and_then(Value::as_str)) {
         (Some("Notification"), Some(inner)) => match serde_json::from_str::<Value>(inner) {

@@ -106,6 +106,16 @@ fn s3_notification_keys_are_form_decoded() {
 }
 
 #[test]
+fn s3_notifications_through_sns_to_the_function_are_understood() {
+    // S3 -> SNS -> Lambda: the record says `EventSource` (capital E) and the
+    // S3 notification is the SNS message (review L10).
+    let all = events("s3-notification-sns-lambda.json");
+    let Event::S3(change) = &all[0] else { panic!("{all:?}") };
+    assert_eq!((change.bucket.as_str(), change.key.as_str()), ("code-bucket", "app/from sns.php"));
+    assert_eq!(skip_reasons(&all[1..]), [SkipReason::Malformed]);
+}
+
+#[test]
 fn s3_notifications_in_sqs_and_sns_bodies() {
     let received = parse(&fixture("s3-notification-sqs.json"));
     let keys: Vec<_> = received

@@ -537,3 +537,15 @@ async fn a_failing_recovery_counts_and_the_next_waits_an_hour() {
     w.clock.advance(Duration::from_millis(fleetkeeper::sync::run::RECOVERY_SPACING_MS)).await;
     assert_eq!(w.complete(scheduled()).await["sweep"]["catch_ups"][0]["action"], "sent");
 }
+
+#[tokio::test]
+async fn a_codebase_in_another_region_is_synced_from_its_region() {
+    let w = World::with(1, |env| set_var(env, fleetkeeper::config::vars::CODEBASE_REGION, "eu-west-1")).await;
+    let f = w.dispatcher().await;
+    assert_eq!(f.settings.region, "eu-west-1");
+    assert_eq!(f.deps.clients.s3.config().region().map(|r| r.as_ref()), Some("eu-west-1"), "the fingerprint's client");
+    started(&w.uploads(1, "r").await);
+    let sent = w.sent().await;
+    let region = sent[0].parameters.iter().find(|(k, _)| k == "region").map(|(_, v)| v.clone());
+    assert_eq!(region, Some(vec!["eu-west-1".to_owned()]), "the instances' aws s3 sync uses the bucket's region");
+}

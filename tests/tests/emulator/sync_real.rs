@@ -318,3 +318,55 @@ async fn settling_a_thousand_instance_wave_costs_one_list_per_event() {
     assert!(calls.of("ListCommandInvocations") <= 20, "the invocations once per command: {:?}", calls.0);
     assert!(calls.of("GetCommandInvocation") == 0, "{:?}", calls.0);
 }
+
+/// The document of the first release: its parameters are the "old set".
+const PREVIOUS_DOCUMENT: &str = "tests/emulator/fixtures/sync-document-2ca1350.yaml";
+
+#[tokio::test]
+async fn todays_functions_sync_with_the_previous_document() {
+    // The functions were updated before the document (an upgrade in
+    // progress): they leave out the parameters it does not declare.
+    let mut w = World::with_document(plain(2), PREVIOUS_DOCUMENT, |_| {}).await;
+    w.upload(&["v1.php"]).await;
+    let round = w.settle().await;
+    assert!(
+        !round.runs.is_empty() && round.runs.iter().all(|r| r.ok()),
+        "{:?}",
+        round.runs.iter().map(|r| &r.run.stderr).collect::<Vec<_>>()
+    );
+    for id in w.instances().await {
+        assert!(w.has(&id, "v1.php"), "{id}");
+    }
+    let item = w.item().await;
+    assert_eq!(item.completed_gen, item.requested_gen);
+}
+
+#[tokio::test]
+async fn the_previous_parameter_set_runs_on_todays_document() {
+    // A function from before the lineage parameter sends the old set.
+    let mut w = World::new(plain(1)).await;
+    let id = w.instances().await.remove(0);
+    let old: std::collections::HashMap<String, Vec<String>> = [
+        ("bucket", w.fleet.bucket.as_str()),
+        ("prefix", w.fleet.prefix.as_str()),
+        ("destination", w.fleet.destination.as_str()),
+        ("excludes", "media/*"),
+        ("generation", "1"),
+        ("region", "us-east-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), vec![v.to_owned()]))
+    .collect();
+    w.clients
+        .ssm
+        .send_command()
+        .document_name(&w.fleet.document)
+        .instance_ids(&id)
+        .set_parameters(Some(old))
+        .send()
+        .await
+        .expect("SSM accepts the old parameter set: every new parameter has a default");
+    let round = w.settle().await;
+    assert!(round.runs.iter().all(|r| r.ok()), "{:?}", round.runs.iter().map(|r| &r.run.stderr).collect::<Vec<_>>());
+    assert!(w.has(&id, "index.php"));
+}

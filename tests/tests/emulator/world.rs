@@ -10,7 +10,7 @@ use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::agent::{Agent, AgentRun};
 use fleetkeeper_tests::emulator::TestClock;
-use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
+use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document_from, upload};
 use fleetkeeper_tests::router::{Delivery, Router};
 
 use crate::targets::in_process;
@@ -61,10 +61,20 @@ impl World {
 
     /// The same, with the environment changed by `tweak`.
     pub async fn with(spec: FleetSpec, tweak: impl FnOnce(&mut Vec<(String, String)>)) -> World {
+        World::with_document(spec, "infra/sync-document.yaml", tweak).await
+    }
+
+    /// The same, with the sync document read from `document` (relative to the
+    /// repository root).
+    pub async fn with_document(
+        spec: FleetSpec,
+        document: &str,
+        tweak: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> World {
         let emulator = Emulator::from_env();
         let clients = emulator.clients().await;
         let fleet = Fleet::provision(&clients, &spec).await;
-        create_sync_document(&clients, &fleet).await;
+        create_sync_document_from(&clients, &fleet, document).await;
         upload(&clients, &fleet, &["index.php".into()]).await;
         let mut env = fleet.env();
         tweak(&mut env);
