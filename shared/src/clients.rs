@@ -4,7 +4,16 @@
 //! so `AWS_ENDPOINT_URL=http://127.0.0.1:PORT` points every client at the local
 //! emulator with no code branch. Clients are built once at cold start and
 //! passed down (they are cheap `Arc` clones).
+//!
+//! Every attempt of a call is bounded (`FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS`):
+//! the SDK sets no read timeout by default, so a connection that hangs
+//! without a reset would hold the invocation until Lambda's timeout; bounded,
+//! the attempt is abandoned and retried under the SDK's standard retry
+//! policy (three attempts, exponential backoff with jitter).
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Every SDK client fleetkeeper uses.
@@ -29,9 +38,14 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Loads the standard configuration chain and builds every client.
-    pub async fn from_env() -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    /// Loads the standard configuration chain and builds every client, each
+    /// attempt of a call bounded by `attempt_timeout`.
+    pub async fn from_env(attempt_timeout: Duration) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(3_100).min(attempt_timeout))
+            .operation_attempt_timeout(attempt_timeout)
+            .build();
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         Self::new(&sdk)
     }
 

@@ -51,6 +51,8 @@ pub mod vars {
     pub const SYNC_QUARANTINE_AFTER: &str = "FLEET_SYNC_QUARANTINE_AFTER";
     /// The codebase bucket's region, when it is not the functions' region.
     pub const CODEBASE_REGION: &str = "FLEET_CODEBASE_REGION";
+    /// How long one attempt of an AWS call may take, in seconds.
+    pub const AWS_ATTEMPT_TIMEOUT_SECONDS: &str = "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -185,7 +187,14 @@ pub struct Config {
     pub quarantine_after: u32,
     /// `FLEET_DRY_RUN`.
     pub dry_run: bool,
+    /// `FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10).
+    pub aws_attempt_timeout_seconds: u64,
 }
+
+/// Default bound on one attempt of an AWS call: a connection that hangs
+/// (no answer, no reset) is abandoned and the call retried by the SDK,
+/// instead of holding the invocation until Lambda's timeout.
+pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS: u64 = 10;
 
 /// Default number of consecutive failed syncs before quarantine.
 pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
@@ -299,6 +308,16 @@ impl Config {
             Some(v) => return Err(invalid(vars::DRY_RUN, "expected true or false", &v)),
         };
 
+        let aws_attempt_timeout_seconds = match get(vars::AWS_ATTEMPT_TIMEOUT_SECONDS) {
+            None => DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=60).contains(&n) => n,
+                _ => {
+                    return Err(invalid(vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "expected whole seconds from 1 to 60", &v));
+                }
+            },
+        };
+
         Ok(Config {
             component,
             fleet_name,
@@ -312,6 +331,7 @@ impl Config {
             rate: RateControls { max_concurrency, max_errors },
             quarantine_after,
             dry_run,
+            aws_attempt_timeout_seconds,
         })
     }
 
@@ -433,6 +453,7 @@ mod tests {
             let cfg = parse(c, &full()).unwrap_or_else(|e| panic!("{c}: {e}"));
             assert_eq!(cfg.asg_names, ["web-a", "web-b"]);
             assert_eq!(cfg.lease_seconds, DEFAULT_LEASE_SECONDS);
+            assert_eq!(cfg.aws_attempt_timeout_seconds, DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS);
             assert_eq!(cfg.rate, RateControls { max_concurrency: "50".into(), max_errors: "0".into() });
             assert!(!cfg.dry_run);
             let codebase = cfg.codebase.expect("codebase");
@@ -531,6 +552,8 @@ mod tests {
             (vars::SYNC_MAX_ERRORS, "05%"),
             (vars::CODEBASE_REGION, "eu-west-1; id"),
             (vars::DRY_RUN, "yes"),
+            (vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "0"),
+            (vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "1.5"),
         ];
         for (var, value) in table {
             let mut env = full();
@@ -550,8 +573,10 @@ mod tests {
         env.insert(vars::SYNC_MAX_CONCURRENCY, "25%");
         env.insert(vars::SYNC_MAX_ERRORS, "2");
         env.insert(vars::DRY_RUN, "TRUE");
+        env.insert(vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "3");
         let cfg = parse(SyncCompletion, &env).expect("valid");
         assert_eq!(cfg.lease_seconds, 120);
+        assert_eq!(cfg.aws_attempt_timeout_seconds, 3);
         assert_eq!(cfg.rate, RateControls { max_concurrency: "25%".into(), max_errors: "2".into() });
         assert!(cfg.dry_run);
         assert!(cfg.manages_asg("web-b") && !cfg.manages_asg("web"));

@@ -2,6 +2,7 @@
 //! and the clock, built once at cold start.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::{Clients, Component, Config, ConfigError};
@@ -22,6 +23,7 @@ impl Deps {
     /// the variable), then builds the clients from the standard chain.
     pub async fn from_env(component: Component) -> Result<Self, ConfigError> {
         let config = Config::from_env(component)?;
-        Ok(Deps { config, clients: Clients::from_env().await, clock: Arc::new(SystemClock) })
+        let clients = Clients::from_env(Duration::from_secs(config.aws_attempt_timeout_seconds)).await;
+        Ok(Deps { config, clients, clock: Arc::new(SystemClock) })
     }
 }

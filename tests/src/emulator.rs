@@ -7,6 +7,8 @@
 //! its own key, so the emulator's call recorder attributes every AWS call.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -59,6 +61,8 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct Emulator {
     url: String,
+    /// Where AWS calls go: the emulator, or a proxy in front of it.
+    endpoint: String,
     account: String,
 }
 
@@ -70,7 +74,8 @@ impl Emulator {
         match std::env::var(URL_VAR) {
             Ok(url) if !url.is_empty() => {
                 let digits = uuid::Uuid::new_v4().as_u128() % 900_000_000_000 + 100_000_000_000;
-                Emulator { url: url.trim_end_matches('/').to_owned(), account: digits.to_string() }
+                let url = url.trim_end_matches('/').to_owned();
+                Emulator { endpoint: url.clone(), url, account: digits.to_string() }
             }
             _ => panic!("{URL_VAR} is not set: run the emulator tests through `make test`, which starts the emulator"),
         }
@@ -79,6 +84,13 @@ impl Emulator {
     /// Its base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The same account, with AWS calls (SDK configurations and the functions'
+    /// `AWS_ENDPOINT_URL`) sent to `endpoint`, e.g. a fault proxy in front of
+    /// the emulator; the emulator's own control calls still go straight to it.
+    pub fn behind(&self, endpoint: &str) -> Emulator {
+        Emulator { endpoint: endpoint.trim_end_matches('/').to_owned(), ..self.clone() }
     }
 
     /// This handle's AWS account id.
@@ -98,7 +110,7 @@ impl Emulator {
     pub async fn sdk_config_as(&self, caller: Caller) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .endpoint_url(&self.url)
+            .endpoint_url(&self.endpoint)
             .credentials_provider(Credentials::new(self.key(caller), "testing", None, None, "emulator"))
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .load()
@@ -126,7 +138,7 @@ impl Emulator {
     pub fn aws_env_for(&self, component: Component) -> Vec<(String, String)> {
         let key = self.key(Caller::Function(component));
         [
-            ("AWS_ENDPOINT_URL", self.url.as_str()),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", key.as_str()),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -277,24 +289,60 @@ impl Calls {
 
 /// The test clock: the account's emulator clock and the handlers' clock
 /// move together, so timeouts, readiness delays and lease expiry pass in a
-/// test without waiting. `sleep` moves both forward at once.
+/// test without waiting. `sleep` moves both forward at once. Real bootstraps
+/// follow it too: the clock file holds the offset, which the clock shim
+/// (`LD_PRELOAD`, see `tests/clock-shim`) adds to their wall clock.
 #[derive(Debug, Clone)]
 pub struct TestClock {
     emulator: Emulator,
     offset_ms: Arc<AtomicU64>,
+    file: Arc<ClockFile>,
+}
+
+/// The file a shimmed process reads its clock offset from.
+#[derive(Debug)]
+struct ClockFile(PathBuf);
+
+impl ClockFile {
+    fn write(&self, offset_ms: u64) {
+        // One 8-byte write in place: a reader sees the old or the new offset.
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&self.0);
+        let written = file.and_then(|f| f.write_all_at(&(offset_ms as i64).to_le_bytes(), 0));
+        written.unwrap_or_else(|e| panic!("clock file {}: {e}", self.0.display()));
+    }
+}
+
+impl Drop for ClockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl TestClock {
     /// The clock of `emulator`'s account (starts at wall time).
     pub async fn new(emulator: &Emulator) -> Self {
         let offset = emulator.clock_offset_ms().await;
-        TestClock { emulator: emulator.clone(), offset_ms: Arc::new(AtomicU64::new(offset)) }
+        let path = std::env::temp_dir().join(format!("fk-clock-{}", uuid::Uuid::new_v4().simple()));
+        let file = ClockFile(path);
+        file.write(offset);
+        TestClock { emulator: emulator.clone(), offset_ms: Arc::new(AtomicU64::new(offset)), file: Arc::new(file) }
     }
 
     /// Moves both clocks forward by `by`.
     pub async fn advance(&self, by: Duration) {
         let offset = self.emulator.advance_clock(by).await;
         self.offset_ms.store(offset, Ordering::SeqCst);
+        self.file.write(offset);
+    }
+
+    /// The environment that puts a process on this clock: the shim preloaded,
+    /// reading this clock's file.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let shim = crate::runtime::binary_path("libfk_clock_shim.so");
+        vec![
+            ("LD_PRELOAD".to_owned(), shim.display().to_string()),
+            ("FK_CLOCK_FILE".to_owned(), self.file.0.display().to_string()),
+        ]
     }
 }
 

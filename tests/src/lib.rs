@@ -9,6 +9,7 @@
 //! | [`inprocess`] | a handler's `Deps` and invocation, for in-process handler tests |
 //! | [`agent`] | a local SSM agent: runs the real document for each instance, ends its invocation |
 //! | [`router`] | the event router: delivers what AWS would, to in-process handlers or real bootstraps |
+//! | [`faults`] | a fault-injecting HTTP proxy in front of the emulator (throttling, 5xx, drops, timeouts, kills) |
 //! | [`http`] | a minimal JSON-over-HTTP/1.1 client for the control endpoints |
 //!
 //! The emulator itself (Python, `tests/emulator/`) is started by `make test`
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod emulator;
 pub mod events;
+pub mod faults;
 pub mod fleet;
 pub mod http;
 pub mod inprocess;

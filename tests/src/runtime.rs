@@ -8,13 +8,23 @@
 //! variables, the emulator's endpoint, nothing inherited), queues events and
 //! returns what the function answered. An init failure is the process
 //! exiting: [`run_to_exit`] reports its exit code and output.
+//!
+//! Like Lambda, the harness ends an invocation that outlives its deadline
+//! (`Sandbox.Timedout`) and reports a process that dies mid-invocation as
+//! `Runtime.ExitError`; either way the next invocation cold-starts a fresh
+//! process. A [`Killer`] SIGKILLs the process at a chosen moment (the fault
+//! proxy uses it at a chosen AWS call). On a [`TestClock`] the process's wall
+//! clock follows the test clock (the clock shim), and deadlines are set on it.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use fleetkeeper::clock::{Clock, SystemClock};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -29,9 +39,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-/// How long an invocation may take before the harness gives up (the
-/// function's own deadline is passed separately).
-const HARNESS_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::emulator::TestClock;
+
+/// How long after its deadline an invocation is ended (Lambda ends it at the
+/// deadline; the margin absorbs the harness's own scheduling).
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
 /// What a function answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +90,39 @@ struct ApiState {
 /// A running function process behind its own Runtime API.
 pub struct LambdaProcess {
     name: String,
-    child: Child,
+    env: Vec<(String, String)>,
+    addr: String,
+    /// `None` after the process died or timed out: the next invocation cold-starts one.
+    child: Option<Child>,
     api: Arc<ApiState>,
     server: JoinHandle<()>,
     output: Output,
+    clock: Option<TestClock>,
+    pid: Arc<AtomicU32>,
+    killed: Arc<AtomicBool>,
+    /// Processes started (the first one included).
+    pub cold_starts: u32,
+}
+
+/// SIGKILLs a [`LambdaProcess`]'s current process, from anywhere.
+#[derive(Debug, Clone)]
+pub struct Killer {
+    pid: Arc<AtomicU32>,
+    killed: Arc<AtomicBool>,
+}
+
+impl Killer {
+    /// Sends SIGKILL now (nothing when no process runs).
+    pub fn kill(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            self.killed.store(true, Ordering::SeqCst);
+            // SAFETY: kill(2) with a pid this harness started; no memory involved.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// What a process printed, captured as it runs.
@@ -144,9 +185,29 @@ impl LambdaProcess {
     /// Starts `binary` (a workspace binary name) with `env` on top of the
     /// variables Lambda itself sets.
     pub async fn start(binary: &str, env: &[(String, String)]) -> Self {
+        Self::start_on(binary, env, None).await
+    }
+
+    async fn start_on(binary: &str, env: &[(String, String)], clock: Option<TestClock>) -> Self {
         let (api, server, addr) = serve(binary).await;
-        let (child, output) = spawn(binary, env, &addr);
-        LambdaProcess { name: binary.to_owned(), child, api, server, output }
+        let mut env = env.to_vec();
+        env.extend(clock.iter().flat_map(TestClock::process_env));
+        let output = Output::default();
+        let child = spawn(binary, &env, &addr, &output);
+        let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
+        LambdaProcess {
+            name: binary.to_owned(),
+            env,
+            addr,
+            child: Some(child),
+            api,
+            server,
+            output,
+            clock,
+            pid,
+            killed: Arc::new(AtomicBool::new(false)),
+            cold_starts: 1,
+        }
     }
 
     /// Starts function `component` with the fleet environment `env`, reaching
@@ -161,33 +222,90 @@ impl LambdaProcess {
         Self::start(component.name(), &env).await
     }
 
+    /// The same, the process's wall clock and its deadlines on `clock`.
+    /// `env` is complete (the caller adds [`crate::Emulator::aws_env_for`]).
+    pub async fn start_on_clock(
+        component: fleetkeeper::Component,
+        env: &[(String, String)],
+        clock: &TestClock,
+    ) -> Self {
+        Self::start_on(component.name(), env, Some(clock.clone())).await
+    }
+
+    /// A handle that SIGKILLs whichever process currently serves the function.
+    pub fn killer(&self) -> Killer {
+        Killer { pid: self.pid.clone(), killed: self.killed.clone() }
+    }
+
     /// Invokes the function with a 60 s deadline.
     pub async fn invoke(&mut self, event: Value) -> Outcome {
         self.invoke_with_deadline(event, Duration::from_secs(60)).await
     }
 
-    /// Invokes the function; its context's deadline is now + `deadline`.
+    fn now_ms(&self) -> u64 {
+        match &self.clock {
+            Some(clock) => clock.now_ms(),
+            None => SystemClock.now_ms(),
+        }
+    }
+
+    /// Invokes the function; its context's deadline is now + `deadline`
+    /// (on the process's clock). Lambda's endings: past the deadline the
+    /// process is stopped (`Sandbox.Timedout`); a process that dies answers
+    /// `Runtime.ExitError`; the next invocation starts a new process.
     pub async fn invoke_with_deadline(&mut self, event: Value, deadline: Duration) -> Outcome {
+        if self.child.is_none() {
+            let child = spawn(&self.name, &self.env, &self.addr, &self.output);
+            self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
+            self.killed.store(false, Ordering::SeqCst);
+            self.child = Some(child);
+            self.cold_starts += 1;
+        }
         let (reply, answer) = oneshot::channel();
+        let request_id = uuid::Uuid::new_v4().to_string();
         let pending = Pending {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: request_id.clone(),
             event,
-            deadline_ms: now_ms() + deadline.as_millis() as u64,
+            deadline_ms: self.now_ms() + deadline.as_millis() as u64,
             reply,
         };
         if let Ok(mut q) = self.api.queue.lock() {
             q.push_back(pending);
         }
         self.api.arrived.notify_one();
-        tokio::select! {
-            outcome = answer => outcome.unwrap_or_else(|_| panic!("{}: the runtime API dropped the invocation", self.name)),
-            status = self.child.wait() => panic!(
-                "{} exited ({status:?}) during an invocation.\nstderr:\n{}\nstdout:\n{}",
-                self.name, self.output.stderr(), self.output.stdout()
-            ),
-            _ = tokio::time::sleep(HARNESS_TIMEOUT) => panic!(
-                "{} did not answer within {HARNESS_TIMEOUT:?}.\nstdout:\n{}", self.name, self.output.stdout()
-            ),
+        let Some(child) = self.child.as_mut() else { unreachable!("started above") };
+        let outcome = tokio::select! {
+            outcome = answer => Ok(outcome.unwrap_or_else(|_| panic!("{}: the runtime API dropped the invocation", self.name))),
+            status = child.wait() => Err(Outcome::Error {
+                error_type: "Runtime.ExitError".into(),
+                error_message: format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: {}{}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                    if self.killed.load(Ordering::SeqCst) { " (killed by the harness)" } else { "" },
+                ),
+            }),
+            _ = tokio::time::sleep(deadline + DEADLINE_GRACE) => {
+                let _ = child.kill().await;
+                Err(Outcome::Error {
+                    error_type: "Sandbox.Timedout".into(),
+                    error_message: format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", deadline.as_secs_f64()),
+                })
+            }
+        };
+        match outcome {
+            Ok(answered) => answered,
+            Err(ended) => {
+                // The sandbox is gone: a fresh process serves the next invocation.
+                self.child = None;
+                self.pid.store(0, Ordering::SeqCst);
+                if let Ok(mut q) = self.api.queue.lock() {
+                    q.retain(|p| p.request_id != request_id);
+                }
+                if let Ok(mut m) = self.api.inflight.lock() {
+                    m.remove(&request_id);
+                }
+                ended
+            }
         }
     }
 
@@ -198,7 +316,9 @@ impl LambdaProcess {
 
     /// Stops the process.
     pub async fn stop(mut self) -> Output {
-        let _ = self.child.kill().await;
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill().await;
+        }
         self.server.abort();
         self.output.clone()
     }
@@ -208,7 +328,8 @@ impl LambdaProcess {
 /// (panics then: a process that should have failed kept running).
 pub async fn run_to_exit(binary: &str, env: &[(String, String)], timeout: Duration) -> Exit {
     let (api, server, addr) = serve(binary).await;
-    let (mut child, output) = spawn(binary, env, &addr);
+    let output = Output::default();
+    let mut child = spawn(binary, env, &addr, &output);
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.unwrap_or_else(|e| panic!("{binary}: wait: {e}")),
         Err(_) => {
@@ -225,7 +346,8 @@ pub async fn run_to_exit(binary: &str, env: &[(String, String)], timeout: Durati
     Exit { code: status.code(), stdout: output.stdout(), stderr: output.stderr(), init_error }
 }
 
-fn spawn(binary: &str, env: &[(String, String)], addr: &str) -> (Child, Output) {
+/// Starts a process of `binary`; what it prints is appended to `output`.
+fn spawn(binary: &str, env: &[(String, String)], addr: &str, output: &Output) -> Child {
     let mut cmd = Command::new(binary_path(binary));
     // A clean environment: what Lambda sets, what the caller gives, nothing
     // inherited (a developer's real AWS credentials must never leak in).
@@ -243,7 +365,6 @@ fn spawn(binary: &str, env: &[(String, String)], addr: &str) -> (Child, Output) 
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
-    let output = Output::default();
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(capture(out, output.stdout.clone())));
@@ -252,9 +373,9 @@ fn spawn(binary: &str, env: &[(String, String)], addr: &str) -> (Child, Output) 
         readers.push(tokio::spawn(capture(err, output.stderr.clone())));
     }
     if let Ok(mut r) = output.readers.lock() {
-        *r = readers;
+        r.extend(readers);
     }
-    (child, output)
+    child
 }
 
 async fn capture(stream: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
@@ -349,8 +470,4 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -1,0 +1,208 @@
+//! The fault proxy and the harness's Lambda-like endings: what a function
+//! sees of each injected fault, a SIGKILL at a chosen AWS call and the cold
+//! start after it, the deadline Lambda enforces, and a real bootstrap on the
+//! test clock.
+
+use std::time::Duration;
+
+use aws_sdk_ssm::error::ProvideErrorMetadata;
+use fleetkeeper::Component;
+use fleetkeeper::clock::Clock;
+use fleetkeeper::store::Table;
+use fleetkeeper::sync::state::FleetItem;
+use fleetkeeper::sync::store::FleetStore;
+use fleetkeeper_tests::Emulator;
+use fleetkeeper_tests::emulator::{Caller, TestClock};
+use fleetkeeper_tests::events;
+use fleetkeeper_tests::faults::{Fault, FaultProxy, Plan};
+use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
+use fleetkeeper_tests::inprocess::set_var;
+use fleetkeeper_tests::runtime::{LambdaProcess, Outcome};
+
+/// The emulator behind a proxy that faults `caller`'s calls, and `caller`'s
+/// clients through it (one attempt per call: the SDK's view of one fault).
+async fn proxied(caller: Caller) -> (Emulator, FaultProxy, fleetkeeper::Clients) {
+    let emulator = Emulator::from_env();
+    let proxy = FaultProxy::start(emulator.url()).await;
+    proxy.fault(&emulator.key(caller), None);
+    let behind = emulator.behind(proxy.url());
+    let clients = fleetkeeper::Clients::new(&behind.sdk_config_as(caller).await);
+    (emulator, proxy, clients)
+}
+
+#[tokio::test]
+async fn every_protocol_reads_an_injected_throttle_as_its_service_s_throttling_error() {
+    let caller = Caller::Function(Component::SyncCompletion);
+    let (emulator, proxy, c) = proxied(caller).await;
+    proxy.set_plan(Plan { limit: None, ..Plan::next(Fault::Throttle, 0) });
+    let codes = [
+        ("ssm", c.ssm.describe_instance_information().send().await.err().and_then(|e| e.code().map(str::to_owned))),
+        ("dynamodb", c.dynamodb.list_tables().send().await.err().and_then(|e| e.code().map(str::to_owned))),
+        ("ec2", c.ec2.describe_instances().send().await.err().and_then(|e| e.code().map(str::to_owned))),
+        (
+            "autoscaling",
+            c.autoscaling.describe_auto_scaling_groups().send().await.err().and_then(|e| e.code().map(str::to_owned)),
+        ),
+        ("elbv2", c.elbv2.describe_target_groups().send().await.err().and_then(|e| e.code().map(str::to_owned))),
+        ("s3", c.s3.list_buckets().send().await.err().and_then(|e| e.code().map(str::to_owned))),
+    ];
+    let throttling = [
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "Throttling",
+        "SlowDown",
+    ];
+    for (service, code) in &codes {
+        let code = code.as_deref().unwrap_or_else(|| panic!("{service}: no error code"));
+        assert!(throttling.contains(&code), "{service}: {code}");
+    }
+    assert_eq!(emulator.calls(caller).await.total(), 0, "a throttled call never reaches AWS");
+    assert_eq!(proxy.counts().get(&Fault::Throttle), Some(&6));
+}
+
+#[tokio::test]
+async fn the_sdk_retries_injected_throttles_and_server_errors_then_succeeds() {
+    let caller = Caller::Function(Component::SyncCompletion);
+    let emulator = Emulator::from_env();
+    let proxy = FaultProxy::start(emulator.url()).await;
+    proxy.fault(&emulator.key(caller), None);
+    // The SDK's defaults, as a deployed function has them: three attempts.
+    let config = aws_sdk_ssm::config::Builder::from(&emulator.behind(proxy.url()).sdk_config_as(caller).await)
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .build();
+    let ssm = aws_sdk_ssm::Client::from_conf(config);
+    for fault in [Fault::Throttle, Fault::ServerError, Fault::DropBefore] {
+        proxy.set_plan(Plan::next(fault, 2));
+        ssm.describe_instance_information()
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} twice, then the third attempt: {e:?}"));
+    }
+    assert_eq!(emulator.calls(caller).await.of("DescribeInstanceInformation"), 3, "one served call per fault kind");
+    assert_eq!(proxy.injections().len(), 6);
+}
+
+#[tokio::test]
+async fn a_dropped_answer_leaves_the_write_committed() {
+    let caller = Caller::Function(Component::SyncCompletion);
+    let (emulator, proxy, c) = proxied(caller).await;
+    let test = emulator.clients().await;
+    let table = fleetkeeper_tests::fleet::lock_table(&test, &fleetkeeper_tests::emulator::unique("t")).await;
+    proxy.set_plan(Plan::next(Fault::DropAfter, 1));
+    let put = c
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("fleet".into()))
+        .send()
+        .await;
+    let err = put.expect_err("the answer was dropped");
+    assert!(matches!(err, aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)), "{err:?}");
+    let got = test
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("fleet".into()))
+        .send()
+        .await
+        .expect("get");
+    assert!(got.item().is_some(), "yet the write committed");
+}
+
+/// A fleet with the sync document and one object, `sync-completion`'s
+/// environment for it, and the proxy faulting that function.
+async fn sweep_setup(instances: i32) -> (Emulator, Fleet, FaultProxy, Vec<(String, String)>) {
+    let emulator = Emulator::from_env();
+    let clients = emulator.clients().await;
+    let spec = FleetSpec { instances, launch_hook: false, terminate_hook: false, ..FleetSpec::default() };
+    let fleet = Fleet::provision(&clients, &spec).await;
+    create_sync_document(&clients, &fleet).await;
+    upload(&clients, &fleet, &["index.php".into()]).await;
+    for id in fleet.members(&clients).await.into_iter().map(|m| m.id) {
+        emulator.set_agent(&id, Some("Online")).await;
+    }
+    let proxy = FaultProxy::start(emulator.url()).await;
+    let mut env = fleet.env();
+    env.extend(emulator.behind(proxy.url()).aws_env_for(Component::SyncCompletion));
+    (emulator, fleet, proxy, env)
+}
+
+async fn item(emulator: &Emulator, fleet: &Fleet) -> FleetItem {
+    let clients = emulator.clients().await;
+    let table = Table::new(clients.dynamodb.clone(), &fleet.lock_table, &fleet.name);
+    table.load().await.expect("load").unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_kill_at_an_aws_call_ends_the_invocation_and_the_next_one_cold_starts() {
+    let (emulator, fleet, proxy, env) = sweep_setup(1).await;
+    let clock = TestClock::new(&emulator).await;
+    let mut sweep = LambdaProcess::start_on_clock(Component::SyncCompletion, &env, &clock).await;
+    proxy.fault(&emulator.key(Caller::Function(Component::SyncCompletion)), Some(sweep.killer()));
+    proxy.set_plan(Plan::next(Fault::Kill, 1));
+
+    let first = sweep.invoke(events::scheduled()).await;
+    let Outcome::Error { error_type, error_message } = &first else { panic!("{first:?}") };
+    assert_eq!(error_type, "Runtime.ExitError", "{error_message}");
+    assert!(error_message.contains("killed by the harness"), "{error_message}");
+    assert_eq!(proxy.injections().len(), 1);
+
+    // Lambda's retry of the same event: a fresh process, the sweep done.
+    let second = sweep.invoke(events::scheduled()).await.response();
+    assert_eq!(sweep.cold_starts, 2);
+    assert!(second.to_string().contains("wave"), "{second}");
+    assert!(item(&emulator, &fleet).await.wave.is_some(), "the retry started the wave");
+    sweep.stop().await;
+}
+
+#[tokio::test]
+async fn lambda_ends_an_invocation_at_its_deadline_and_starts_afresh() {
+    let (emulator, _fleet, proxy, env) = sweep_setup(0).await;
+    let clock = TestClock::new(&emulator).await;
+    let mut sweep = LambdaProcess::start_on_clock(Component::SyncCompletion, &env, &clock).await;
+    proxy.fault(&emulator.key(Caller::Function(Component::SyncCompletion)), None);
+    proxy.set_plan(Plan { hold: Duration::from_secs(120), ..Plan::next(Fault::Timeout, 1) });
+    let hung = sweep.invoke_with_deadline(events::scheduled(), Duration::from_secs(2)).await;
+    let Outcome::Error { error_type, .. } = &hung else { panic!("{hung:?}") };
+    assert_eq!(error_type, "Sandbox.Timedout");
+    let next = sweep.invoke(events::scheduled()).await;
+    assert!(matches!(next, Outcome::Response(_)), "{next:?}");
+    assert_eq!(sweep.cold_starts, 2);
+    sweep.stop().await;
+}
+
+#[tokio::test]
+async fn a_hung_call_is_abandoned_at_the_attempt_timeout_and_retried_within_the_deadline() {
+    let (emulator, fleet, proxy, mut env) = sweep_setup(1).await;
+    // The SDK's own retry settings, as deployed (no AWS_MAX_ATTEMPTS).
+    env.retain(|(k, _)| k != "AWS_MAX_ATTEMPTS");
+    set_var(&mut env, "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS", "1");
+    let clock = TestClock::new(&emulator).await;
+    let mut sweep = LambdaProcess::start_on_clock(Component::SyncCompletion, &env, &clock).await;
+    proxy.fault(&emulator.key(Caller::Function(Component::SyncCompletion)), None);
+    proxy.set_plan(Plan { hold: Duration::from_secs(120), ..Plan::next(Fault::Timeout, 1) });
+    let answer = sweep.invoke_with_deadline(events::scheduled(), Duration::from_secs(20)).await;
+    assert!(matches!(answer, Outcome::Response(_)), "{answer:?}");
+    assert!(item(&emulator, &fleet).await.wave.is_some(), "the sweep went on after the hung call");
+    sweep.stop().await;
+}
+
+#[tokio::test]
+async fn a_bootstrap_on_the_test_clock_lives_at_the_test_clock_s_time() {
+    let (emulator, fleet, _proxy, env) = sweep_setup(1).await;
+    let clock = TestClock::new(&emulator).await;
+    let ten_days = Duration::from_secs(10 * 86_400);
+    clock.advance(ten_days).await;
+    let mut sweep = LambdaProcess::start_on_clock(Component::SyncCompletion, &env, &clock).await;
+    sweep.invoke(events::scheduled()).await.response();
+    let wave = item(&emulator, &fleet).await.wave.expect("the first sweep starts a wave");
+    let wall = fleetkeeper::clock::SystemClock.now_ms();
+    assert!(
+        wave.lease_expires_at > wall + ten_days.as_millis() as u64,
+        "the lease was taken at the test clock's now ({} vs wall {wall})",
+        wave.lease_expires_at
+    );
+    assert!(wave.lease_expires_at <= clock.now_ms() + 900_000);
+    sweep.stop().await;
+}
