@@ -8,7 +8,7 @@ PYTHON ?= python3
 EMULATOR := tests/emulator/with-emulator
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 
-.PHONY: all venv build test test-rust test-emulator demo fmt fmt-check clippy check clean
+.PHONY: all venv build test test-rust test-emulator demo reliability fmt fmt-check clippy check clean
 
 all: build
 
@@ -31,6 +31,12 @@ test: venv build
 
 demo: venv build
 	$(EMULATOR) target/debug/demo
+
+# The sync's fault campaign: 50 seeds at 5, 20 and 50 % faulted AWS calls,
+# the table written into docs/reliability.md (about half an hour on 2 cores).
+SEEDS ?= 50
+reliability: venv build
+	$(EMULATOR) target/debug/reliability --seeds $(SEEDS) --out docs/reliability.md
 
 fmt:
 	cargo fmt --all

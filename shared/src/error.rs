@@ -144,6 +144,13 @@ impl AwsError {
         AwsError { operation, kind, code: DisplayCode(code), message, source: Box::new(err) }
     }
 
+    /// A request that could not be built (`operation`'s input was invalid):
+    /// nothing was sent.
+    pub fn construction(operation: &'static str, err: aws_smithy_types::error::operation::BuildError) -> Self {
+        let message = err.to_string();
+        AwsError { operation, kind: Kind::Rejected, code: DisplayCode(None), message, source: Box::new(err) }
+    }
+
     /// AWS's error code, when the service sent one.
     pub fn code(&self) -> Option<&str> {
         self.code.0.as_deref()

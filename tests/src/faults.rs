@@ -77,12 +77,21 @@ pub struct Plan {
     pub hold: Duration,
     /// At most this many faults, then none (`None`: no limit).
     pub limit: Option<u64>,
+    /// Fault only these operations (`None`: every operation).
+    pub operations: Option<Vec<String>>,
 }
 
 impl Plan {
     /// No faults.
     pub fn none() -> Self {
-        Plan { rate: 0.0, seed: 0, weights: [30, 20, 10, 15, 10, 15], hold: Duration::from_secs(3), limit: None }
+        Plan {
+            rate: 0.0,
+            seed: 0,
+            weights: [30, 20, 10, 15, 10, 15],
+            hold: Duration::from_secs(3),
+            limit: None,
+            operations: None,
+        }
     }
 
     /// Exactly `fault` on each of the next `count` faultable requests.
@@ -92,6 +101,11 @@ impl Plan {
             weights[i] = 1;
         }
         Plan { rate: 1.0, weights, limit: Some(count), ..Plan::none() }
+    }
+
+    /// The same plan, faulting only `operation` (e.g. `SendCommand`).
+    pub fn only(self, operation: &str) -> Self {
+        Plan { operations: Some(vec![operation.to_owned()]), ..self }
     }
 
     /// `rate` of faultable requests faulted, with the default mix, from `seed`.
@@ -311,7 +325,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
         let plan = state.plan.lock().map(|p| p.clone()).unwrap_or_else(|_| Plan::none());
         let injected =
             state.injections.lock().map(|i| i.len() as u64).unwrap_or(0) - state.plan_base.load(Ordering::SeqCst);
-        if plan.limit.is_some_and(|limit| injected >= limit) { None } else { plan.decide(n).map(|f| (n, f, plan)) }
+        let chosen = plan.operations.as_ref().is_none_or(|ops| ops.contains(&call.operation));
+        if !chosen || plan.limit.is_some_and(|limit| injected >= limit) {
+            None
+        } else {
+            plan.decide(n).map(|f| (n, f, plan))
+        }
     } else {
         None
     };

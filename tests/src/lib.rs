@@ -5,6 +5,7 @@
 //! | [`emulator`] | the patched moto server: URL, SDK clients, control endpoints |
 //! | [`runtime`] | a Lambda Runtime API that runs a function's real `bootstrap` binary |
 //! | [`fleet`] | provisioning a web tier (VPC, subnets, ALB target group, ASG, hooks, EFS, lock table, bucket) |
+//! | [`campaign`] | the sync's fault campaign: a seeded scenario under injected faults, then healing, four invariants checked |
 //! | [`events`] | events in the shapes AWS sends them |
 //! | [`inprocess`] | a handler's `Deps` and invocation, for in-process handler tests |
 //! | [`agent`] | a local SSM agent: runs the real document for each instance, ends its invocation |
@@ -16,6 +17,7 @@
 //! and `make demo`, which export `FLEETKEEPER_EMULATOR_URL`.
 
 pub mod agent;
+pub mod campaign;
 pub mod emulator;
 pub mod events;
 pub mod faults;

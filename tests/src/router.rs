@@ -126,7 +126,15 @@ pub struct Router {
     pub max_receive: u32,
     /// Lose S3 events (a test of the backstop): read, never delivered.
     pub drop_s3_events: bool,
+    /// Lose this share of the S3 and command status events (EventBridge
+    /// delivery is best-effort), decided from `loss_seed`.
+    pub loss: f64,
+    /// The seed of the losses.
+    pub loss_seed: u64,
+    /// Events lost so far (by `drop_s3_events` or `loss`).
+    pub lost: usize,
     message_seq: u64,
+    event_seq: u64,
 }
 
 impl Router {
@@ -162,7 +170,11 @@ impl Router {
             batch_size: 10,
             max_receive: 5,
             drop_s3_events: false,
+            loss: 0.0,
+            loss_seed: 0,
+            lost: 0,
             message_seq: 0,
+            event_seq: 0,
         }
     }
 
@@ -174,6 +186,15 @@ impl Router {
     /// Stops routing to `component`, handing back its target.
     pub fn unroute(&mut self, component: Component) -> Option<Box<dyn Target>> {
         self.targets.remove(&component)
+    }
+
+    /// Whether the next S3 or status event is lost.
+    fn loses(&mut self) -> bool {
+        self.event_seq += 1;
+        let h = crate::faults::mix(self.loss_seed ^ crate::faults::mix(self.event_seq));
+        let lost = crate::faults::unit(h) < self.loss;
+        self.lost += usize::from(lost);
+        lost
     }
 
     async fn read(&self, path: &str, after: u64) -> (Vec<Value>, u64) {
@@ -202,7 +223,7 @@ impl Router {
             let ours = e["detail-type"] == "EC2 Command Status-change Notification"
                 && d["document-name"] == self.fleet.document.as_str()
                 && TERMINAL_STATUSES.contains(&d["status"].as_str().unwrap_or_default());
-            if ours {
+            if ours && !self.loses() {
                 for to in [Component::SyncCompletion, Component::LifecycleHook] {
                     due.push(AsyncEvent { to, what: "command status".into(), payload: e.clone(), attempt: 1 });
                 }
@@ -210,8 +231,14 @@ impl Router {
         }
         let (events, next) = self.read(&format!("s3/events?bucket={}", self.fleet.bucket), self.s3_next).await;
         self.s3_next = next;
-        for e in events.into_iter().filter(|_| !self.drop_s3_events) {
-            if e["detail"]["object"]["key"].as_str().unwrap_or_default().starts_with(self.fleet.prefix.as_str()) {
+        for e in events {
+            if self.drop_s3_events {
+                self.lost += 1;
+                continue;
+            }
+            if e["detail"]["object"]["key"].as_str().unwrap_or_default().starts_with(self.fleet.prefix.as_str())
+                && !self.loses()
+            {
                 self.message_seq += 1;
                 self.queue.push_back(Message { id: format!("msg-{}", self.message_seq), body: e, receives: 0 });
             }

@@ -100,8 +100,14 @@ pub struct LambdaProcess {
     clock: Option<TestClock>,
     pid: Arc<AtomicU32>,
     killed: Arc<AtomicBool>,
-    /// Processes started (the first one included).
-    pub cold_starts: u32,
+    cold_starts: Arc<AtomicU32>,
+}
+
+impl Drop for LambdaProcess {
+    fn drop(&mut self) {
+        // The child is killed on drop (`kill_on_drop`); the API goes with it.
+        self.server.abort();
+    }
 }
 
 /// SIGKILLs a [`LambdaProcess`]'s current process, from anywhere.
@@ -206,7 +212,7 @@ impl LambdaProcess {
             clock,
             pid,
             killed: Arc::new(AtomicBool::new(false)),
-            cold_starts: 1,
+            cold_starts: Arc::new(AtomicU32::new(1)),
         }
     }
 
@@ -237,6 +243,16 @@ impl LambdaProcess {
         Killer { pid: self.pid.clone(), killed: self.killed.clone() }
     }
 
+    /// Processes started so far (the first one included).
+    pub fn cold_starts(&self) -> u32 {
+        self.cold_starts.load(Ordering::SeqCst)
+    }
+
+    /// The same count, readable after the process was handed to a router.
+    pub fn cold_start_counter(&self) -> Arc<AtomicU32> {
+        self.cold_starts.clone()
+    }
+
     /// Invokes the function with a 60 s deadline.
     pub async fn invoke(&mut self, event: Value) -> Outcome {
         self.invoke_with_deadline(event, Duration::from_secs(60)).await
@@ -259,7 +275,7 @@ impl LambdaProcess {
             self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
             self.killed.store(false, Ordering::SeqCst);
             self.child = Some(child);
-            self.cold_starts += 1;
+            self.cold_starts.fetch_add(1, Ordering::SeqCst);
         }
         let (reply, answer) = oneshot::channel();
         let request_id = uuid::Uuid::new_v4().to_string();

@@ -85,7 +85,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         return Ok(summary);
     }
     let budget = deadline::budget(event.context.deadline, f.deps.clock.now_ms(), MAX_WORK);
-    let cx = f.context(f.deps.clock.deadline_in(budget));
+    let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
     let reason = match &manual {
         Some(r) => format!("manual: {r}"),
         None => "upload".to_owned(),

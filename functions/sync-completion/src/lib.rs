@@ -67,7 +67,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let total = received.len();
     let (accepted, mut skipped) = triage(received, |e| classify(e, &f.settings));
     let budget = deadline::budget(event.context.deadline, f.deps.clock.now_ms(), MAX_WORK);
-    let cx = f.context(f.deps.clock.deadline_in(budget));
+    let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
     let mut summary = Summary {
         function: "sync-completion",
         events: total,

@@ -600,7 +600,9 @@ impl<S: RecordStore> Gate<'_, S> {
             SyncParameters::new(&settings.codebase, &settings.destination, epoch, generation, &settings.region)
                 .to_ssm(Some(&document))
                 .map_err(|e| GateError::Build(e.to_string()))?;
-        let sent = ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, generation).await?;
+        let sent =
+            ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, generation, self.clock)
+                .await?;
         if sent.is_none() {
             warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
         }

@@ -155,6 +155,28 @@ pub trait RunHistory: Send + Sync {
         generation: u64,
         sent_at: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims the instance for a catch-up before it is sent: sets
+    /// `recovery_command` to `claim` (a [`PENDING`] marker) only when no
+    /// catch-up is in flight. `false`: another invocation holds it. A wave
+    /// starting afterwards sees the claim and leaves the instance out; one
+    /// that started before is seen by the claimer (claim, then look).
+    fn claim_catch_up(
+        &self,
+        instance_id: &str,
+        claim: &str,
+        generation: u64,
+        at: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The prefix of a catch-up claim (`pending@<epoch ms>`): claimed, its
+/// command not recorded yet.
+pub const PENDING: &str = "pending@";
+
+/// When `recovery_command` is a claim, the moment it was made.
+pub fn pending_since(command: &str) -> Option<u64> {
+    command.strip_prefix(PENDING).and_then(|ms| ms.parse().ok())
 }
 
 impl RunHistory for MemoryTable {
@@ -197,6 +219,32 @@ impl RunHistory for MemoryTable {
             r.recovery_gen = generation;
             r.recovery_sent_at = Some(sent_at);
             MemoryTable::write(items.entry(self.keys().instance_pk(instance_id)).or_default(), &r)
+        })
+    }
+
+    async fn claim_catch_up(
+        &self,
+        instance_id: &str,
+        claim: &str,
+        generation: u64,
+        at: u64,
+    ) -> Result<bool, StoreError> {
+        self.claim_in_memory(instance_id, claim, generation, at)
+    }
+}
+
+impl MemoryTable {
+    fn claim_in_memory(&self, instance_id: &str, claim: &str, generation: u64, at: u64) -> Result<bool, StoreError> {
+        self.with(|items| {
+            let mut r = memory_record(self, items, instance_id)?;
+            if r.recovery_command.as_deref().is_some_and(|c| c != claim) {
+                return Ok(false);
+            }
+            r.recovery_command = Some(claim.to_owned());
+            r.recovery_gen = generation;
+            r.recovery_sent_at = Some(at);
+            MemoryTable::write(items.entry(self.keys().instance_pk(instance_id)).or_default(), &r)?;
+            Ok(true)
         })
     }
 }
@@ -274,6 +322,29 @@ impl RunHistory for Table {
         }
         self.update(&self.keys().instance_pk(instance_id), update, None, e, false).await?;
         Ok(())
+    }
+
+    async fn claim_catch_up(
+        &self,
+        instance_id: &str,
+        claim: &str,
+        generation: u64,
+        at: u64,
+    ) -> Result<bool, StoreError> {
+        let mut e = Expr::default();
+        let (iid, cmd, g, sent) =
+            (e.n("instance_id"), e.n("recovery_command"), e.n("recovery_gen"), e.n("recovery_sent_at"));
+        let (idv, cv, gv, atv) = (
+            e.v("id", AttributeValue::S(instance_id.to_owned())),
+            e.v("claim", AttributeValue::S(claim.to_owned())),
+            e.v("gen", num(generation)),
+            e.v("at", num(at)),
+        );
+        let update = format!("SET {iid} = {idv}, {cmd} = {cv}, {g} = {gv}, {sent} = {atv}");
+        // A retried claim whose first attempt committed finds its own value.
+        let condition = format!("attribute_not_exists({cmd}) OR {cmd} = {cv}");
+        let pk = self.keys().instance_pk(instance_id);
+        Ok(matches!(self.update(&pk, update, Some(condition), e, false).await?, Updated::Written(_)))
     }
 }
 

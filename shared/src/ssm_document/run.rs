@@ -1,11 +1,16 @@
 //! Sending the document, and reading one invocation.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::send_command::SendCommandError;
 use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
+use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
+use tracing::warn;
 
 use super::{PinnedDocument, catch_up_comment};
+use crate::clock::Clock;
 use crate::error::AwsError;
 use crate::events::CommandStatus;
 
@@ -64,26 +69,123 @@ pub fn command(
         .timeout_seconds(DELIVERY_TIMEOUT_S)
 }
 
+/// What a [`send_once`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The command (sent now, or found sent by an attempt whose answer was lost).
+    Command(String),
+    /// SSM refused an instance (`InvalidInstanceId`: its agent is not
+    /// registered, or it is shutting down); nothing was sent.
+    Refused,
+}
+
+/// Attempts of one [`send_once`].
+pub const SEND_ATTEMPTS: u32 = 3;
+
+/// How far before the first attempt [`send_once`] looks for a command its
+/// lost attempt created (`InvokedAfter` is whole seconds of SSM's clock,
+/// not ours).
+const SENT_LOOKBACK_MS: u64 = 60_000;
+
+/// Sends `request` so that at most one command results.
+///
+/// `SendCommand` has no idempotency token, and the SDK retries a call whose
+/// answer it did not get (a timeout, a dropped connection, a 5xx): when the
+/// first attempt was served, the retry is a second command, and the
+/// instances run the document twice at once. So the SDK does not retry this
+/// call; after an answer that leaves the outcome unknown, this looks for a
+/// command with the request's comment, document and instances
+/// (`ListCommands`) before sending again. A refusal (any 4xx, throttling
+/// included) means nothing was sent and is retried as is, up to
+/// [`SEND_ATTEMPTS`] attempts in all.
+pub async fn send_once(
+    ssm: &aws_sdk_ssm::Client,
+    request: SendCommandFluentBuilder,
+    clock: &dyn Clock,
+) -> Result<Sent, AwsError> {
+    let since = clock.now_ms().saturating_sub(SENT_LOOKBACK_MS);
+    let no_retries = aws_sdk_ssm::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match request.clone().customize().config_override(no_retries.clone()).send().await {
+            Ok(out) => {
+                let id = out.command().and_then(|c| c.command_id()).unwrap_or_default();
+                return Ok(Sent::Command(id.to_owned()));
+            }
+            Err(SdkError::ServiceError(ctx)) if ctx.err().is_invalid_instance_id() => return Ok(Sent::Refused),
+            Err(e) => e,
+        };
+        if !surely_refused(&error)
+            && let Some(id) = find_sent(ssm, &request, since).await?
+        {
+            warn!(command_id = %id, error = %AwsError::from_sdk("SendCommand", error), "the answer to SendCommand was lost, the command was not: adopted");
+            return Ok(Sent::Command(id));
+        }
+        let error = AwsError::from_sdk("SendCommand", error);
+        if attempt >= SEND_ATTEMPTS || !error.is_retryable() {
+            return Err(error);
+        }
+        warn!(attempt, error = %error, "SendCommand failed, nothing was sent: trying again");
+        clock.sleep(Duration::from_millis(200 << attempt)).await;
+    }
+}
+
+/// Whether SSM answered with a refusal (4xx): the command was not created.
+fn surely_refused(error: &SdkError<SendCommandError, aws_sdk_ssm::config::http::HttpResponse>) -> bool {
+    matches!(error, SdkError::ServiceError(ctx) if ctx.raw().status().as_u16() < 500)
+}
+
+/// The command `request` created, if an attempt created one: same document,
+/// comment and instances, requested after `since_ms`.
+async fn find_sent(
+    ssm: &aws_sdk_ssm::Client,
+    request: &SendCommandFluentBuilder,
+    since_ms: u64,
+) -> Result<Option<String>, AwsError> {
+    let filter = |key: CommandFilterKey, value: &str| {
+        CommandFilter::builder().key(key).value(value).build().map_err(|e| AwsError::construction("ListCommands", e))
+    };
+    let document = request.get_document_name().clone().unwrap_or_default();
+    let comment = request.get_comment().clone();
+    let mut instances = request.get_instance_ids().clone().unwrap_or_default();
+    instances.sort();
+    let mut pages = ssm
+        .list_commands()
+        .filters(filter(CommandFilterKey::DocumentName, &document)?)
+        .filters(filter(CommandFilterKey::InvokedAfter, &invoked_after(since_ms))?)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk("ListCommands", e))?;
+        for c in page.commands() {
+            let mut listed = c.instance_ids().to_vec();
+            listed.sort();
+            if c.comment().map(str::to_owned) == comment && listed == instances {
+                return Ok(c.command_id().map(str::to_owned));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Sends the document to one instance (a catch-up to `generation`, with
-/// `parameters` from [`super::SyncParameters::to_ssm`]). `None` when SSM
-/// refuses the instance (`InvalidInstanceId`: its agent is not registered,
-/// or it is shutting down).
+/// `parameters` from [`super::SyncParameters::to_ssm`]), at most once
+/// ([`send_once`]). `None` when SSM refuses the instance.
 pub async fn send_catch_up(
     ssm: &aws_sdk_ssm::Client,
     document: &PinnedDocument,
     parameters: HashMap<String, Vec<String>>,
     instance_id: &str,
     generation: u64,
+    clock: &dyn Clock,
 ) -> Result<Option<String>, AwsError> {
-    let result = command(ssm, document, parameters, catch_up_comment(instance_id, generation))
-        .instance_ids(instance_id)
-        .send()
-        .await;
-    match result {
-        Ok(out) => Ok(out.command().and_then(|c| c.command_id()).map(str::to_owned)),
-        Err(SdkError::ServiceError(ctx)) if ctx.err().is_invalid_instance_id() => Ok(None),
-        Err(e) => Err(AwsError::from_sdk("SendCommand", e)),
-    }
+    let request =
+        command(ssm, document, parameters, catch_up_comment(instance_id, generation)).instance_ids(instance_id);
+    Ok(match send_once(ssm, request, clock).await? {
+        Sent::Command(id) => Some(id),
+        Sent::Refused => None,
+    })
 }
 
 /// One invocation's status and `StatusDetails`; `Pending` while SSM does

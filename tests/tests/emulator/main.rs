@@ -6,6 +6,7 @@ mod faults;
 mod ground;
 mod lifecycle_hook;
 mod mount_targets;
+mod reliability;
 mod runtime_harness;
 mod sync_real;
 mod sync_store;

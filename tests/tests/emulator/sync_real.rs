@@ -8,7 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use fleetkeeper::Component;
 use fleetkeeper::clock::Clock;
 use fleetkeeper::config::vars;
-use fleetkeeper::ssm_document::history::RunHistory;
+use fleetkeeper::ssm_document::catch_up_comment;
+use fleetkeeper::ssm_document::history::{PENDING, RunHistory};
 use fleetkeeper::sync::state::{Op, WaveEnd};
 use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::emulator::Caller;
@@ -369,4 +370,141 @@ async fn the_previous_parameter_set_runs_on_todays_document() {
     let round = w.settle().await;
     assert!(round.runs.iter().all(|r| r.ok()), "{:?}", round.runs.iter().map(|r| &r.run.stderr).collect::<Vec<_>>());
     assert!(w.has(&id, "index.php"));
+}
+
+/// The `(command id, comment)` of every command sent to `instance`.
+async fn commands_to(w: &World, instance: &str) -> Vec<(String, String)> {
+    let listed = w.clients.ssm.list_commands().instance_id(instance).send().await.expect("list_commands");
+    listed
+        .commands()
+        .iter()
+        .map(|c| (c.command_id().unwrap_or_default().to_owned(), c.comment().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// A fleet of two whose second instance missed the wave of `v1.php` (its
+/// agent was offline) and is online again: a catch-up is due.
+async fn one_behind() -> (World, String) {
+    let mut w = World::new(plain(2)).await;
+    let ids = w.instances().await;
+    w.emulator.set_agent(&ids[1], Some("ConnectionLost")).await;
+    w.upload(&["v1.php"]).await;
+    w.settle().await;
+    assert!(!w.has(&ids[1], "v1.php"));
+    w.emulator.set_agent(&ids[1], Some("Online")).await;
+    (w, ids[1].clone())
+}
+
+#[tokio::test]
+async fn a_catch_up_sent_but_never_recorded_is_adopted_not_sent_again() {
+    // A sweep claimed the instance, sent its catch-up and died before
+    // recording the command id (SIGKILL, timeout): the next sweep must not
+    // send a second one to run beside it.
+    let (mut w, behind) = one_behind().await;
+    let item = w.item().await;
+    let now = w.clock.now_ms();
+    let claim = format!("{PENDING}{now}");
+    assert!(w.store().claim_catch_up(&behind, &claim, item.requested_gen, now).await.expect("claim"));
+    let wave_command = commands_to(&w, &w.instances().await[0]).await.remove(0).0;
+    let parameters = w.clients.ssm.list_commands().command_id(&wave_command).send().await.expect("list").commands()[0]
+        .parameters()
+        .cloned()
+        .unwrap_or_default();
+    let orphan = w
+        .clients
+        .ssm
+        .send_command()
+        .document_name(&w.fleet.document)
+        .instance_ids(&behind)
+        .set_parameters(Some(parameters))
+        .comment(catch_up_comment(&behind, item.requested_gen))
+        .send()
+        .await
+        .expect("the dead sweep's command")
+        .command()
+        .and_then(|c| c.command_id())
+        .unwrap_or_default()
+        .to_owned();
+
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    let sent = commands_to(&w, &behind).await;
+    assert_eq!(sent.iter().filter(|(_, c)| c.starts_with("fleetkeeper catch-up")).count(), 1, "{sent:?}");
+    assert!(sent.iter().any(|(id, _)| id == &orphan), "the orphan was adopted");
+    assert!(w.has(&behind, "v1.php"));
+    assert!(w.agent.overlaps().is_empty());
+    let record = w.store().instances(std::slice::from_ref(&behind)).await.expect("records").remove(0);
+    assert_eq!(record.recovery_command, None, "its outcome recorded: {record:?}");
+    assert!(record.last_synced_gen >= item.completed_gen, "{record:?}");
+}
+
+#[tokio::test]
+async fn a_claim_whose_sender_died_before_sending_waits_out_its_grace_then_is_replaced() {
+    let (mut w, behind) = one_behind().await;
+    let item = w.item().await;
+    let now = w.clock.now_ms();
+    assert!(
+        w.store().claim_catch_up(&behind, &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim")
+    );
+    // Within the grace another invocation may be sending it: nobody else does.
+    w.clock.advance(Duration::from_secs(60)).await;
+    w.tick().await;
+    assert!(commands_to(&w, &behind).await.iter().all(|(_, c)| !c.starts_with("fleetkeeper catch-up")));
+    // Past it, the claim is dropped and the catch-up sent in the same sweep.
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&behind, "v1.php"), "{:?}", commands_to(&w, &behind).await);
+    assert!(w.agent.overlaps().is_empty());
+}
+
+#[tokio::test]
+async fn a_wave_leaves_out_an_instance_with_a_catch_up_claimed_and_it_catches_up_after() {
+    let mut w = World::new(plain(2)).await;
+    w.settle().await;
+    let ids = w.instances().await;
+    let now = w.clock.now_ms();
+    let item = w.item().await;
+    assert!(
+        w.store().claim_catch_up(&ids[1], &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim")
+    );
+    w.upload(&["v2.php"]).await;
+    w.settle().await;
+    assert!(w.has(&ids[0], "v2.php"));
+    assert!(!w.has(&ids[1], "v2.php"), "left out of the wave: a catch-up may be running on it");
+    let wave_id = commands_to(&w, &ids[0])
+        .await
+        .iter()
+        .find_map(|(_, c)| c.strip_prefix("fleetkeeper wave ").map(str::to_owned))
+        .expect("a wave command");
+    let record = w.wave(&wave_id).await;
+    assert!(record.busy.contains(&ids[1]) && !record.instances.contains(&ids[1]), "{record:?}");
+
+    // The claim's sender never sent: past the grace the sweep catches it up.
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&ids[1], "v2.php"));
+    assert!(w.agent.overlaps().is_empty());
+}
+
+#[tokio::test]
+async fn a_wave_whose_every_instance_is_catching_up_waits_without_counting_a_failure() {
+    let mut w = World::new(plain(1)).await;
+    w.settle().await;
+    let id = w.instances().await.remove(0);
+    let now = w.clock.now_ms();
+    let item = w.item().await;
+    assert!(w.store().claim_catch_up(&id, &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim"));
+    w.upload(&["v2.php"]).await;
+    w.settle().await;
+    let item = w.item().await;
+    assert!(item.wave.is_none(), "the lease was released");
+    assert_eq!((item.failed_gen, item.failed_attempts), (0, 0), "busy is nobody's failure: {item:?}");
+    assert!(item.completed_gen < item.requested_gen, "the demand waits");
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    let item = w.item().await;
+    assert!(w.has(&id, "v2.php"));
+    assert_eq!(item.completed_gen, item.requested_gen, "{item:?}");
 }

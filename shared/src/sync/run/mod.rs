@@ -125,14 +125,16 @@ impl SyncFunction {
     }
 
     /// The executor over this state, for an invocation that must stop
-    /// starting new work at `until` (epoch ms on the function's clock).
-    pub fn context(&self, until: u64) -> SyncContext<'_, Table> {
+    /// starting new work at `until` and that Lambda stops at `deadline`
+    /// (epoch ms on the function's clock).
+    pub fn context(&self, until: u64, deadline: u64) -> SyncContext<'_, Table> {
         SyncContext {
             clients: &self.deps.clients,
             store: &self.store,
             settings: &self.settings,
             clock: self.deps.clock.as_ref(),
             until,
+            deadline,
         }
     }
 }
@@ -150,6 +152,26 @@ pub struct SyncContext<'a, S> {
     /// Start no new work after this moment, epoch ms (the invocation's
     /// deadline minus a margin).
     pub until: u64,
+    /// The invocation's deadline, epoch ms: Lambda stops the process then, so
+    /// a sender is surely gone by this moment plus [`SENDER_GRACE_MS`].
+    pub deadline: u64,
+}
+
+/// What a sender's lease allows past its invocation's deadline: clock
+/// differences between invocations (NTP keeps Lambda's within milliseconds).
+pub const SENDER_GRACE_MS: u64 = 30_000;
+
+impl<S> SyncContext<'_, S> {
+    /// The lease a sender takes or renews at `now`: `FLEET_LEASE_SECONDS`,
+    /// but never past its own deadline plus [`SENDER_GRACE_MS`]. A sender
+    /// SIGKILLed or timed out mid-send leaves a wave the next sweep resumes
+    /// soon after the sender's deadline, not a whole lease later; a live
+    /// sender never loses it, as it sends nothing past its deadline. (The
+    /// sweep renews a sent wave's lease in full while its commands run.)
+    pub fn sender_lease_ms(&self, now: u64) -> u64 {
+        let bound = self.deadline.saturating_add(SENDER_GRACE_MS).saturating_sub(now);
+        self.settings.lease_ms.min(bound).max(1)
+    }
 }
 
 /// A sync failure worth surfacing (see [`crate::error`]).

@@ -9,14 +9,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use aws_sdk_ssm::error::SdkError;
-use aws_sdk_ssm::operation::send_command::SendCommandError;
 use tracing::{info, warn};
 
 use super::{CHUNK_BUDGET_MS, EXPIRY_MARGIN_MS, StartOutcome, SyncContext, SyncError, WaveStarted, refused};
 use crate::config::RateControls;
-use crate::error::AwsError;
-use crate::ssm_document::run::{DELIVERY_TIMEOUT_S, command, resolve};
+use crate::ssm_document::run::{DELIVERY_TIMEOUT_S, Sent, command, resolve, send_once};
 use crate::ssm_document::{MAX_INSTANCE_IDS, PinnedDocument, SyncParameters, chunk_rates, chunks, wave_comment};
 use crate::sync::codebase::fingerprint;
 use crate::sync::decide::Blame;
@@ -47,7 +44,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let mut last = None;
         for _ in 0..3 {
             let wave_id = uuid::Uuid::new_v4().to_string();
-            let op = Op::Start { wave_id: wave_id.clone(), now: self.clock.now_ms(), lease_ms: s.lease_ms };
+            let now = self.clock.now_ms();
+            let op = Op::Start { wave_id: wave_id.clone(), now, lease_ms: self.sender_lease_ms(now) };
             let item = match self.store.apply(&op).await? {
                 Applied::Won(item) => item,
                 // The SDK retried a Start whose first attempt committed: ours.
@@ -94,6 +92,23 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 return Err(e);
             }
         };
+        if eligible.instances.is_empty() && !eligible.busy.is_empty() {
+            // Every instance that could take the wave is running a catch-up
+            // (to the generation requested when it was sent): nobody's
+            // fault, and two runs at once on a host are never allowed. The
+            // demand stays; the sweep starts the wave once they are done.
+            self.release(wave, "every eligible instance has a catch-up in flight").await;
+            return Ok(WaveStarted {
+                wave_id: wave.id.clone(),
+                target: wave.target,
+                reason: reason.to_owned(),
+                busy: eligible.busy.clone(),
+                paused: Some(
+                    "every eligible instance has a catch-up in flight: the sweep starts the wave later".into(),
+                ),
+                ..WaveStarted::default()
+            });
+        }
         let expires_at = wave.sending_since
             + (u64::try_from(DELIVERY_TIMEOUT_S).unwrap_or(3600) + document.execution_timeout_s) * 1000
             + EXPIRY_MARGIN_MS;
@@ -190,7 +205,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let Some(record) = self.store.wave(&wave.id).await? else { return Ok(None) };
         let now = self.clock.now_ms();
         let sender = format!("{}@{now}", wave.id);
-        let op = Op::Resume { wave_id: wave.id.clone(), sender: sender.clone(), now, lease_ms: self.settings.lease_ms };
+        let op =
+            Op::Resume { wave_id: wave.id.clone(), sender: sender.clone(), now, lease_ms: self.sender_lease_ms(now) };
         match self.store.apply(&op).await? {
             Applied::Won(_) => {}
             Applied::Lost(_) => return Ok(None),
@@ -272,11 +288,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 break;
             }
             // Only the lease holder sends: renew first (a stale sender stops).
+            let now = self.clock.now_ms();
             let renew = Op::Renew {
                 wave_id: wave.id.clone(),
                 sender: Some(sender.to_owned()),
-                now: self.clock.now_ms(),
-                lease_ms: s.lease_ms,
+                now,
+                lease_ms: self.sender_lease_ms(now),
             };
             if let Applied::Lost(r) = self.store.apply(&renew).await? {
                 warn!(wave_id = %wave.id, refusal = ?r, "lost the lease while sending");
@@ -347,24 +364,21 @@ impl<S: FleetStore> SyncContext<'_, S> {
         rate: &RateControls,
     ) -> Result<ChunkSent, SyncError> {
         let mut out = ChunkSent::default();
+        // At most one command per chunk, whatever the SDK hears back ([`send_once`]).
         let send = |targets: Vec<String>, rate: RateControls| async move {
-            command(&self.clients.ssm, document, parameters.clone(), comment.to_owned())
+            let request = command(&self.clients.ssm, document, parameters.clone(), comment.to_owned())
                 .set_instance_ids(Some(targets))
                 .max_concurrency(rate.max_concurrency)
-                .max_errors(rate.max_errors)
-                .send()
-                .await
+                .max_errors(rate.max_errors);
+            send_once(&self.clients.ssm, request, self.clock).await
         };
-        let refused = |e: &SdkError<SendCommandError, _>| matches!(e, SdkError::ServiceError(ctx) if matches!(ctx.err(), SendCommandError::InvalidInstanceId(_)));
-        let first = send(chunk.to_vec(), rate.clone()).await;
-        let error = match first {
-            Ok(o) => {
-                out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned));
+        match send(chunk.to_vec(), rate.clone()).await? {
+            Sent::Command(id) => {
+                out.command_ids.push(id);
                 return Ok(out);
             }
-            Err(e) if refused(&e) => e,
-            Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
-        };
+            Sent::Refused => {}
+        }
         let running = self.running(chunk).await?;
         let agents = self.agents(chunk).await?;
         let mut keep = Vec::new();
@@ -377,25 +391,20 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 keep.push(id.clone());
             }
         }
-        warn!(error = %AwsError::from_sdk("SendCommand", error), gone = ?out.gone, unreachable = ?out.unreachable, "InvalidInstanceId: setting aside the instances that left or are offline");
+        warn!(gone = ?out.gone, unreachable = ?out.unreachable, "InvalidInstanceId: setting aside the instances that left or are offline");
         if keep.is_empty() {
             return Ok(out);
         }
-        match send(keep.clone(), rate.clone()).await {
-            Ok(o) => {
-                out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned));
-                return Ok(out);
-            }
-            Err(e) if refused(&e) => {}
-            Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
+        if let Sent::Command(id) = send(keep.clone(), rate.clone()).await? {
+            out.command_ids.push(id);
+            return Ok(out);
         }
         // SSM still refuses one it lists as online: each instance alone.
         let single = RateControls { max_concurrency: "1".into(), max_errors: "0".into() };
         for id in keep {
-            match send(vec![id.clone()], single.clone()).await {
-                Ok(o) => out.command_ids.extend(o.command().and_then(|c| c.command_id()).map(str::to_owned)),
-                Err(e) if refused(&e) => out.unreachable.push(id),
-                Err(e) => return Err(AwsError::from_sdk("SendCommand", e).into()),
+            match send(vec![id.clone()], single.clone()).await? {
+                Sent::Command(command_id) => out.command_ids.push(command_id),
+                Sent::Refused => out.unreachable.push(id),
             }
         }
         Ok(out)

@@ -145,7 +145,14 @@ async fn invalid_instance_id_drops_the_offenders_and_retries_the_chunk_once() {
     store.apply(&Op::Demand { count: 1, epoch: "0123456789abcdef0123456789abcdef".into() }).await.expect("demand");
     let settings = settings();
     let clock = ManualClock::at(1_000);
-    let cx = SyncContext { clients: &clients, store: &store, settings: &settings, clock: &clock, until: u64::MAX };
+    let cx = SyncContext {
+        clients: &clients,
+        store: &store,
+        settings: &settings,
+        clock: &clock,
+        until: u64::MAX,
+        deadline: u64::MAX,
+    };
 
     let StartOutcome::Started(wave) = cx.start("upload").await.expect("start") else { panic!("not started") };
     assert_eq!(wave.instances, ["i-a", "i-b"]);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{Applied, FleetStore, WaveRecord};
-use crate::ssm_document::history::{InstanceRecord, InstanceResult, Synced, next_record};
+use crate::ssm_document::history::{InstanceRecord, InstanceResult, PENDING, Synced, next_record};
 use crate::store::{Doc, Items};
 use crate::sync::state::{self, Fingerprint, FleetItem, Op, WaveEnd};
 
@@ -180,6 +180,30 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     return Err(at(&format!(
                         "record_results {results:?} at {generation}: store {got:?}, specification {expected:?}"
                     )));
+                }
+            }
+            8 if rng.below(2) == 0 => {
+                // A catch-up claim: taken only when none is in flight.
+                let id = INSTANCES[rng.below(4) as usize];
+                let claim = format!("{PENDING}{now}");
+                let generation = rng.below(20);
+                let got = store
+                    .claim_catch_up(id, &claim, generation, now)
+                    .await
+                    .map_err(|e| at(&format!("claim_catch_up: {e}")))?;
+                let mut r = model.record(id);
+                let free = r.recovery_command.is_none() || r.recovery_command.as_deref() == Some(claim.as_str());
+                if got != free {
+                    return Err(at(&format!(
+                        "claim_catch_up over {:?}: store {got}, specification {free}",
+                        r.recovery_command
+                    )));
+                }
+                if free {
+                    r.recovery_command = Some(claim);
+                    r.recovery_gen = generation;
+                    r.recovery_sent_at = Some(now);
+                    model.instances.insert(id.to_owned(), r);
                 }
             }
             8 => {
