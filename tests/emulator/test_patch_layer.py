@@ -298,6 +298,12 @@ def document(ssm: Any) -> str:
     return name
 
 
+def until_listed() -> None:
+    """Moves the default account's clock past the listing's lag (new commands
+    are not found at once: fleetkeeper_moto.ssm.VISIBILITY_LAG)."""
+    assert control("POST", "clock", {"account": "123456789012", "advance_ms": 2_000})[0] == 200
+
+
 def launch(ec2: Any, network: dict[str, Any], count: int) -> list[str]:
     subnet = next(iter(network["subnets"].values()))
     res = ec2.run_instances(ImageId="ami-12c6146b", MinCount=count, MaxCount=count, SubnetId=subnet)
@@ -356,6 +362,7 @@ def test_invocation_status_is_set_by_the_test_and_reflected_everywhere(ec2: Any,
     assert (status, body) == (200, {"changed": 1})
     (cmd,) = ssm.list_commands(CommandId=command_id)["Commands"]
     assert (cmd["Status"], cmd["CompletedCount"], cmd["ErrorCount"]) == ("InProgress", 1, 0)
+    until_listed()
     got = ssm.get_command_invocation(CommandId=command_id, InstanceId=a)
     assert (got["Status"], got["ResponseCode"], got["StandardOutputContent"]) == ("Success", 0, "synced")
 
@@ -375,6 +382,7 @@ def test_list_commands_honours_filters_and_paging(ec2: Any, ssm: Any, network: d
     (a,) = launch(ec2, network, 1)
     ids = [ssm.send_command(InstanceIds=[a], DocumentName=name, Parameters={"generation": [str(n)]})["Command"]["CommandId"] for n in range(3)]
     control("POST", "ssm/invocation-status", {"command_id": ids[0], "status": "Success"})
+    until_listed()
     by_doc = ssm.list_commands(Filters=[{"key": "DocumentName", "value": name}])["Commands"]
     assert sorted(c["CommandId"] for c in by_doc) == sorted(ids)
     running = ssm.list_commands(Filters=[{"key": "DocumentName", "value": name}, {"key": "ExecutionStage", "value": "Executing"}])["Commands"]
@@ -403,6 +411,7 @@ def test_describe_instance_information_reports_ping_status_and_agent(ec2: Any, s
     name = unique("doc")
     ssm.create_document(Name=name, Content=json.dumps(DOCUMENT), DocumentType="Command", DocumentFormat="JSON")
     command_id = ssm.send_command(InstanceIds=[b], DocumentName=name, Parameters={"generation": ["1"]})["Command"]["CommandId"]
+    until_listed()
     assert ssm.get_command_invocation(CommandId=command_id, InstanceId=b)["Status"] == "Delayed"
     # Re-registering brings it back.
     control("POST", "ssm/managed-instance", {"instance_id": c, "ping_status": "Online"})

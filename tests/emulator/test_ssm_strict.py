@@ -71,6 +71,7 @@ def test_status_takes_only_the_api_enum_and_details_say_why(acct: Account) -> No
     command = acct.send([a, b])
     acct.end(command, a, "Undeliverable")
     acct.end(command, b, "Success")
+    acct.advance(2)
     assert acct.invocations(command) == {a: ("Failed", "Undeliverable"), b: ("Success", "Success")}
     got = acct.ssm.get_command_invocation(CommandId=command, InstanceId=a)
     assert (got["Status"], got["StatusDetails"], got["ResponseCode"]) == ("Failed", "Undeliverable", -1)
@@ -174,11 +175,25 @@ def test_cancel_command_cancels_what_has_not_ended(acct: Account) -> None:
 def test_list_commands_time_filters_take_whole_seconds_only(acct: Account) -> None:
     (a,) = acct.launch(1)
     acct.send([a])
+    acct.advance(2)
     ok = acct.ssm.list_commands(Filters=[{"key": "InvokedAfter", "value": "2020-01-01T00:00:00Z"}])["Commands"]
     assert len(ok) == 1
     with pytest.raises(ClientError) as err:
         acct.ssm.list_commands(Filters=[{"key": "InvokedAfter", "value": "2020-01-01T00:00:00.123Z"}])
     assert err.value.response["Error"]["Code"] == "InvalidFilterValue"
+
+
+def test_a_new_command_is_not_found_by_searches_at_once(acct: Account) -> None:
+    (a,) = acct.launch(1)
+    command = acct.send([a], Comment="fresh")
+    function = client("ssm", acct.id, "CBSYNC")
+    assert function.list_commands(InstanceId=a)["Commands"] == []
+    assert function.list_command_invocations(InstanceId=a)["CommandInvocations"] == []
+    assert [c["CommandId"] for c in function.list_commands(CommandId=command)["Commands"]] == [command], "by id: listed"
+    assert len(acct.ssm.list_commands(InstanceId=a)["Commands"]) == 1, "the test itself observes without lag"
+    acct.advance(2)
+    assert [c["Comment"] for c in function.list_commands(InstanceId=a)["Commands"]] == ["fresh"]
+    assert function.get_command_invocation(CommandId=command, InstanceId=a)["Status"] in ("Pending", "InProgress")
 
 
 def test_status_events_follow_every_change(acct: Account) -> None:

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, InstanceInformationStringFilter};
+use aws_sdk_ssm::types::InstanceInformationStringFilter;
 use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -25,6 +25,7 @@ use crate::error::AwsError;
 use crate::events::{CommandStatus, CommandStatusChange, LifecycleAction, Place, Transition};
 use crate::mount_targets::{self, Outcome as MountOutcome};
 use crate::ssm_document::history::{InstanceResult, Synced};
+use crate::ssm_document::run::{LISTING_LAG_MS, Sent};
 use crate::ssm_document::{self, SyncParameters, catch_up_comment};
 use crate::store::StoreError;
 
@@ -237,7 +238,7 @@ impl<S: RecordStore> Gate<'_, S> {
                     };
                     version = v;
                     match self.send_catch_up(id, &epoch, generation, settings).await? {
-                        Some(command_id) => {
+                        Sent::Command(command_id) => {
                             out.actions
                                 .push(format!("catch-up {command_id} to generation {generation} (attempt {attempt})"));
                             if let Some(c) = state.catch_up.as_mut() {
@@ -245,7 +246,14 @@ impl<S: RecordStore> Gate<'_, S> {
                             }
                             seen.catch_up = Some(CatchUpState::Running);
                         }
-                        None => {
+                        Sent::InDoubt => {
+                            // Perhaps sent, not listed yet: the intent stays
+                            // and a later observation finds it by comment.
+                            out.actions
+                                .push(format!("catch-up to generation {generation} in doubt (attempt {attempt})"));
+                            seen.catch_up = Some(CatchUpState::Running);
+                        }
+                        Sent::Refused => {
                             // SSM refused the instance (agent not registered yet).
                             state.catch_up = None;
                             seen.agent_online = Some(false);
@@ -459,6 +467,8 @@ impl<S: RecordStore> Gate<'_, S> {
                     catch_up.command_id = self.find_catch_up(id, catch_up).await?;
                 }
                 seen.catch_up = Some(match &catch_up.command_id {
+                    // Not listed, but perhaps only not yet: never sent twice.
+                    None if self.clock.now_ms() < catch_up.sent_at + LISTING_LAG_MS => CatchUpState::Running,
                     None => CatchUpState::Missing,
                     Some(command_id) => self.catch_up_status(command_id, id).await?,
                 });
@@ -586,54 +596,35 @@ impl<S: RecordStore> Gate<'_, S> {
         Ok(())
     }
 
-    /// Sends the catch-up; `None` when SSM refuses the instance (its agent
-    /// is not registered yet).
+    /// Sends the catch-up (at most once: [`ssm_document::run::send_once`]).
     async fn send_catch_up(
         &self,
         id: &str,
         epoch: &str,
         generation: u64,
         settings: &CatchUpSettings,
-    ) -> Result<Option<String>, GateError> {
+    ) -> Result<Sent, GateError> {
         let document = ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
         let parameters =
             SyncParameters::new(&settings.codebase, &settings.destination, epoch, generation, &settings.region)
                 .to_ssm(Some(&document))
                 .map_err(|e| GateError::Build(e.to_string()))?;
+        let comment = catch_up_comment(id, generation);
         let sent =
-            ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, generation, self.clock)
-                .await?;
-        if sent.is_none() {
+            ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, comment, self.clock).await?;
+        if sent == Sent::Refused {
             warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");
         }
         Ok(sent)
     }
 
-    /// A catch-up whose id was never recorded, found by its comment.
+    /// A catch-up whose id was never recorded, found by its comment (`None`
+    /// within [`LISTING_LAG_MS`] of sending may mean "not listed yet").
     async fn find_catch_up(&self, id: &str, catch_up: &CatchUp) -> Result<Option<String>, GateError> {
         let Some(settings) = &self.settings.catch_up else { return Ok(None) };
         let comment = catch_up_comment(id, catch_up.generation);
-        let after = ssm_document::run::invoked_after(catch_up.sent_at.saturating_sub(300_000));
-        let filter = |k: CommandFilterKey, v: &str| CommandFilter::builder().key(k).value(v).build();
-        let out = self
-            .clients
-            .ssm
-            .list_commands()
-            .instance_id(id)
-            .filters(
-                filter(CommandFilterKey::DocumentName, &settings.document)
-                    .map_err(|e| GateError::Build(e.to_string()))?,
-            )
-            .filters(filter(CommandFilterKey::InvokedAfter, &after).map_err(|e| GateError::Build(e.to_string()))?)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ListCommands", e))?;
-        Ok(out
-            .commands()
-            .iter()
-            .find(|c| c.comment() == Some(comment.as_str()))
-            .and_then(|c| c.command_id())
-            .map(str::to_owned))
+        Ok(ssm_document::run::find_command(&self.clients.ssm, &settings.document, &comment, None, catch_up.sent_at)
+            .await?)
     }
 
     async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {

@@ -157,7 +157,7 @@ pub trait RunHistory: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Claims the instance for a catch-up before it is sent: sets
-    /// `recovery_command` to `claim` (a [`PENDING`] marker) only when no
+    /// `recovery_command` to `claim` (an encoded [`Claim`]) only when no
     /// catch-up is in flight. `false`: another invocation holds it. A wave
     /// starting afterwards sees the claim and leaves the instance out; one
     /// that started before is seen by the claimer (claim, then look).
@@ -168,15 +168,62 @@ pub trait RunHistory: Send + Sync {
         generation: u64,
         at: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Replaces `recovery_command` with `command` (`None`: removes it) only
+    /// while it is still `expected`, with the generation and the time sent;
+    /// `false` when someone else changed it first (two invocations never
+    /// both record one catch-up's outcome, or overwrite each other's).
+    fn replace_recovery(
+        &self,
+        instance_id: &str,
+        expected: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// The prefix of a catch-up claim (`pending@<epoch ms>`): claimed, its
-/// command not recorded yet.
+/// A catch-up claimed but whose command is not recorded (yet): the value of
+/// `recovery_command` while its claimer sends (`pending@<made>/<until>/<nonce>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// When it was claimed, epoch ms.
+    pub made: u64,
+    /// Until when its claimer may still send: its invocation's deadline plus
+    /// the listing's lag. Past it, a lookup by comment is trustworthy.
+    pub until: u64,
+    /// Unique per claim; part of the catch-up's comment.
+    pub nonce: String,
+}
+
+/// The prefix of an encoded [`Claim`].
 pub const PENDING: &str = "pending@";
 
-/// When `recovery_command` is a claim, the moment it was made.
-pub fn pending_since(command: &str) -> Option<u64> {
-    command.strip_prefix(PENDING).and_then(|ms| ms.parse().ok())
+impl Claim {
+    /// A fresh claim.
+    pub fn new(made: u64, until: u64) -> Self {
+        let nonce = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Claim { made, until, nonce }
+    }
+
+    /// As stored in `recovery_command`.
+    pub fn encode(&self) -> String {
+        format!("{PENDING}{}/{}/{}", self.made, self.until, self.nonce)
+    }
+
+    /// A stored claim (`None`: `recovery_command` holds a command id).
+    pub fn parse(value: &str) -> Option<Claim> {
+        let mut parts = value.strip_prefix(PENDING)?.splitn(3, '/');
+        let made = parts.next()?.parse().ok()?;
+        let until = parts.next()?.parse().ok()?;
+        let nonce = parts.next()?.to_owned();
+        Some(Claim { made, until, nonce })
+    }
+
+    /// The comment of the catch-up sent under this claim.
+    pub fn comment(&self, instance_id: &str, generation: u64) -> String {
+        format!("{} #{}", super::catch_up_comment(instance_id, generation), self.nonce)
+    }
 }
 
 impl RunHistory for MemoryTable {
@@ -231,18 +278,47 @@ impl RunHistory for MemoryTable {
     ) -> Result<bool, StoreError> {
         self.claim_in_memory(instance_id, claim, generation, at)
     }
+
+    async fn replace_recovery(
+        &self,
+        instance_id: &str,
+        expected: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<bool, StoreError> {
+        // A retried write whose first attempt committed finds its own value.
+        let retried = command.clone();
+        let accept = move |current: Option<&str>| {
+            current == Some(expected) || (retried.is_some() && current == retried.as_deref())
+        };
+        self.recovery_if(instance_id, accept, command, generation, sent_at)
+    }
 }
 
 impl MemoryTable {
     fn claim_in_memory(&self, instance_id: &str, claim: &str, generation: u64, at: u64) -> Result<bool, StoreError> {
+        let accept = |current: Option<&str>| current.is_none_or(|c| c == claim);
+        self.recovery_if(instance_id, accept, Some(claim.to_owned()), generation, at)
+    }
+
+    /// Sets the recovery fields when `accept` takes the current command.
+    fn recovery_if(
+        &self,
+        instance_id: &str,
+        accept: impl FnOnce(Option<&str>) -> bool,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<bool, StoreError> {
         self.with(|items| {
             let mut r = memory_record(self, items, instance_id)?;
-            if r.recovery_command.as_deref().is_some_and(|c| c != claim) {
+            if !accept(r.recovery_command.as_deref()) {
                 return Ok(false);
             }
-            r.recovery_command = Some(claim.to_owned());
+            r.recovery_command = command;
             r.recovery_gen = generation;
-            r.recovery_sent_at = Some(at);
+            r.recovery_sent_at = Some(sent_at);
             MemoryTable::write(items.entry(self.keys().instance_pk(instance_id)).or_default(), &r)?;
             Ok(true)
         })
@@ -343,6 +419,38 @@ impl RunHistory for Table {
         let update = format!("SET {iid} = {idv}, {cmd} = {cv}, {g} = {gv}, {sent} = {atv}");
         // A retried claim whose first attempt committed finds its own value.
         let condition = format!("attribute_not_exists({cmd}) OR {cmd} = {cv}");
+        let pk = self.keys().instance_pk(instance_id);
+        Ok(matches!(self.update(&pk, update, Some(condition), e, false).await?, Updated::Written(_)))
+    }
+
+    async fn replace_recovery(
+        &self,
+        instance_id: &str,
+        expected: &str,
+        command: Option<String>,
+        generation: u64,
+        sent_at: u64,
+    ) -> Result<bool, StoreError> {
+        let mut e = Expr::default();
+        let (cmd, g, sent) = (e.n("recovery_command"), e.n("recovery_gen"), e.n("recovery_sent_at"));
+        let (ev, gv, atv) = (
+            e.v("expected", AttributeValue::S(expected.to_owned())),
+            e.v("gen", num(generation)),
+            e.v("at", num(sent_at)),
+        );
+        let mut update = format!("SET {g} = {gv}, {sent} = {atv}");
+        // A retried write whose first attempt committed finds its own value.
+        let condition = match command {
+            Some(c) => {
+                let cv = e.v("cmd", AttributeValue::S(c));
+                update.push_str(&format!(", {cmd} = {cv}"));
+                format!("{cmd} = {ev} OR {cmd} = {cv}")
+            }
+            None => {
+                update.push_str(&format!(" REMOVE {cmd}"));
+                format!("{cmd} = {ev}")
+            }
+        };
         let pk = self.keys().instance_pk(instance_id);
         Ok(matches!(self.update(&pk, update, Some(condition), e, false).await?, Updated::Written(_)))
     }

@@ -9,7 +9,7 @@ use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use tracing::warn;
 
-use super::{PinnedDocument, catch_up_comment};
+use super::PinnedDocument;
 use crate::clock::Clock;
 use crate::error::AwsError;
 use crate::events::CommandStatus;
@@ -77,15 +77,27 @@ pub enum Sent {
     /// SSM refused an instance (`InvalidInstanceId`: its agent is not
     /// registered, or it is shutting down); nothing was sent.
     Refused,
+    /// The answer was lost (a timeout, a 5xx, a dropped connection) and the
+    /// command is not listed: it may exist and not be listed yet. Nothing
+    /// may be sent to these instances again before a listing taken
+    /// [`LISTING_LAG_MS`] later says it does not exist.
+    InDoubt,
 }
 
-/// Attempts of one [`send_once`].
+/// Attempts of one [`send_once`] that SSM refused (throttling).
 pub const SEND_ATTEMPTS: u32 = 3;
 
-/// How far before the first attempt [`send_once`] looks for a command its
-/// lost attempt created (`InvokedAfter` is whole seconds of SSM's clock,
-/// not ours).
-const SENT_LOOKBACK_MS: u64 = 60_000;
+/// How long after `SendCommand` a command may take to appear in
+/// `ListCommands`: Run Command's API is eventually consistent ("the result
+/// of an API command you run that affects your resources might not be
+/// immediately visible to all subsequent commands you run", GetCommandInvocation
+/// API reference). Whoever looks for a command by its comment trusts a
+/// miss only this long after it may have been sent.
+pub const LISTING_LAG_MS: u64 = 30_000;
+
+/// Clock difference tolerated between us and SSM when comparing a
+/// command's `RequestedDateTime` with our clock.
+const CLOCK_SKEW_MS: u64 = 5_000;
 
 /// Sends `request` so that at most one command results.
 ///
@@ -93,17 +105,19 @@ const SENT_LOOKBACK_MS: u64 = 60_000;
 /// answer it did not get (a timeout, a dropped connection, a 5xx): when the
 /// first attempt was served, the retry is a second command, and the
 /// instances run the document twice at once. So the SDK does not retry this
-/// call; after an answer that leaves the outcome unknown, this looks for a
-/// command with the request's comment, document and instances
-/// (`ListCommands`) before sending again. A refusal (any 4xx, throttling
-/// included) means nothing was sent and is retried as is, up to
-/// [`SEND_ATTEMPTS`] attempts in all.
+/// call. A refusal (any 4xx: throttling included) means nothing was sent
+/// and is retried, up to [`SEND_ATTEMPTS`] attempts, with the SDK's backoff
+/// (exponential, jittered, from 1 s). After an answer that leaves the
+/// outcome unknown, the command is looked for by its comment, document and
+/// instances; found, it is ours; not found, the outcome is
+/// [`Sent::InDoubt`] and this never sends again (it may just not be listed
+/// yet).
 pub async fn send_once(
     ssm: &aws_sdk_ssm::Client,
     request: SendCommandFluentBuilder,
     clock: &dyn Clock,
 ) -> Result<Sent, AwsError> {
-    let since = clock.now_ms().saturating_sub(SENT_LOOKBACK_MS);
+    let started = clock.now_ms();
     let no_retries = aws_sdk_ssm::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled());
     let mut attempt = 0;
     loop {
@@ -116,19 +130,41 @@ pub async fn send_once(
             Err(SdkError::ServiceError(ctx)) if ctx.err().is_invalid_instance_id() => return Ok(Sent::Refused),
             Err(e) => e,
         };
-        if !surely_refused(&error)
-            && let Some(id) = find_sent(ssm, &request, since).await?
-        {
-            warn!(command_id = %id, error = %AwsError::from_sdk("SendCommand", error), "the answer to SendCommand was lost, the command was not: adopted");
-            return Ok(Sent::Command(id));
+        if !surely_refused(&error) {
+            let error = AwsError::from_sdk("SendCommand", error);
+            let document = request.get_document_name().clone().unwrap_or_default();
+            let comment = request.get_comment().clone().unwrap_or_default();
+            let instances = request.get_instance_ids().clone().unwrap_or_default();
+            return match find_command(ssm, &document, &comment, Some(&instances), started).await {
+                Ok(Some(id)) => {
+                    warn!(command_id = %id, error = %error, "the answer to SendCommand was lost, the command was not: adopted");
+                    Ok(Sent::Command(id))
+                }
+                Ok(None) => {
+                    warn!(error = %error, "the answer to SendCommand was lost and the command is not listed (yet): in doubt");
+                    Ok(Sent::InDoubt)
+                }
+                Err(lookup) => {
+                    warn!(error = %error, lookup = %lookup, "the answer to SendCommand was lost and the lookup failed: in doubt");
+                    Ok(Sent::InDoubt)
+                }
+            };
         }
         let error = AwsError::from_sdk("SendCommand", error);
         if attempt >= SEND_ATTEMPTS || !error.is_retryable() {
             return Err(error);
         }
-        warn!(attempt, error = %error, "SendCommand failed, nothing was sent: trying again");
-        clock.sleep(Duration::from_millis(200 << attempt)).await;
+        warn!(attempt, error = %error, "SendCommand refused, nothing was sent: trying again");
+        clock.sleep(backoff(attempt, started)).await;
     }
+}
+
+/// The SDK's standard backoff: up to 1 s x 2^(attempt-1), jittered (the
+/// jitter from `seed`, so it needs no random source).
+fn backoff(attempt: u32, seed: u64) -> Duration {
+    let cap = 1_000u64 << (attempt - 1).min(5);
+    let jitter = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(attempt) % cap;
+    Duration::from_millis(cap / 2 + jitter / 2)
 }
 
 /// Whether SSM answered with a refusal (4xx): the command was not created.
@@ -136,32 +172,46 @@ fn surely_refused(error: &SdkError<SendCommandError, aws_sdk_ssm::config::http::
     matches!(error, SdkError::ServiceError(ctx) if ctx.raw().status().as_u16() < 500)
 }
 
-/// The command `request` created, if an attempt created one: same document,
-/// comment and instances, requested after `since_ms`.
-async fn find_sent(
+/// The command of `document` with `comment` — and, when given, exactly
+/// these `instances` — requested no earlier than `not_before_ms` (our clock,
+/// give or take a few seconds of skew), by paging `ListCommands` (document
+/// and time filters; never `InstanceId`, which a command still `Pending`
+/// may not match yet). `None` may mean "not listed yet" within
+/// [`LISTING_LAG_MS`] of the send.
+pub async fn find_command(
     ssm: &aws_sdk_ssm::Client,
-    request: &SendCommandFluentBuilder,
-    since_ms: u64,
+    document: &str,
+    comment: &str,
+    instances: Option<&[String]>,
+    not_before_ms: u64,
 ) -> Result<Option<String>, AwsError> {
     let filter = |key: CommandFilterKey, value: &str| {
         CommandFilter::builder().key(key).value(value).build().map_err(|e| AwsError::construction("ListCommands", e))
     };
-    let document = request.get_document_name().clone().unwrap_or_default();
-    let comment = request.get_comment().clone();
-    let mut instances = request.get_instance_ids().clone().unwrap_or_default();
-    instances.sort();
+    let not_before = not_before_ms.saturating_sub(CLOCK_SKEW_MS);
+    let mut wanted: Option<Vec<String>> = instances.map(<[String]>::to_vec);
+    if let Some(w) = wanted.as_mut() {
+        w.sort();
+    }
     let mut pages = ssm
         .list_commands()
-        .filters(filter(CommandFilterKey::DocumentName, &document)?)
-        .filters(filter(CommandFilterKey::InvokedAfter, &invoked_after(since_ms))?)
+        .filters(filter(CommandFilterKey::DocumentName, document)?)
+        .filters(filter(CommandFilterKey::InvokedAfter, &invoked_after(not_before))?)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| AwsError::from_sdk("ListCommands", e))?;
         for c in page.commands() {
-            let mut listed = c.instance_ids().to_vec();
-            listed.sort();
-            if c.comment().map(str::to_owned) == comment && listed == instances {
+            let requested = c.requested_date_time().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+            if c.comment() != Some(comment) || u64::try_from(requested).unwrap_or(0) < not_before {
+                continue;
+            }
+            let same_instances = wanted.as_ref().is_none_or(|w| {
+                let mut listed = c.instance_ids().to_vec();
+                listed.sort();
+                &listed == w
+            });
+            if same_instances {
                 return Ok(c.command_id().map(str::to_owned));
             }
         }
@@ -170,22 +220,18 @@ async fn find_sent(
 }
 
 /// Sends the document to one instance (a catch-up to `generation`, with
-/// `parameters` from [`super::SyncParameters::to_ssm`]), at most once
-/// ([`send_once`]). `None` when SSM refuses the instance.
+/// `parameters` from [`super::SyncParameters::to_ssm`] and `comment`), at
+/// most once ([`send_once`]).
 pub async fn send_catch_up(
     ssm: &aws_sdk_ssm::Client,
     document: &PinnedDocument,
     parameters: HashMap<String, Vec<String>>,
     instance_id: &str,
-    generation: u64,
+    comment: String,
     clock: &dyn Clock,
-) -> Result<Option<String>, AwsError> {
-    let request =
-        command(ssm, document, parameters, catch_up_comment(instance_id, generation)).instance_ids(instance_id);
-    Ok(match send_once(ssm, request, clock).await? {
-        Sent::Command(id) => Some(id),
-        Sent::Refused => None,
-    })
+) -> Result<Sent, AwsError> {
+    let request = command(ssm, document, parameters, comment).instance_ids(instance_id);
+    send_once(ssm, request, clock).await
 }
 
 /// One invocation's status and `StatusDetails`; `Pending` while SSM does

@@ -199,13 +199,15 @@ pub fn settle(
     if !wave.sent && wave.lease_expires_at < now && intended.is_some() {
         return Settlement::Resume;
     }
+    // Only the sender extends a sending wave's lease (bounded by its own
+    // deadline): a settle renewing it would keep a dead sender's wave.
+    if !wave.sent && wave.lease_expires_at >= now {
+        return Settlement::Sending;
+    }
     let pending = commands.iter().filter(|c| c.pending()).count();
     let expired = now >= expires_at;
     if pending > 0 && !expired {
         return Settlement::Running { pending };
-    }
-    if !wave.sent && wave.lease_expires_at >= now {
-        return Settlement::Sending;
     }
     if commands.is_empty() {
         // Sent to nobody (nothing to sync), or the sender died first.
@@ -466,10 +468,11 @@ mod tests {
     fn a_stopped_sender_with_a_record_is_resumed_once_its_lease_is_over() {
         let running = [cmd("InProgress", &[("a", "InProgress")])];
         let intended = ["a".to_owned(), "b".to_owned()];
-        assert_eq!(
-            settle(&wave(false, 1_000), &running, Some(&intended), 500, NEVER),
-            Settlement::Running { pending: 1 }
-        );
+        // While its lease holds the sender is at work: a settle leaves the
+        // lease alone (renewing it would keep a dead sender's wave alive).
+        let s = settle(&wave(false, 1_000), &running, Some(&intended), 500, NEVER);
+        assert_eq!(s, Settlement::Sending, "even while what was sent runs");
+        assert_eq!(transition(&wave(false, 1_000), &s, 500, 10), None);
         let s = settle(&wave(false, 1_000), &running, Some(&intended), 1_001, NEVER);
         assert_eq!(s, Settlement::Resume, "even while what was sent still runs");
         assert!(matches!(transition(&wave(false, 1_000), &s, 1_001, 10), Some(Op::Resume { .. })));

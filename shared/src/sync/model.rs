@@ -399,7 +399,7 @@ impl World {
                 if !self.senders.is_empty() {
                     let i = *p as usize % self.senders.len();
                     let s = self.senders.remove(i);
-                    let _ = self.apply(&Op::Pause { wave_id: s.wave, sender: s.token });
+                    let _ = self.apply(&Op::Pause { wave_id: s.wave, sender: s.token, until: self.now });
                 }
             }
             Action::CommandEnds { pick, success } => self.command_ends(*pick as usize, *success),

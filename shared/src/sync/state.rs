@@ -176,12 +176,15 @@ pub enum Op {
         fingerprint: Option<Fingerprint>,
     },
     /// The sender stops before sending everything (out of time, or an AWS
-    /// error): the lease expires at once, so the next invocation resumes.
+    /// error): the lease expires at `until` (as soon as what it sent is
+    /// surely listed by SSM), so the next invocation resumes.
     Pause {
         /// The holder.
         wave_id: String,
         /// The sender's token.
         sender: String,
+        /// The new expiry, epoch ms.
+        until: u64,
     },
     /// Take the lease of a wave whose sending stopped (paused, or its sender
     /// died and its lease expired), to send the rest.
@@ -289,9 +292,9 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
                 }
             }
         }
-        Op::Pause { .. } => {
+        Op::Pause { until, .. } => {
             if let Some(w) = next.wave.as_mut() {
-                w.lease_expires_at = 0;
+                w.lease_expires_at = *until;
             }
         }
         Op::Resume { now, lease_ms, sender, .. } => {
@@ -483,7 +486,7 @@ mod tests {
                 sent: true,
                 fingerprint: None,
             },
-            Op::Pause { wave_id: "old".into(), sender: "old".into() },
+            Op::Pause { wave_id: "old".into(), sender: "old".into(), until: 0 },
             Op::Resume { wave_id: "old".into(), sender: "r".into(), now: 10_000, lease_ms: 10 },
             Op::Renew { wave_id: "old".into(), sender: None, now: 5, lease_ms: 10 },
             finish_op("old", WaveEnd::Success),
@@ -547,10 +550,13 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_wave_is_resumed_at_once_and_only_once() {
-        let (item, _) = run(&[demand(1), start("w1", 0), Op::Pause { wave_id: "w1".into(), sender: "w1".into() }]);
+    fn a_paused_wave_is_resumed_once_its_pause_ends_and_only_once() {
+        let pause = Op::Pause { wave_id: "w1".into(), sender: "w1".into(), until: 3 };
+        let (item, _) = run(&[demand(1), start("w1", 0), pause]);
         let item = item.expect("item");
-        assert_eq!(item.wave.as_ref().map(|w| w.lease_expires_at), Some(0), "the lease ends at once");
+        assert_eq!(item.wave.as_ref().map(|w| w.lease_expires_at), Some(3), "the lease ends at the pause's end");
+        let early = Op::Resume { wave_id: "w1".into(), sender: "r0".into(), now: 2, lease_ms: 1_000 };
+        assert_eq!(apply(Some(&item), &early), Err(Refusal::LeaseLive { lease_expires_at: 3 }));
         let resume = |now| Op::Resume { wave_id: "w1".into(), sender: "r1".into(), now, lease_ms: 1_000 };
         let resumed = apply(Some(&item), &resume(5)).expect("resumed");
         assert_eq!(resumed.wave.as_ref().map(|w| w.lease_expires_at), Some(1_005));

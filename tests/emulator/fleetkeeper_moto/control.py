@@ -202,6 +202,7 @@ class ControlApp:
         path = environ.get("PATH_INFO", "")
         if not path.startswith(PREFIX):
             who = recorder.caller(environ)
+            recorder.set_current(who[0] if who else None)
             if who is None:
                 return self.moto_app(environ, start_response)
             key, service = who

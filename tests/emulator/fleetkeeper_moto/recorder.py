@@ -95,6 +95,21 @@ def caller(environ: dict[str, Any]) -> tuple[str, str] | None:
     return match.group(1), match.group(3)
 
 
+#: The caller of the request this thread is serving (werkzeug serves each
+#: request on one thread, start to end).
+_CURRENT = threading.local()
+
+
+def set_current(key: str | None) -> None:
+    _CURRENT.key = key
+
+
+def current_tag() -> str | None:
+    """The caller tag (``TESTER``, ``CBSYNC``, ...) of the request being served."""
+    key = getattr(_CURRENT, "key", None)
+    return key[-6:] if key else None
+
+
 def record(key: str, service: str, op: str, status: str) -> None:
     with LOCK:
         CALLS[(key, service, op, status)] += 1

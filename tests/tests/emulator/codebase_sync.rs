@@ -434,7 +434,8 @@ async fn large_fleets_are_sent_in_chunks_of_fifty_with_divided_rate_controls() {
     assert_eq!(sizes, [10, 50]);
     assert!(sent.iter().all(|s| s.max_concurrency == "20"), "40 divided across 2 chunks");
     assert_eq!(w.item().await.wave.expect("wave").command_ids.len(), 2);
-    // Both must end before the wave does.
+    // Both must end before the wave does (a run takes seconds: by then SSM lists them).
+    w.clock.advance(Duration::from_secs(5)).await;
     w.end(&sent[0].id, None, "Success").await;
     let partial = w.event_for(&sent[0].id, "Success").await;
     assert_eq!(partial["settled"]["outcome"], "renewed", "{partial}");

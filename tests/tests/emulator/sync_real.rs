@@ -8,8 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use fleetkeeper::Component;
 use fleetkeeper::clock::Clock;
 use fleetkeeper::config::vars;
-use fleetkeeper::ssm_document::catch_up_comment;
-use fleetkeeper::ssm_document::history::{PENDING, RunHistory};
+use fleetkeeper::ssm_document::history::{Claim, RunHistory};
 use fleetkeeper::sync::state::{Op, WaveEnd};
 use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::emulator::Caller;
@@ -382,6 +381,12 @@ async fn commands_to(w: &World, instance: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A sweep's claim made at `now`: it holds until the sweep's deadline (a
+/// minute later) plus the listing's lag.
+fn sweep_claim(now: u64) -> Claim {
+    Claim::new(now, now + 60_000 + fleetkeeper::ssm_document::run::LISTING_LAG_MS)
+}
+
 /// A fleet of two whose second instance missed the wave of `v1.php` (its
 /// agent was offline) and is online again: a catch-up is due.
 async fn one_behind() -> (World, String) {
@@ -403,8 +408,8 @@ async fn a_catch_up_sent_but_never_recorded_is_adopted_not_sent_again() {
     let (mut w, behind) = one_behind().await;
     let item = w.item().await;
     let now = w.clock.now_ms();
-    let claim = format!("{PENDING}{now}");
-    assert!(w.store().claim_catch_up(&behind, &claim, item.requested_gen, now).await.expect("claim"));
+    let claim = sweep_claim(now);
+    assert!(w.store().claim_catch_up(&behind, &claim.encode(), item.requested_gen, now).await.expect("claim"));
     let wave_command = commands_to(&w, &w.instances().await[0]).await.remove(0).0;
     let parameters = w.clients.ssm.list_commands().command_id(&wave_command).send().await.expect("list").commands()[0]
         .parameters()
@@ -417,7 +422,7 @@ async fn a_catch_up_sent_but_never_recorded_is_adopted_not_sent_again() {
         .document_name(&w.fleet.document)
         .instance_ids(&behind)
         .set_parameters(Some(parameters))
-        .comment(catch_up_comment(&behind, item.requested_gen))
+        .comment(claim.comment(&behind, item.requested_gen))
         .send()
         .await
         .expect("the dead sweep's command")
@@ -439,14 +444,14 @@ async fn a_catch_up_sent_but_never_recorded_is_adopted_not_sent_again() {
 }
 
 #[tokio::test]
-async fn a_claim_whose_sender_died_before_sending_waits_out_its_grace_then_is_replaced() {
+async fn a_claim_whose_sender_died_before_sending_holds_until_it_ends_then_is_replaced() {
     let (mut w, behind) = one_behind().await;
     let item = w.item().await;
     let now = w.clock.now_ms();
     assert!(
-        w.store().claim_catch_up(&behind, &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim")
+        w.store().claim_catch_up(&behind, &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim")
     );
-    // Within the grace another invocation may be sending it: nobody else does.
+    // Until the claim ends its claimer may be sending it: nobody else does.
     w.clock.advance(Duration::from_secs(60)).await;
     w.tick().await;
     assert!(commands_to(&w, &behind).await.iter().all(|(_, c)| !c.starts_with("fleetkeeper catch-up")));
@@ -465,7 +470,7 @@ async fn a_wave_leaves_out_an_instance_with_a_catch_up_claimed_and_it_catches_up
     let now = w.clock.now_ms();
     let item = w.item().await;
     assert!(
-        w.store().claim_catch_up(&ids[1], &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim")
+        w.store().claim_catch_up(&ids[1], &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim")
     );
     w.upload(&["v2.php"]).await;
     w.settle().await;
@@ -479,7 +484,7 @@ async fn a_wave_leaves_out_an_instance_with_a_catch_up_claimed_and_it_catches_up
     let record = w.wave(&wave_id).await;
     assert!(record.busy.contains(&ids[1]) && !record.instances.contains(&ids[1]), "{record:?}");
 
-    // The claim's sender never sent: past the grace the sweep catches it up.
+    // The claim's sender never sent: once the claim ends the sweep catches it up.
     w.clock.advance(SWEEP).await;
     w.tick().await;
     assert!(w.has(&ids[1], "v2.php"));
@@ -493,7 +498,7 @@ async fn a_wave_whose_every_instance_is_catching_up_waits_without_counting_a_fai
     let id = w.instances().await.remove(0);
     let now = w.clock.now_ms();
     let item = w.item().await;
-    assert!(w.store().claim_catch_up(&id, &format!("{PENDING}{now}"), item.requested_gen, now).await.expect("claim"));
+    assert!(w.store().claim_catch_up(&id, &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim"));
     w.upload(&["v2.php"]).await;
     w.settle().await;
     let item = w.item().await;

@@ -36,6 +36,7 @@ use crate::config::{CodebaseConfig, Config, ConfigError, RateControls, vars};
 use crate::error::AwsError;
 use crate::ssm_document::ParamError;
 use crate::ssm_document::history::InstanceRecord;
+use crate::ssm_document::run::LISTING_LAG_MS;
 use crate::store::{StoreError, Table};
 
 pub use targets::Eligible;
@@ -153,24 +154,25 @@ pub struct SyncContext<'a, S> {
     /// deadline minus a margin).
     pub until: u64,
     /// The invocation's deadline, epoch ms: Lambda stops the process then, so
-    /// a sender is surely gone by this moment plus [`SENDER_GRACE_MS`].
+    /// a sender is surely gone by this moment.
     pub deadline: u64,
 }
 
-/// What a sender's lease allows past its invocation's deadline: clock
-/// differences between invocations (NTP keeps Lambda's within milliseconds).
-pub const SENDER_GRACE_MS: u64 = 30_000;
-
 impl<S> SyncContext<'_, S> {
-    /// The lease a sender takes or renews at `now`: `FLEET_LEASE_SECONDS`,
-    /// but never past its own deadline plus [`SENDER_GRACE_MS`]. A sender
-    /// SIGKILLed or timed out mid-send leaves a wave the next sweep resumes
-    /// soon after the sender's deadline, not a whole lease later; a live
-    /// sender never loses it, as it sends nothing past its deadline. (The
-    /// sweep renews a sent wave's lease in full while its commands run.)
+    /// The lease a sender takes or renews at `now`: until its own deadline
+    /// plus [`LISTING_LAG_MS`]. Lambda stops the sender at its deadline, so
+    /// nobody resumes the wave while it may still send, and a resumer's
+    /// listing then shows everything it sent; a sender SIGKILLed or timed out
+    /// mid-send leaves a wave the next sweep resumes soon after, not a whole
+    /// `FLEET_LEASE_SECONDS` later. (The sweep renews a sent wave's lease by
+    /// `FLEET_LEASE_SECONDS` while its commands run.)
     pub fn sender_lease_ms(&self, now: u64) -> u64 {
-        let bound = self.deadline.saturating_add(SENDER_GRACE_MS).saturating_sub(now);
-        self.settings.lease_ms.min(bound).max(1)
+        self.deadline.saturating_add(LISTING_LAG_MS).saturating_sub(now).max(1)
+    }
+
+    /// When a pausing sender's lease ends: once what it sent is surely listed.
+    pub fn pause_until(&self) -> u64 {
+        self.clock.now_ms() + LISTING_LAG_MS
     }
 }
 

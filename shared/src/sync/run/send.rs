@@ -28,6 +28,26 @@ struct ChunkSent {
     gone: Vec<String>,
     /// Refused although running (agent not registered, not online).
     unreachable: Vec<String>,
+    /// Why sending stopped before the whole chunk was sent (a `SendCommand`
+    /// in doubt, out of time): the wave pauses, the resumer sends the rest.
+    stopped: Option<&'static str>,
+}
+
+/// Why a chunk stopped when a `SendCommand`'s outcome is unknown.
+const IN_DOUBT: &str = "a SendCommand's answer was lost and its command is not listed yet: resuming once SSM lists it";
+
+impl ChunkSent {
+    /// Takes a whole-chunk `SendCommand`'s outcome; `true` when the chunk is
+    /// done with (sent, or in doubt: never sent again), `false` when SSM
+    /// refused an instance.
+    fn ended(&mut self, sent: Sent) -> bool {
+        match sent {
+            Sent::Command(id) => self.command_ids.push(id),
+            Sent::InDoubt => self.stopped = Some(IN_DOUBT),
+            Sent::Refused => return false,
+        }
+        true
+    }
 }
 
 impl<S: FleetStore> SyncContext<'_, S> {
@@ -315,15 +335,22 @@ impl<S: FleetStore> SyncContext<'_, S> {
             record.gone.extend(sent.gone);
             record.unreachable.extend(sent.unreachable);
             sent_ids.extend(sent.command_ids.iter().cloned());
-            if last {
+            let done = last && sent.stopped.is_none();
+            if done {
                 // The record is complete before the wave says it is sent: a
                 // settle right after never misses what was dropped.
                 record.command_ids = sent_ids.clone();
                 self.store.put_wave(&record).await?;
             }
-            if let Applied::Lost(r) = self.store.apply(&record_op(sent.command_ids, last)).await? {
+            if let Applied::Lost(r) = self.store.apply(&record_op(sent.command_ids, done)).await? {
                 warn!(wave_id = %wave.id, refusal = ?r, "lost the lease while recording");
                 report.paused = Some("lost the lease".into());
+                break;
+            }
+            if let Some(why) = sent.stopped {
+                warn!(wave_id = %wave.id, why, "sending stopped: pausing the wave for the next invocation");
+                report.paused = Some(why.to_owned());
+                self.pause(wave, sender, &record).await;
                 break;
             }
         }
@@ -340,12 +367,14 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(report)
     }
 
-    /// Pauses the wave (its lease ends now) with what was learned recorded.
+    /// Pauses the wave with what was learned recorded: its lease ends once
+    /// what was sent is surely listed ([`Self::pause_until`]).
     async fn pause(&self, wave: &Wave, sender: &str, record: &WaveRecord) {
         if let Err(e) = self.store.put_wave(record).await {
             warn!(wave_id = %wave.id, error = %e, "could not record the paused wave");
         }
-        if let Err(e) = self.store.apply(&Op::Pause { wave_id: wave.id.clone(), sender: sender.to_owned() }).await {
+        let op = Op::Pause { wave_id: wave.id.clone(), sender: sender.to_owned(), until: self.pause_until() };
+        if let Err(e) = self.store.apply(&op).await {
             warn!(wave_id = %wave.id, error = %e, "could not pause: the lease expires on its own");
         }
     }
@@ -372,12 +401,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 .max_errors(rate.max_errors);
             send_once(&self.clients.ssm, request, self.clock).await
         };
-        match send(chunk.to_vec(), rate.clone()).await? {
-            Sent::Command(id) => {
-                out.command_ids.push(id);
-                return Ok(out);
-            }
-            Sent::Refused => {}
+        if out.ended(send(chunk.to_vec(), rate.clone()).await?) {
+            return Ok(out);
         }
         let running = self.running(chunk).await?;
         let agents = self.agents(chunk).await?;
@@ -395,16 +420,24 @@ impl<S: FleetStore> SyncContext<'_, S> {
         if keep.is_empty() {
             return Ok(out);
         }
-        if let Sent::Command(id) = send(keep.clone(), rate.clone()).await? {
-            out.command_ids.push(id);
+        if out.ended(send(keep.clone(), rate.clone()).await?) {
             return Ok(out);
         }
-        // SSM still refuses one it lists as online: each instance alone.
+        // SSM still refuses one it lists as online: each instance alone,
+        // while there is time (the resumer sends to the rest).
         let single = RateControls { max_concurrency: "1".into(), max_errors: "0".into() };
         for id in keep {
+            if self.clock.now_ms() + CHUNK_BUDGET_MS > self.until {
+                out.stopped = Some("out of time while sending to instances one by one");
+                return Ok(out);
+            }
             match send(vec![id.clone()], single.clone()).await? {
                 Sent::Command(command_id) => out.command_ids.push(command_id),
                 Sent::Refused => out.unreachable.push(id),
+                Sent::InDoubt => {
+                    out.stopped = Some(IN_DOUBT);
+                    return Ok(out);
+                }
             }
         }
         Ok(out)

@@ -16,24 +16,19 @@ use std::collections::BTreeSet;
 
 use tracing::{info, warn};
 
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
-
 use super::{
     COMMENT_LOOKBACK_MS, CatchUpReport, MAX_CATCH_UPS_PER_SWEEP, RECOVERY_SPACING_MS, StartOutcome, SweepReport,
     SyncContext, SyncError, Trigger,
 };
-use crate::error::AwsError;
-use crate::ssm_document::history::{InstanceRecord, InstanceResult, PENDING, Synced, instance_result, pending_since};
-use crate::ssm_document::run::{invocation_status, invoked_after, resolve, send_catch_up};
-use crate::ssm_document::{SyncParameters, catch_up_comment, new_epoch};
+use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, Synced, instance_result};
+use crate::ssm_document::run::{
+    DEFAULT_EXECUTION_TIMEOUT_S, DELIVERY_TIMEOUT_S, LISTING_LAG_MS, Sent, find_command, invocation_status, resolve,
+    send_catch_up,
+};
+use crate::ssm_document::{SyncParameters, new_epoch};
 use crate::sync::codebase::fingerprint;
 use crate::sync::state::{Fingerprint, FleetItem, Op, Refusal, start_refusal};
 use crate::sync::store::FleetStore;
-
-/// How long a catch-up claim may stay unsent before a sweep drops it: far
-/// longer than sending one command takes (bounded attempts), shorter than
-/// the sweep interval.
-const CLAIM_GRACE_MS: u64 = 2 * 60 * 1000;
 
 impl<S: FleetStore> SyncContext<'_, S> {
     /// The sweep (see the module docs).
@@ -92,16 +87,20 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// Catch-ups of the instances behind the fleet, and recoveries of the
     /// quarantined ones: first the catch-ups in flight (their outcome
     /// recorded), then new ones, never to an instance a wave is sending to,
-    /// at most [`MAX_CATCH_UPS_PER_SWEEP`] per run.
+    /// at most [`MAX_CATCH_UPS_PER_SWEEP`] per run and never more in flight
+    /// than the waves' `MaxConcurrency` allows.
     ///
     /// A catch-up and a wave must never run at once on one instance. Each
-    /// new catch-up is first claimed in the instance's record (a
-    /// [`PENDING`] marker, conditional on none in flight), then the lease is
-    /// read again: a wave that started before the claim is seen here (the
-    /// instance is left to it), one that starts after sees the claim (and
-    /// leaves the instance out). A claim whose sender died is resolved by the
-    /// next sweep: the command found by its comment is adopted, or the claim
-    /// is dropped.
+    /// new catch-up is first claimed in the instance's record (a [`Claim`],
+    /// conditional on none in flight), then the lease is read again: a wave
+    /// that started before the claim is seen here (the instance is left to
+    /// it), one that starts after sees the claim (and leaves the instance
+    /// out). A claim holds until its claimer's deadline plus the listing's
+    /// lag; after that a sweep resolves it by the catch-up's comment (which
+    /// carries the claim's nonce): the command found is adopted, or the claim
+    /// dropped. Every change to a claim or a recorded catch-up is
+    /// conditional on the value read, so two invocations never both record
+    /// one outcome or overwrite each other's.
     async fn catch_up(&self, item: &FleetItem) -> Result<Vec<CatchUpReport>, SyncError> {
         if self.settings.dry_run {
             return Ok(Vec::new());
@@ -110,11 +109,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let now = self.clock.now_ms();
         let in_wave = self.wave_instances(item).await?;
         let mut out = Vec::new();
+        let mut in_flight = 0;
         let mut due: Vec<(InstanceRecord, bool)> = Vec::new();
         for (id, r) in &eligible.records {
             let quarantined = r.quarantined();
             if let Some(command) = &r.recovery_command {
                 let (report, freed) = self.catch_up_in_flight(r, command, quarantined, now).await?;
+                in_flight += usize::from(matches!(report.action.as_str(), "running" | "being sent"));
                 out.push(report);
                 if !freed {
                     continue;
@@ -126,22 +127,34 @@ impl<S: FleetStore> SyncContext<'_, S> {
             if !online || in_wave.as_ref().is_none_or(|w| w.contains(id)) {
                 continue;
             }
+            let free = InstanceRecord { recovery_command: None, ..r.clone() };
             if quarantined {
                 if r.recovery_sent_at.is_none_or(|t| now >= t + RECOVERY_SPACING_MS) {
-                    due.push((InstanceRecord { recovery_command: None, ..r.clone() }, true));
+                    due.push((free, true));
                 }
             } else if r.behind(&item.epoch, item.completed_gen) && item.completed_gen > 0 {
-                due.push((InstanceRecord { recovery_command: None, ..r.clone() }, false));
+                due.push((free, false));
             }
         }
+        let room = concurrency_limit(&self.settings.rate.max_concurrency, eligible.records.len())
+            .saturating_sub(in_flight)
+            .min(MAX_CATCH_UPS_PER_SWEEP);
+        if due.len() > room {
+            info!(
+                due = due.len(),
+                in_flight, room, "catch-ups held back by the rate controls: the next sweeps send them"
+            );
+        }
+        due.truncate(room);
         if due.is_empty() {
             return Ok(out);
         }
         let generation = item.requested_gen;
-        let claim = format!("{PENDING}{now}");
+        let claim = Claim::new(now, self.deadline.saturating_add(LISTING_LAG_MS));
+        let token = claim.encode();
         let mut claimed = Vec::new();
-        for (r, recovery) in due.into_iter().take(MAX_CATCH_UPS_PER_SWEEP) {
-            if self.store.claim_catch_up(&r.instance_id, &claim, generation, now).await? {
+        for (r, recovery) in due {
+            if self.store.claim_catch_up(&r.instance_id, &token, generation, now).await? {
                 claimed.push((r, recovery));
             }
         }
@@ -159,7 +172,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             Ok(p) => p,
             Err(e) => {
                 for (r, _) in &claimed {
-                    self.drop_claim(r).await;
+                    self.drop_claim(r, &token).await;
                 }
                 return Err(e);
             }
@@ -175,36 +188,44 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 recovery,
             };
             if in_wave.as_ref().is_none_or(|w| w.contains(id)) {
-                self.drop_claim(&r).await;
+                self.drop_claim(&r, &token).await;
                 out.push(report("left to the wave", None));
                 continue;
             }
             if self.clock.now_ms() > self.until {
-                self.drop_claim(&r).await;
+                self.drop_claim(&r, &token).await;
                 break;
             }
-            match send_catch_up(&self.clients.ssm, &document, parameters.clone(), id, generation, self.clock).await {
-                Ok(Some(command)) => {
-                    self.store.set_recovery(id, Some(command.clone()), generation, now).await?;
+            let comment = claim.comment(id, generation);
+            match send_catch_up(&self.clients.ssm, &document, parameters.clone(), id, comment, self.clock).await {
+                Ok(Sent::Command(command)) => {
+                    if !self.store.replace_recovery(id, &token, Some(command.clone()), generation, now).await? {
+                        warn!(instance_id = %id, command_id = %command, "a catch-up sent under a claim someone else changed");
+                    }
                     info!(instance_id = %id, generation, recovery, "catch-up sent to an instance behind the fleet");
                     out.push(report("sent", Some(command)));
                 }
-                Ok(None) => {
-                    self.drop_claim(&r).await;
+                Ok(Sent::InDoubt) => {
+                    // The claim stays: once it ends, a sweep finds the
+                    // command by its comment, or drops the claim.
+                    out.push(report("in doubt", None));
+                }
+                Ok(Sent::Refused) => {
+                    self.drop_claim(&r, &token).await;
                     out.push(report("not online", None));
                 }
                 Err(e) => {
-                    // Perhaps sent (the lookup itself may have failed): this
-                    // claim stays for the next sweep to resolve by comment.
+                    // Refused by SSM (nothing sent): every claim not sent goes.
+                    self.drop_claim(&r, &token).await;
                     for (rest, _) in claimed.by_ref() {
-                        self.drop_claim(&rest).await;
+                        self.drop_claim(&rest, &token).await;
                     }
                     return Err(e.into());
                 }
             }
         }
         for (rest, _) in claimed {
-            self.drop_claim(&rest).await;
+            self.drop_claim(&rest, &token).await;
         }
         Ok(out)
     }
@@ -219,12 +240,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
         })
     }
 
-    /// Drops a claim that was not sent (best effort: a claim left behind is
-    /// resolved by the next sweep).
-    async fn drop_claim(&self, r: &InstanceRecord) {
+    /// Drops our claim `token` that was not sent (best effort: a claim left
+    /// behind is resolved by a later sweep).
+    async fn drop_claim(&self, r: &InstanceRecord, token: &str) {
         let id = &r.instance_id;
-        if let Err(e) = self.store.set_recovery(id, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0)).await {
-            warn!(instance_id = %id, error = %e, "could not drop a catch-up claim: the next sweep resolves it");
+        let restore = self.store.replace_recovery(id, token, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0));
+        if let Err(e) = restore.await {
+            warn!(instance_id = %id, error = %e, "could not drop a catch-up claim: a later sweep resolves it");
         }
     }
 
@@ -237,15 +259,10 @@ impl<S: FleetStore> SyncContext<'_, S> {
         recovery: bool,
         now: u64,
     ) -> Result<(CatchUpReport, bool), SyncError> {
-        let Some(claimed_at) = pending_since(command) else {
+        let Some(claim) = Claim::parse(command) else {
             return Ok((self.catch_up_ended(r, command, recovery, now).await?, false));
         };
         let id = &r.instance_id;
-        if let Some(found) = self.find_catch_up(id, r.recovery_gen, claimed_at).await? {
-            info!(instance_id = %id, command_id = %found, "a catch-up sent but never recorded: adopted");
-            self.store.set_recovery(id, Some(found.clone()), r.recovery_gen, claimed_at).await?;
-            return Ok((self.catch_up_ended(r, &found, recovery, now).await?, false));
-        }
         let report = |action: &str| CatchUpReport {
             instance_id: id.clone(),
             action: action.to_owned(),
@@ -253,36 +270,31 @@ impl<S: FleetStore> SyncContext<'_, S> {
             command_id: None,
             recovery,
         };
-        if now < claimed_at + CLAIM_GRACE_MS {
-            // Another invocation may be sending it right now.
+        if now < claim.until {
+            // Its claimer may still be sending it.
             return Ok((report("being sent"), false));
         }
-        warn!(instance_id = %id, "a catch-up claim whose sender died before sending: dropped");
-        self.store.set_recovery(id, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0)).await?;
-        Ok((report("claim dropped"), true))
-    }
-
-    /// The catch-up command sent to `id` for `generation` since `since`, by
-    /// its comment.
-    async fn find_catch_up(&self, id: &str, generation: u64, since: u64) -> Result<Option<String>, SyncError> {
-        let comment = catch_up_comment(id, generation);
-        let filter = |key: CommandFilterKey, value: &str| CommandFilter::builder().key(key).value(value).build();
-        let mut pages = self
-            .clients
-            .ssm
-            .list_commands()
-            .instance_id(id)
-            .filters(filter(CommandFilterKey::DocumentName, &self.settings.document)?)
-            .filters(filter(CommandFilterKey::InvokedAfter, &invoked_after(since.saturating_sub(COMMENT_LOOKBACK_MS)))?)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ListCommands", e))?;
-            if let Some(c) = page.commands().iter().find(|c| c.comment() == Some(comment.as_str())) {
-                return Ok(c.command_id().map(str::to_owned));
+        // Past the claim, whatever its claimer sent is listed.
+        let comment = claim.comment(id, r.recovery_gen);
+        let only = std::slice::from_ref(id);
+        if let Some(found) =
+            find_command(&self.clients.ssm, &self.settings.document, &comment, Some(only), claim.made).await?
+        {
+            info!(instance_id = %id, command_id = %found, "a catch-up sent but never recorded: adopted");
+            if !self.store.replace_recovery(id, command, Some(found.clone()), r.recovery_gen, claim.made).await? {
+                return Ok((report("recorded elsewhere"), false));
             }
+            let adopted = InstanceRecord {
+                recovery_command: Some(found.clone()),
+                recovery_sent_at: Some(claim.made),
+                ..r.clone()
+            };
+            return Ok((self.catch_up_ended(&adopted, &found, recovery, now).await?, false));
         }
-        Ok(None)
+        warn!(instance_id = %id, "a catch-up claim whose sender died before sending: dropped");
+        let restore = self.store.replace_recovery(id, command, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0));
+        let dropped = restore.await?;
+        Ok((report("claim dropped"), dropped))
     }
 
     /// A command status event that is not the running wave's: the outcome
@@ -303,7 +315,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(out)
     }
 
-    /// A catch-up in flight: still running, or its outcome recorded.
+    /// A catch-up in flight: still running, or its outcome recorded (by the
+    /// one invocation that clears it first).
     async fn catch_up_ended(
         &self,
         r: &InstanceRecord,
@@ -320,14 +333,22 @@ impl<S: FleetStore> SyncContext<'_, S> {
             command_id: Some(command.to_owned()),
             recovery,
         };
-        if !status.is_terminal() {
-            return Ok(report("running"));
+        let sent_at = r.recovery_sent_at.unwrap_or(now);
+        // Past its delivery and execution timeouts an invocation SSM still
+        // does not know (history purged, a wrong id) never reached the agent.
+        let lifetime_ms = (u64::try_from(DELIVERY_TIMEOUT_S).unwrap_or(3600) + DEFAULT_EXECUTION_TIMEOUT_S) * 1000;
+        let stale = now > sent_at + lifetime_ms + COMMENT_LOOKBACK_MS;
+        let result = match (status.is_terminal(), stale) {
+            (true, _) => instance_result(&status, &details),
+            (false, true) => InstanceResult::Unreachable,
+            (false, false) => return Ok(report("running")),
+        };
+        if !self.store.replace_recovery(id, command, None, r.recovery_gen, sent_at).await? {
+            return Ok(report("recorded elsewhere"));
         }
-        let result = instance_result(&status, &details);
         let epoch = self.store.load().await?.map(|i| i.epoch).unwrap_or_default();
         let at = Synced { epoch: &epoch, generation: r.recovery_gen };
         self.store.record_results(at, &[(id.clone(), result)], now, self.settings.quarantine_after).await?;
-        self.store.set_recovery(id, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(now)).await?;
         let action = match result {
             InstanceResult::Synced => "synced",
             InstanceResult::Failed => "failed",
@@ -339,5 +360,28 @@ impl<S: FleetStore> SyncContext<'_, S> {
             info!(instance_id = %id, action, recovery, "catch-up ended");
         }
         Ok(report(action))
+    }
+}
+
+/// How many catch-ups may run at once: the waves' `MaxConcurrency` (`50`,
+/// or `10%` of the `fleet` in service, at least one).
+fn concurrency_limit(max_concurrency: &str, fleet: usize) -> usize {
+    match max_concurrency.strip_suffix('%') {
+        Some(percent) => (percent.parse::<usize>().unwrap_or(100) * fleet).div_ceil(100).max(1),
+        None => max_concurrency.parse().unwrap_or(1).max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concurrency_limit;
+
+    #[test]
+    fn catch_ups_share_the_waves_concurrency() {
+        assert_eq!(concurrency_limit("50", 1_000), 50);
+        assert_eq!(concurrency_limit("10%", 1_000), 100);
+        assert_eq!(concurrency_limit("10%", 3), 1, "at least one");
+        assert_eq!(concurrency_limit("33%", 10), 4, "rounded up");
+        assert_eq!(concurrency_limit("0", 10), 1);
     }
 }

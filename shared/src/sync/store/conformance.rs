@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{Applied, FleetStore, WaveRecord};
-use crate::ssm_document::history::{InstanceRecord, InstanceResult, PENDING, Synced, next_record};
+use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, Synced, next_record};
 use crate::store::{Doc, Items};
 use crate::sync::state::{self, Fingerprint, FleetItem, Op, WaveEnd};
 
@@ -99,7 +99,7 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
             lease_ms: 1_000,
         },
         5 => Op::Finish { wave_id: pick_id(rng), end: end(rng) },
-        6 => Op::Pause { sender: pick_sender(rng), wave_id: pick_id(rng) },
+        6 => Op::Pause { sender: pick_sender(rng), wave_id: pick_id(rng), until: now + rng.below(100) },
         7 => Op::Resume { wave_id: pick_id(rng), sender: format!("r{}", rng.below(1000)), now, lease_ms: 1_000 },
         _ => Op::TakeOver { wave_id: pick_id(rng), now, end: end(rng) },
     }
@@ -182,10 +182,40 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     )));
                 }
             }
+            8 if rng.below(3) == 0 => {
+                // A claim replaced by its command or dropped, only while it
+                // is still the expected value.
+                let id = INSTANCES[rng.below(4) as usize];
+                let mut r = model.record(id);
+                let expected = match (&r.recovery_command, rng.below(3)) {
+                    (Some(current), 0 | 1) => current.clone(),
+                    _ => format!("cmd-{}", rng.below(3)),
+                };
+                let command = (rng.below(2) == 0).then(|| format!("cmd-{}", rng.below(3)));
+                let generation = rng.below(20);
+                let got = store
+                    .replace_recovery(id, &expected, command.clone(), generation, now)
+                    .await
+                    .map_err(|e| at(&format!("replace_recovery: {e}")))?;
+                let want = r.recovery_command.as_deref() == Some(expected.as_str())
+                    || (command.is_some() && r.recovery_command == command);
+                if got != want {
+                    return Err(at(&format!(
+                        "replace_recovery {expected} -> {command:?} over {:?}: store {got}, specification {want}",
+                        r.recovery_command
+                    )));
+                }
+                if want {
+                    r.recovery_command = command;
+                    r.recovery_gen = generation;
+                    r.recovery_sent_at = Some(now);
+                    model.instances.insert(id.to_owned(), r);
+                }
+            }
             8 if rng.below(2) == 0 => {
                 // A catch-up claim: taken only when none is in flight.
                 let id = INSTANCES[rng.below(4) as usize];
-                let claim = format!("{PENDING}{now}");
+                let claim = Claim::new(now, now + 100).encode();
                 let generation = rng.below(20);
                 let got = store
                     .claim_catch_up(id, &claim, generation, now)

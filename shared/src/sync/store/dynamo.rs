@@ -126,11 +126,11 @@ impl FleetStore for Table {
                 }
                 (update, Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
             }
-            Op::Pause { wave_id, sender } => {
+            Op::Pause { wave_id, sender, until } => {
                 let (wave, lease, sender_attr) = (e.n(A_WAVE), e.n(A_LEASE), e.n(A_SENDER));
-                let (w, zero) = (e.v("w", AttributeValue::S(wave_id.clone())), e.v("zero", num(0)));
+                let (w, end) = (e.v("w", AttributeValue::S(wave_id.clone())), e.v("until", num(*until)));
                 let sv = e.v("sender", AttributeValue::S(sender.clone()));
-                (format!("SET {lease} = {zero}"), Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
+                (format!("SET {lease} = {end}"), Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
             }
             Op::Resume { wave_id, sender, now, lease_ms } => {
                 let (wave, lease, sent, sender_attr) = (e.n(A_WAVE), e.n(A_LEASE), e.n(A_SENT), e.n(A_SENDER));
