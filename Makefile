@@ -27,7 +27,7 @@ build:
 # tests, emulator-backed integration tests and the bootstrap binaries through
 # the Lambda Runtime API, all against one emulator started for the run.
 test: venv build
-	$(EMULATOR) bash -c 'cargo test --workspace --all-targets --locked -- --test-threads=4 && $(VENV)/bin/pytest -q tests/emulator'
+	$(EMULATOR) bash -c 'cargo test --workspace --all-targets --locked -- --test-threads=4 && target/debug/permissions check-recorded && $(VENV)/bin/pytest -q tests/emulator'
 
 demo: venv build
 	$(EMULATOR) target/debug/demo

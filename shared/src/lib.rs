@@ -41,6 +41,7 @@ pub mod groups;
 pub mod lifecycle;
 pub mod mount_targets;
 pub mod params;
+pub mod permissions;
 pub mod skips;
 pub mod ssm_document;
 pub mod store;

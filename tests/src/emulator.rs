@@ -149,6 +149,15 @@ impl Emulator {
         .collect()
     }
 
+    /// Every (caller tag, signing name, operation) the emulator served since
+    /// it started, across accounts (the permission check's input).
+    pub async fn seen_calls(&self) -> Vec<(String, String, String)> {
+        let seen = self.control(Method::GET, "calls/seen", None).await;
+        let rows = seen["seen"].as_array().cloned().unwrap_or_default();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        rows.iter().map(|r| (text(&r["tag"]), text(&r["service"]), text(&r["operation"]))).collect()
+    }
+
     pub(crate) async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = format!("{}/moto-api/fleetkeeper/{path}{sep}account={}", self.url, self.account);

@@ -158,7 +158,9 @@ pub trait RunHistory: Send + Sync {
 
     /// Claims the instance for a catch-up before it is sent: sets
     /// `recovery_command` to `claim` (an encoded [`Claim`]) only when no
-    /// catch-up is in flight. `false`: another invocation holds it. A wave
+    /// catch-up is in flight (`recovery_sent_at` is left alone: a dropped
+    /// claim must not space the next recovery). `false`: another invocation
+    /// holds it. A wave
     /// starting afterwards sees the claim and leaves the instance out; one
     /// that started before is seen by the claimer (claim, then look).
     fn claim_catch_up(
@@ -166,7 +168,6 @@ pub trait RunHistory: Send + Sync {
         instance_id: &str,
         claim: &str,
         generation: u64,
-        at: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Replaces `recovery_command` with `command` (`None`: removes it) only
@@ -269,14 +270,9 @@ impl RunHistory for MemoryTable {
         })
     }
 
-    async fn claim_catch_up(
-        &self,
-        instance_id: &str,
-        claim: &str,
-        generation: u64,
-        at: u64,
-    ) -> Result<bool, StoreError> {
-        self.claim_in_memory(instance_id, claim, generation, at)
+    async fn claim_catch_up(&self, instance_id: &str, claim: &str, generation: u64) -> Result<bool, StoreError> {
+        let accept = |current: Option<&str>| current.is_none_or(|c| c == claim);
+        self.recovery_if(instance_id, accept, Some(claim.to_owned()), generation, None)
     }
 
     async fn replace_recovery(
@@ -292,16 +288,11 @@ impl RunHistory for MemoryTable {
         let accept = move |current: Option<&str>| {
             current == Some(expected) || (retried.is_some() && current == retried.as_deref())
         };
-        self.recovery_if(instance_id, accept, command, generation, sent_at)
+        self.recovery_if(instance_id, accept, command, generation, Some(sent_at))
     }
 }
 
 impl MemoryTable {
-    fn claim_in_memory(&self, instance_id: &str, claim: &str, generation: u64, at: u64) -> Result<bool, StoreError> {
-        let accept = |current: Option<&str>| current.is_none_or(|c| c == claim);
-        self.recovery_if(instance_id, accept, Some(claim.to_owned()), generation, at)
-    }
-
     /// Sets the recovery fields when `accept` takes the current command.
     fn recovery_if(
         &self,
@@ -309,7 +300,7 @@ impl MemoryTable {
         accept: impl FnOnce(Option<&str>) -> bool,
         command: Option<String>,
         generation: u64,
-        sent_at: u64,
+        sent_at: Option<u64>,
     ) -> Result<bool, StoreError> {
         self.with(|items| {
             let mut r = memory_record(self, items, instance_id)?;
@@ -318,7 +309,9 @@ impl MemoryTable {
             }
             r.recovery_command = command;
             r.recovery_gen = generation;
-            r.recovery_sent_at = Some(sent_at);
+            if sent_at.is_some() {
+                r.recovery_sent_at = sent_at;
+            }
             MemoryTable::write(items.entry(self.keys().instance_pk(instance_id)).or_default(), &r)?;
             Ok(true)
         })
@@ -400,23 +393,15 @@ impl RunHistory for Table {
         Ok(())
     }
 
-    async fn claim_catch_up(
-        &self,
-        instance_id: &str,
-        claim: &str,
-        generation: u64,
-        at: u64,
-    ) -> Result<bool, StoreError> {
+    async fn claim_catch_up(&self, instance_id: &str, claim: &str, generation: u64) -> Result<bool, StoreError> {
         let mut e = Expr::default();
-        let (iid, cmd, g, sent) =
-            (e.n("instance_id"), e.n("recovery_command"), e.n("recovery_gen"), e.n("recovery_sent_at"));
-        let (idv, cv, gv, atv) = (
+        let (iid, cmd, g) = (e.n("instance_id"), e.n("recovery_command"), e.n("recovery_gen"));
+        let (idv, cv, gv) = (
             e.v("id", AttributeValue::S(instance_id.to_owned())),
             e.v("claim", AttributeValue::S(claim.to_owned())),
             e.v("gen", num(generation)),
-            e.v("at", num(at)),
         );
-        let update = format!("SET {iid} = {idv}, {cmd} = {cv}, {g} = {gv}, {sent} = {atv}");
+        let update = format!("SET {iid} = {idv}, {cmd} = {cv}, {g} = {gv}");
         // A retried claim whose first attempt committed finds its own value.
         let condition = format!("attribute_not_exists({cmd}) OR {cmd} = {cv}");
         let pk = self.keys().instance_pk(instance_id);
@@ -447,8 +432,12 @@ impl RunHistory for Table {
                 format!("{cmd} = {ev} OR {cmd} = {cv}")
             }
             None => {
-                update.push_str(&format!(" REMOVE {cmd}"));
-                format!("{cmd} = {ev}")
+                // A per-call mark: the SDK's retry of a committed clear finds
+                // its own write, and only its own (never another clearer's).
+                let by = e.n("recovery_cleared_by");
+                let mark = e.v("mark", AttributeValue::S(uuid::Uuid::new_v4().simple().to_string()));
+                update.push_str(&format!(", {by} = {mark} REMOVE {cmd}"));
+                format!("{cmd} = {ev} OR {by} = {mark}")
             }
         };
         let pk = self.keys().instance_pk(instance_id);

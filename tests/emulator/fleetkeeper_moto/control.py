@@ -17,6 +17,8 @@ GET    clock                                          ``?account``: the account'
 POST   clock                                          ``{account, advance_ms}``: moves the account's clock
 GET    calls                                          ``?key``: recorded AWS calls of keys with that prefix
 POST   calls/forget                                   ``{key}``: forgets them
+GET    calls/seen                                     every (caller tag, service, operation) served since the
+                                                      start, across accounts, never forgotten
 GET    autoscaling/lifecycle-events                   ``?region&group&after``: EventBridge events, oldest first,
                                                       from position ``after``; ``next`` is the next position
 GET    s3/events                                      ``?region&bucket&after``: S3 EventBridge object events
@@ -169,6 +171,10 @@ def calls_get(p: dict[str, Any]) -> Any:
     return {"calls": recorder.calls(required(p, "key"))}
 
 
+def calls_seen(p: dict[str, Any]) -> Any:
+    return {"seen": recorder.seen()}
+
+
 def calls_forget(p: dict[str, Any]) -> Any:
     return {"forgotten": recorder.forget(required(p, "key"))}
 
@@ -178,6 +184,7 @@ ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
     ("POST", "clock"): clock_advance,
     ("GET", "calls"): calls_get,
     ("POST", "calls/forget"): calls_forget,
+    ("GET", "calls/seen"): calls_seen,
     ("GET", "autoscaling/lifecycle-events"): lifecycle_events,
     ("GET", "autoscaling/lifecycle-actions"): lifecycle_actions,
     ("GET", "s3/events"): s3_events,

@@ -26,6 +26,11 @@ LOCK = threading.Lock()
 #: (access key, service, operation, HTTP status class) -> count
 CALLS: Counter[tuple[str, str, str, str]] = Counter()
 
+#: (caller tag, signing name, operation) of every call ever served, across
+#: accounts and never forgotten: what the permission check compares with
+#: each function's manifest.
+SEEN: set[tuple[str, str, str]] = set()
+
 #: SigV4 signing names -> botocore service names, where they differ.
 SIGNING_TO_SERVICE = {"elasticfilesystem": "efs", "elasticloadbalancing": "elbv2", "events": "events"}
 
@@ -113,6 +118,13 @@ def current_tag() -> str | None:
 def record(key: str, service: str, op: str, status: str) -> None:
     with LOCK:
         CALLS[(key, service, op, status)] += 1
+        SEEN.add((key[-6:], service, op))
+
+
+def seen() -> list[dict[str, str]]:
+    """Every (caller tag, service, operation) served since the start."""
+    with LOCK:
+        return [{"tag": t, "service": s, "operation": o} for t, s, o in sorted(SEEN)]
 
 
 def calls(key_prefix: str) -> list[dict[str, Any]]:

@@ -409,7 +409,7 @@ async fn a_catch_up_sent_but_never_recorded_is_adopted_not_sent_again() {
     let item = w.item().await;
     let now = w.clock.now_ms();
     let claim = sweep_claim(now);
-    assert!(w.store().claim_catch_up(&behind, &claim.encode(), item.requested_gen, now).await.expect("claim"));
+    assert!(w.store().claim_catch_up(&behind, &claim.encode(), item.requested_gen).await.expect("claim"));
     let wave_command = commands_to(&w, &w.instances().await[0]).await.remove(0).0;
     let parameters = w.clients.ssm.list_commands().command_id(&wave_command).send().await.expect("list").commands()[0]
         .parameters()
@@ -448,9 +448,7 @@ async fn a_claim_whose_sender_died_before_sending_holds_until_it_ends_then_is_re
     let (mut w, behind) = one_behind().await;
     let item = w.item().await;
     let now = w.clock.now_ms();
-    assert!(
-        w.store().claim_catch_up(&behind, &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim")
-    );
+    assert!(w.store().claim_catch_up(&behind, &sweep_claim(now).encode(), item.requested_gen).await.expect("claim"));
     // Until the claim ends its claimer may be sending it: nobody else does.
     w.clock.advance(Duration::from_secs(60)).await;
     w.tick().await;
@@ -469,9 +467,7 @@ async fn a_wave_leaves_out_an_instance_with_a_catch_up_claimed_and_it_catches_up
     let ids = w.instances().await;
     let now = w.clock.now_ms();
     let item = w.item().await;
-    assert!(
-        w.store().claim_catch_up(&ids[1], &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim")
-    );
+    assert!(w.store().claim_catch_up(&ids[1], &sweep_claim(now).encode(), item.requested_gen).await.expect("claim"));
     w.upload(&["v2.php"]).await;
     w.settle().await;
     assert!(w.has(&ids[0], "v2.php"));
@@ -498,7 +494,7 @@ async fn a_wave_whose_every_instance_is_catching_up_waits_without_counting_a_fai
     let id = w.instances().await.remove(0);
     let now = w.clock.now_ms();
     let item = w.item().await;
-    assert!(w.store().claim_catch_up(&id, &sweep_claim(now).encode(), item.requested_gen, now).await.expect("claim"));
+    assert!(w.store().claim_catch_up(&id, &sweep_claim(now).encode(), item.requested_gen).await.expect("claim"));
     w.upload(&["v2.php"]).await;
     w.settle().await;
     let item = w.item().await;
@@ -512,4 +508,21 @@ async fn a_wave_whose_every_instance_is_catching_up_waits_without_counting_a_fai
     let item = w.item().await;
     assert!(w.has(&id, "v2.php"));
     assert_eq!(item.completed_gen, item.requested_gen, "{item:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_claim_never_holds_an_instance() {
+    // A claim in a format this version cannot read (an older version's)
+    // must not keep the instance busy for every wave and sweep to come.
+    let (mut w, behind) = one_behind().await;
+    let item = w.item().await;
+    let now = w.clock.now_ms();
+    w.store().set_recovery(&behind, Some(format!("pending@{now}")), item.requested_gen, 0).await.expect("old claim");
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    w.clock.advance(SWEEP).await;
+    w.tick().await;
+    assert!(w.has(&behind, "v1.php"), "{:?}", commands_to(&w, &behind).await);
+    let record = w.store().instances(std::slice::from_ref(&behind)).await.expect("records").remove(0);
+    assert_eq!(record.recovery_command, None, "{record:?}");
 }

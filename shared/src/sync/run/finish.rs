@@ -106,10 +106,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let item = match self.store.apply(&op).await? {
             Applied::Won(item) => item,
             Applied::Lost(Refusal::LeaseLive { .. }) => return Ok(SettleOutcome::Sending { wave_id: wave.id }),
-            // The SDK retried a Finish whose first attempt committed: ours.
-            Applied::Lost(Refusal::Stale { current: None }) if matches!(op, Op::Finish { .. }) => {
+            // The SDK retried a Finish or TakeOver whose first attempt committed: ours.
+            Applied::Lost(Refusal::Stale { current: None })
+                if matches!(op, Op::Finish { .. } | Op::TakeOver { .. }) =>
+            {
                 match self.store.load().await? {
-                    Some(after) if after.wave.is_none() && self.finished_as_ours(&after, &wave, &settlement) => after,
+                    Some(after) if after.wave.is_none() && ended_as_ours(&after, &wave, &op) => after,
                     _ => return Ok(SettleOutcome::Stale { wave_id: wave.id }),
                 }
             }
@@ -147,16 +149,6 @@ impl<S: FleetStore> SyncContext<'_, S> {
             taken_over: matches!(op, Op::TakeOver { .. }),
             follow_up: follow_up.map(Box::new),
         })
-    }
-
-    /// Whether `after` (read after a refused Finish) is what our own Finish
-    /// would have written: the SDK's retry of a committed write.
-    fn finished_as_ours(&self, after: &FleetItem, wave: &Wave, settlement: &Settlement) -> bool {
-        match settlement {
-            Settlement::Done(r) if r.end == WaveEnd::Success => after.completed_gen >= wave.target,
-            Settlement::Done(_) => after.failed_gen == wave.target,
-            _ => false,
-        }
     }
 
     async fn follow_up(&self, wave: &Wave, end: WaveEnd, item: &FleetItem) -> Result<Option<StartOutcome>, SyncError> {
@@ -228,5 +220,21 @@ impl<S: FleetStore> SyncContext<'_, S> {
         }
         self.store.put_wave(&record).await?;
         Ok(quarantined)
+    }
+}
+
+/// Whether `after` (read after a refused Finish or TakeOver) is what our own
+/// `op` would have written: the SDK's retry of a committed write. (An
+/// abandoned end leaves no mark of its own; taking it as ours at worst
+/// records nothing and starts the next wave, which is conditional anyway.)
+fn ended_as_ours(after: &FleetItem, wave: &Wave, op: &Op) -> bool {
+    let end = match op {
+        Op::Finish { end, .. } | Op::TakeOver { end, .. } => *end,
+        _ => return false,
+    };
+    match end {
+        WaveEnd::Success => after.completed_gen >= wave.target,
+        WaveEnd::Failure => after.failed_gen == wave.target,
+        WaveEnd::Abandoned => true,
     }
 }

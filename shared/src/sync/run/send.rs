@@ -229,6 +229,9 @@ impl<S: FleetStore> SyncContext<'_, S> {
             Op::Resume { wave_id: wave.id.clone(), sender: sender.clone(), now, lease_ms: self.sender_lease_ms(now) };
         match self.store.apply(&op).await? {
             Applied::Won(_) => {}
+            // The SDK retried a Resume whose first attempt committed: ours.
+            Applied::Lost(Refusal::LeaseLive { .. })
+                if self.store.load().await?.and_then(|i| i.wave).is_some_and(|w| w.sender == sender) => {}
             Applied::Lost(_) => return Ok(None),
         }
         info!(wave_id = %wave.id, generation = wave.target, "resuming a wave whose sending stopped");

@@ -20,7 +20,7 @@ use super::{
     COMMENT_LOOKBACK_MS, CatchUpReport, MAX_CATCH_UPS_PER_SWEEP, RECOVERY_SPACING_MS, StartOutcome, SweepReport,
     SyncContext, SyncError, Trigger,
 };
-use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, Synced, instance_result};
+use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, PENDING, Synced, instance_result};
 use crate::ssm_document::run::{
     DEFAULT_EXECUTION_TIMEOUT_S, DELIVERY_TIMEOUT_S, LISTING_LAG_MS, Sent, find_command, invocation_status, resolve,
     send_catch_up,
@@ -114,7 +114,15 @@ impl<S: FleetStore> SyncContext<'_, S> {
         for (id, r) in &eligible.records {
             let quarantined = r.quarantined();
             if let Some(command) = &r.recovery_command {
-                let (report, freed) = self.catch_up_in_flight(r, command, quarantined, now).await?;
+                // One instance's trouble never stops the others' catch-ups.
+                let (report, freed) = match self.catch_up_in_flight(r, command, quarantined, now).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        warn!(instance_id = %id, command, error = %e, "could not follow a catch-up: the next sweep retries");
+                        in_flight += 1;
+                        continue;
+                    }
+                };
                 in_flight += usize::from(matches!(report.action.as_str(), "running" | "being sent"));
                 out.push(report);
                 if !freed {
@@ -154,7 +162,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let token = claim.encode();
         let mut claimed = Vec::new();
         for (r, recovery) in due {
-            if self.store.claim_catch_up(&r.instance_id, &token, generation, now).await? {
+            if self.store.claim_catch_up(&r.instance_id, &token, generation).await? {
                 claimed.push((r, recovery));
             }
         }
@@ -259,10 +267,17 @@ impl<S: FleetStore> SyncContext<'_, S> {
         recovery: bool,
         now: u64,
     ) -> Result<(CatchUpReport, bool), SyncError> {
-        let Some(claim) = Claim::parse(command) else {
-            return Ok((self.catch_up_ended(r, command, recovery, now).await?, false));
-        };
         let id = &r.instance_id;
+        let claim = match Claim::parse(command) {
+            Some(claim) => claim,
+            None if command.starts_with(PENDING) => {
+                // A claim this version cannot read (written by an older one):
+                // its claimer is long gone, and it must not hold the instance.
+                warn!(instance_id = %id, command, "an unreadable catch-up claim: dropped");
+                return self.drop_dead_claim(r, command, recovery).await;
+            }
+            None => return Ok((self.catch_up_ended(r, command, recovery, now).await?, false)),
+        };
         let report = |action: &str| CatchUpReport {
             instance_id: id.clone(),
             action: action.to_owned(),
@@ -292,9 +307,27 @@ impl<S: FleetStore> SyncContext<'_, S> {
             return Ok((self.catch_up_ended(&adopted, &found, recovery, now).await?, false));
         }
         warn!(instance_id = %id, "a catch-up claim whose sender died before sending: dropped");
-        let restore = self.store.replace_recovery(id, command, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0));
-        let dropped = restore.await?;
-        Ok((report("claim dropped"), dropped))
+        self.drop_dead_claim(r, command, recovery).await
+    }
+
+    /// Drops a claim nobody will send; `true` when the instance is free now.
+    async fn drop_dead_claim(
+        &self,
+        r: &InstanceRecord,
+        claim: &str,
+        recovery: bool,
+    ) -> Result<(CatchUpReport, bool), SyncError> {
+        let id = &r.instance_id;
+        let dropped =
+            self.store.replace_recovery(id, claim, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0)).await?;
+        let report = CatchUpReport {
+            instance_id: id.clone(),
+            action: "claim dropped".into(),
+            generation: r.recovery_gen,
+            command_id: None,
+            recovery,
+        };
+        Ok((report, dropped))
     }
 
     /// A command status event that is not the running wave's: the outcome

@@ -218,7 +218,7 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                 let claim = Claim::new(now, now + 100).encode();
                 let generation = rng.below(20);
                 let got = store
-                    .claim_catch_up(id, &claim, generation, now)
+                    .claim_catch_up(id, &claim, generation)
                     .await
                     .map_err(|e| at(&format!("claim_catch_up: {e}")))?;
                 let mut r = model.record(id);
@@ -230,9 +230,9 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     )));
                 }
                 if free {
+                    // The claim leaves the time of the last catch-up alone.
                     r.recovery_command = Some(claim);
                     r.recovery_gen = generation;
-                    r.recovery_sent_at = Some(now);
                     model.instances.insert(id.to_owned(), r);
                 }
             }

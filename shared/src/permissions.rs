@@ -1,0 +1,246 @@
+//! What each function may call on AWS: the single source of its IAM policy.
+//!
+//! `infra/template.yaml` grants each function's role exactly its manifest
+//! (checked on the SAM-transformed template by `tests/infra`), and the
+//! emulator's call recorder checks that every operation a function was seen
+//! to make in the test suite is in its manifest (`permissions check-recorded`,
+//! run by `make test`). `docs/permissions.md` explains each grant.
+
+use crate::config::Component;
+
+/// What a grant applies to: the resource-level scoping the template uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// `Resource: "*"`: the action supports no resource-level permissions
+    /// (the reason is in [`Grant::why`] and in the template's comment).
+    Any,
+    /// The sync document's ARN.
+    Document,
+    /// The managed groups' instances: `instance/*` with
+    /// `ssm:resourceTag/aws:autoscaling:groupName` = a managed group.
+    FleetInstances,
+    /// The lock table's ARN.
+    LockTable,
+    /// The codebase bucket, with `s3:prefix` = the codebase prefix.
+    CodebaseBucket,
+    /// The managed groups' ARNs (`autoScalingGroupName/<name>`).
+    FleetGroups,
+    /// The fleet's target groups.
+    TargetGroups,
+    /// The shared file system's ARN.
+    FileSystem,
+}
+
+/// Actions granted together on one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// IAM actions (`service:Operation`).
+    pub actions: &'static [&'static str],
+    /// What they apply to.
+    pub scope: Scope,
+    /// Why the function needs them.
+    pub why: &'static str,
+}
+
+const SSM_SEND: [Grant; 2] = [
+    Grant {
+        actions: &["ssm:SendCommand"],
+        scope: Scope::Document,
+        why: "waves and catch-ups run the sync document (its version pinned)",
+    },
+    Grant { actions: &["ssm:SendCommand"], scope: Scope::FleetInstances, why: "only on the managed groups' instances" },
+];
+
+const SSM_DOCUMENT: Grant = Grant {
+    actions: &["ssm:DescribeDocument"],
+    scope: Scope::Document,
+    why: "the version a command pins and the parameters the document declares",
+};
+
+const SSM_READ: Grant = Grant {
+    actions: &[
+        "ssm:DescribeInstanceInformation",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommandInvocations",
+        "ssm:ListCommands",
+    ],
+    scope: Scope::Any,
+    why: "agents online and their versions; command results; a command whose answer was lost, found by its comment \
+          (these SSM reads support no resource-level permissions)",
+};
+
+const LOCK_TABLE: Grant = Grant {
+    actions: &["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+    scope: Scope::LockTable,
+    why: "the fleet item (conditional writes), wave records, instance and lifecycle records",
+};
+
+const GROUPS_READ: Grant = Grant {
+    actions: &["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances"],
+    scope: Scope::Any,
+    why: "the managed groups' members and their lifecycle states (Describe* of Auto Scaling supports no \
+          resource-level permissions)",
+};
+
+const INSTANCES_READ: Grant = Grant {
+    actions: &["ec2:DescribeInstances"],
+    scope: Scope::Any,
+    why: "whether an instance still runs (EC2 Describe* supports no resource-level permissions)",
+};
+
+const MOUNT_TARGETS: [Grant; 2] = [
+    Grant {
+        actions: &[
+            "elasticfilesystem:CreateMountTarget",
+            "elasticfilesystem:DescribeFileSystems",
+            "elasticfilesystem:DescribeMountTargetSecurityGroups",
+            "elasticfilesystem:DescribeMountTargets",
+        ],
+        scope: Scope::FileSystem,
+        why: "one mount target per Availability Zone of the managed groups",
+    },
+    Grant {
+        // CreateMountTarget "also requires permissions for the following
+        // Amazon EC2 actions" (EFS API reference, CreateMountTarget).
+        actions: &[
+            "ec2:CreateNetworkInterface",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+        ],
+        scope: Scope::Any,
+        why: "the zones' subnets and security groups; EFS creates the mount target's network interface with the \
+              caller's permissions",
+    },
+];
+
+const SYNC: [Grant; 9] = [
+    SSM_SEND[0],
+    SSM_SEND[1],
+    SSM_DOCUMENT,
+    SSM_READ,
+    Grant {
+        actions: &["ssm:CancelCommand"],
+        scope: Scope::Any,
+        why: "releases the pending invocation of an instance that left (CancelCommand supports no resource-level \
+              permissions)",
+    },
+    LOCK_TABLE,
+    GROUPS_READ,
+    INSTANCES_READ,
+    Grant {
+        actions: &["s3:ListBucket"],
+        scope: Scope::CodebaseBucket,
+        why: "the codebase's fingerprint (the lost-event backstop)",
+    },
+];
+
+const LIFECYCLE: [Grant; 13] = [
+    Grant {
+        actions: &["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+        scope: Scope::FleetGroups,
+        why: "continues, abandons or extends the managed groups' lifecycle actions",
+    },
+    Grant {
+        actions: &["autoscaling:DescribeLifecycleHooks"],
+        scope: Scope::Any,
+        why: "the hooks' heartbeat timeouts (Describe* of Auto Scaling supports no resource-level permissions)",
+    },
+    GROUPS_READ,
+    INSTANCES_READ,
+    Grant {
+        actions: &["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
+        scope: Scope::TargetGroups,
+        why: "puts a ready instance into service and drains a leaving one",
+    },
+    Grant {
+        actions: &[
+            "elasticloadbalancing:DescribeTargetGroupAttributes",
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetHealth",
+        ],
+        scope: Scope::Any,
+        why: "health and deregistration delay (ELB Describe* supports no resource-level permissions)",
+    },
+    MOUNT_TARGETS[0],
+    MOUNT_TARGETS[1],
+    SSM_SEND[0],
+    SSM_SEND[1],
+    SSM_DOCUMENT,
+    SSM_READ,
+    LOCK_TABLE,
+];
+
+const MOUNTS: [Grant; 3] = [
+    MOUNT_TARGETS[0],
+    MOUNT_TARGETS[1],
+    Grant {
+        actions: &["autoscaling:DescribeAutoScalingGroups"],
+        scope: Scope::Any,
+        why: "the managed groups' subnets (Describe* of Auto Scaling supports no resource-level permissions)",
+    },
+];
+
+/// A function's grants.
+pub fn manifest(component: Component) -> &'static [Grant] {
+    match component {
+        Component::LifecycleHook => &LIFECYCLE,
+        Component::MountTargets => &MOUNTS,
+        Component::CodebaseSync | Component::SyncCompletion => &SYNC,
+    }
+}
+
+/// Every action a function may call, sorted, without duplicates.
+pub fn actions(component: Component) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = manifest(component).iter().flat_map(|g| g.actions.iter().copied()).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The IAM action an API operation is authorized as (`service` is the SigV4
+/// signing name, which is also the IAM prefix for every service used here).
+pub fn action_of(service: &str, operation: &str) -> String {
+    let operation = match (service, operation) {
+        // ListObjectsV2 is authorized as s3:ListBucket.
+        ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
+        (_, op) => op,
+    };
+    format!("{service}:{operation}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_grant_names_real_looking_actions_and_a_reason() {
+        for c in Component::ALL {
+            for g in manifest(c) {
+                assert!(!g.actions.is_empty() && !g.why.is_empty(), "{c}: {g:?}");
+                for a in g.actions {
+                    let (service, op) = a.split_once(':').unwrap_or_default();
+                    assert!(!service.is_empty() && op.starts_with(char::is_uppercase), "{c}: {a}");
+                    assert!(!a.contains('*'), "no wildcard actions: {c}: {a}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_lifecycle_hook_completes_lifecycle_actions_or_touches_targets() {
+        for c in Component::ALL {
+            let mutating = actions(c)
+                .into_iter()
+                .filter(|a| a.starts_with("autoscaling:Complete") || a.contains("RegisterTargets"))
+                .count();
+            assert_eq!(mutating > 0, c == Component::LifecycleHook, "{c}");
+        }
+    }
+
+    #[test]
+    fn list_objects_is_authorized_as_list_bucket() {
+        assert_eq!(action_of("s3", "ListObjectsV2"), "s3:ListBucket");
+        assert_eq!(action_of("ssm", "SendCommand"), "ssm:SendCommand");
+    }
+}
