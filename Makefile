@@ -8,7 +8,10 @@ PYTHON ?= python3
 EMULATOR := tests/emulator/with-emulator
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 
-.PHONY: all venv build test test-rust test-emulator demo reliability fmt fmt-check clippy check clean
+INFRA_VENV := .venv-infra
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: all venv infra-venv checkov-venv build test demo reliability template infra-check checkov package fmt fmt-check clippy check clean
 
 all: build
 
@@ -20,14 +23,33 @@ $(VENV)/.installed: tests/emulator/requirements.txt
 
 venv: $(VENV)/.installed
 
+# The deployment checks' tools (SAM CLI, cfn-lint, parliament), and checkov
+# in a venv of its own: it pins an old boto3.
+$(INFRA_VENV)/.installed: infra/requirements.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	touch $@
+
+infra-venv: $(INFRA_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
 build:
 	$(CARGO_BUILD)
 
 # The whole suite, the one CI runs: unit and planner tests, the patch layer's
 # tests, emulator-backed integration tests and the bootstrap binaries through
 # the Lambda Runtime API, all against one emulator started for the run.
-test: venv build
+# Then the deployment template, offline: rendered from its sources, lint
+# clean, least privilege checked against the manifests, checkov clean.
+test: venv infra-venv checkov-venv build
 	$(EMULATOR) bash -c 'cargo test --workspace --all-targets --locked -- --test-threads=4 && target/debug/permissions check-recorded && $(VENV)/bin/pytest -q tests/emulator'
+	$(MAKE) --no-print-directory infra-check checkov
 
 demo: venv build
 	$(EMULATOR) target/debug/demo
@@ -37,6 +59,28 @@ demo: venv build
 SEEDS ?= 50
 reliability: venv build
 	$(EMULATOR) target/debug/reliability --seeds $(SEEDS) --out docs/reliability.md
+
+# infra/template.yaml from infra/template.src.yaml, infra/sync-document.yaml
+# and the functions' permission manifests.
+template: build
+	$(PYTHON) infra/render.py
+
+infra-check: infra-venv build
+	$(INFRA_VENV)/bin/pytest -q tests/infra
+	cd infra && AWS_ACCESS_KEY_ID=none AWS_SECRET_ACCESS_KEY=none SAM_CLI_TELEMETRY=0 \
+		../$(INFRA_VENV)/bin/sam validate --lint --region us-east-1 -t template.yaml
+
+checkov: checkov-venv
+	$(CHECKOV_VENV)/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
+
+# The four functions as arm64 Lambda zips (release build, cross-compiled
+# with zig), in target/lambda/<function>/bootstrap.zip. About 15 minutes on
+# 2 cores from scratch; not part of make test.
+FUNCTIONS := lifecycle-hook mount-targets codebase-sync sync-completion
+package: infra-venv
+	rustup target add aarch64-unknown-linux-gnu
+	source $(INFRA_VENV)/bin/activate && cargo lambda build --release --arm64 --output-format zip $(addprefix --package ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do ls -l target/lambda/$$f/bootstrap.zip | awk -v f=$$f '{printf "%-16s %6.1f MiB\n", f, $$5/1048576}'; done
 
 fmt:
 	cargo fmt --all
@@ -51,4 +95,4 @@ check: fmt-check clippy test
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(INFRA_VENV) $(CHECKOV_VENV)

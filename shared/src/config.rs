@@ -53,6 +53,8 @@ pub mod vars {
     pub const CODEBASE_REGION: &str = "FLEET_CODEBASE_REGION";
     /// How long one attempt of an AWS call may take, in seconds.
     pub const AWS_ATTEMPT_TIMEOUT_SECONDS: &str = "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS";
+    /// How often the schedules (lifecycle reconcile, mount targets, sweep) run, in seconds.
+    pub const RECONCILE_INTERVAL_SECONDS: &str = "FLEET_RECONCILE_INTERVAL_SECONDS";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -189,12 +191,19 @@ pub struct Config {
     pub dry_run: bool,
     /// `FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10).
     pub aws_attempt_timeout_seconds: u64,
+    /// `FLEET_RECONCILE_INTERVAL_SECONDS` (default 300): a lifecycle hook's
+    /// heartbeat timeout must be above twice it, or an action whose event
+    /// was lost can time out before the reconcile sees it.
+    pub reconcile_interval_seconds: u64,
 }
 
 /// Default bound on one attempt of an AWS call: a connection that hangs
 /// (no answer, no reset) is abandoned and the call retried by the SDK,
 /// instead of holding the invocation until Lambda's timeout.
 pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS: u64 = 10;
+
+/// The schedules' interval when `FLEET_RECONCILE_INTERVAL_SECONDS` is unset.
+pub const DEFAULT_RECONCILE_INTERVAL_SECONDS: u64 = 300;
 
 /// Default number of consecutive failed syncs before quarantine.
 pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
@@ -318,6 +327,20 @@ impl Config {
             },
         };
 
+        let reconcile_interval_seconds = match get(vars::RECONCILE_INTERVAL_SECONDS) {
+            None => DEFAULT_RECONCILE_INTERVAL_SECONDS,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (60..=3600).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        vars::RECONCILE_INTERVAL_SECONDS,
+                        "expected whole seconds from 60 to 3600",
+                        &v,
+                    ));
+                }
+            },
+        };
+
         Ok(Config {
             component,
             fleet_name,
@@ -332,6 +355,7 @@ impl Config {
             quarantine_after,
             dry_run,
             aws_attempt_timeout_seconds,
+            reconcile_interval_seconds,
         })
     }
 
@@ -454,6 +478,7 @@ mod tests {
             assert_eq!(cfg.asg_names, ["web-a", "web-b"]);
             assert_eq!(cfg.lease_seconds, DEFAULT_LEASE_SECONDS);
             assert_eq!(cfg.aws_attempt_timeout_seconds, DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS);
+            assert_eq!(cfg.reconcile_interval_seconds, DEFAULT_RECONCILE_INTERVAL_SECONDS);
             assert_eq!(cfg.rate, RateControls { max_concurrency: "50".into(), max_errors: "0".into() });
             assert!(!cfg.dry_run);
             let codebase = cfg.codebase.expect("codebase");
@@ -554,6 +579,8 @@ mod tests {
             (vars::DRY_RUN, "yes"),
             (vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "0"),
             (vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "1.5"),
+            (vars::RECONCILE_INTERVAL_SECONDS, "30"),
+            (vars::RECONCILE_INTERVAL_SECONDS, "5m"),
         ];
         for (var, value) in table {
             let mut env = full();

@@ -29,6 +29,9 @@ pub enum Scope {
     TargetGroups,
     /// The shared file system's ARN.
     FileSystem,
+    /// The network interfaces, subnets and security groups of the account
+    /// and region (what `ec2:CreateNetworkInterface` is authorized against).
+    NetworkInterfaces,
 }
 
 /// Actions granted together on one scope.
@@ -88,7 +91,7 @@ const INSTANCES_READ: Grant = Grant {
     why: "whether an instance still runs (EC2 Describe* supports no resource-level permissions)",
 };
 
-const MOUNT_TARGETS: [Grant; 2] = [
+const MOUNT_TARGETS: [Grant; 3] = [
     Grant {
         actions: &[
             "elasticfilesystem:CreateMountTarget",
@@ -102,15 +105,14 @@ const MOUNT_TARGETS: [Grant; 2] = [
     Grant {
         // CreateMountTarget "also requires permissions for the following
         // Amazon EC2 actions" (EFS API reference, CreateMountTarget).
-        actions: &[
-            "ec2:CreateNetworkInterface",
-            "ec2:DescribeNetworkInterfaces",
-            "ec2:DescribeSecurityGroups",
-            "ec2:DescribeSubnets",
-        ],
+        actions: &["ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets"],
         scope: Scope::Any,
-        why: "the zones' subnets and security groups; EFS creates the mount target's network interface with the \
-              caller's permissions",
+        why: "the zones' subnets and security groups (EC2 Describe* supports no resource-level permissions)",
+    },
+    Grant {
+        actions: &["ec2:CreateNetworkInterface"],
+        scope: Scope::NetworkInterfaces,
+        why: "EFS creates a mount target's network interface with the caller's permissions",
     },
 ];
 
@@ -135,7 +137,7 @@ const SYNC: [Grant; 9] = [
     },
 ];
 
-const LIFECYCLE: [Grant; 13] = [
+const LIFECYCLE: [Grant; 14] = [
     Grant {
         actions: &["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
         scope: Scope::FleetGroups,
@@ -164,6 +166,7 @@ const LIFECYCLE: [Grant; 13] = [
     },
     MOUNT_TARGETS[0],
     MOUNT_TARGETS[1],
+    MOUNT_TARGETS[2],
     SSM_SEND[0],
     SSM_SEND[1],
     SSM_DOCUMENT,
@@ -171,9 +174,10 @@ const LIFECYCLE: [Grant; 13] = [
     LOCK_TABLE,
 ];
 
-const MOUNTS: [Grant; 3] = [
+const MOUNTS: [Grant; 4] = [
     MOUNT_TARGETS[0],
     MOUNT_TARGETS[1],
+    MOUNT_TARGETS[2],
     Grant {
         actions: &["autoscaling:DescribeAutoScalingGroups"],
         scope: Scope::Any,

@@ -53,6 +53,8 @@ pub struct GateSettings {
     pub catch_up: Option<CatchUpSettings>,
     /// `FLEET_DRY_RUN`.
     pub dry_run: bool,
+    /// `FLEET_RECONCILE_INTERVAL_SECONDS`.
+    pub reconcile_interval_s: u64,
 }
 
 /// What a catch-up sends.
@@ -89,6 +91,7 @@ impl GateSettings {
             mount: mount_targets::Target::from_config(config),
             catch_up,
             dry_run: config.dry_run,
+            reconcile_interval_s: config.reconcile_interval_seconds,
         }
     }
 

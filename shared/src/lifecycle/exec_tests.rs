@@ -47,6 +47,7 @@ fn settings() -> GateSettings {
         mount: None,
         catch_up: None,
         dry_run: false,
+        reconcile_interval_s: 300,
     }
 }
 

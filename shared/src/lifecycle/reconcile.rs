@@ -33,6 +33,9 @@ pub struct ReconcileReport {
     pub missing_groups: Vec<String>,
     /// Work left for the next run (out of time).
     pub truncated: bool,
+    /// Our hooks whose heartbeat timeout is not above twice the reconcile
+    /// interval (`group/hook: timeout s`): a lost event can let them time out.
+    pub short_heartbeats: Vec<String>,
 }
 
 impl<S: RecordStore> Gate<'_, S> {
@@ -63,6 +66,15 @@ impl<S: RecordStore> Gate<'_, S> {
                     self.settings.hook_names.iter().any(|n| n == hook).then(|| (hook.to_owned(), transition))
                 })
                 .collect();
+            let floor = 2 * self.settings.reconcile_interval_s;
+            for h in hooks.lifecycle_hooks() {
+                let (Some(hook), Some(timeout)) = (h.lifecycle_hook_name(), h.heartbeat_timeout()) else { continue };
+                if ours.iter().any(|(n, _)| n == hook) && u64::try_from(timeout).unwrap_or(0) <= floor {
+                    warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
+                        "a hook's heartbeat timeout is not above twice the reconcile interval: an action whose event was lost may time out first");
+                    report.short_heartbeats.push(format!("{name}/{hook}: {timeout} s"));
+                }
+            }
             for instance in g.instances() {
                 let (Some(id), Some(state)) = (instance.instance_id(), instance.lifecycle_state()) else { continue };
                 let Some((transition, origin, destination)) = waiting(state) else { continue };

@@ -29,6 +29,7 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::FleetGroups => "fleet-groups",
         Scope::TargetGroups => "target-groups",
         Scope::FileSystem => "file-system",
+        Scope::NetworkInterfaces => "network-interfaces",
     }
 }
 

@@ -402,3 +402,25 @@ async fn the_real_bootstrap_gates_a_launch() {
     assert_eq!(w.state(&id).await.as_deref(), Some("InService"));
     process.stop().await;
 }
+
+#[tokio::test]
+async fn a_hook_whose_heartbeat_a_lost_event_could_outlast_is_reported() {
+    // The test fleet's hooks time out after 300 s.
+    let every_five_minutes = World::new(FleetSpec { instances: 0, ..FleetSpec::default() }).await;
+    let report = every_five_minutes.handle(scheduled()).await;
+    let fleet = &every_five_minutes.fleet;
+    let mut short: Vec<String> =
+        [&fleet.launch_hook, &fleet.terminate_hook].iter().map(|h| format!("{}/{h}: 300 s", fleet.asg_name)).collect();
+    short.sort();
+    let mut got: Vec<String> =
+        serde_json::from_value(report["reconcile"]["short_heartbeats"].clone()).unwrap_or_default();
+    got.sort();
+    assert_eq!(got, short, "300 s is not above 2 x 300 s: {report}");
+
+    let every_two_minutes = World::with(FleetSpec { instances: 0, ..FleetSpec::default() }, |env| {
+        set_var(env, fleetkeeper::config::vars::RECONCILE_INTERVAL_SECONDS, "120")
+    })
+    .await;
+    let report = every_two_minutes.handle(scheduled()).await;
+    assert_eq!(report["reconcile"]["short_heartbeats"], json!([]), "{report}");
+}
