@@ -88,7 +88,8 @@ def statements(grants: list[dict], indent: str) -> str:
 
 HOOK = """  {name}:
     Type: AWS::AutoScaling::LifecycleHook
-{condition}    DependsOn: [LifecycleHookFunction, LifecycleHookFunctionLifecycleActions, LifecycleHookFunctionLifecycleActionsPermission]
+    Condition: {condition}
+    DependsOn: [LifecycleHookFunction, LifecycleHookFunctionLifecycleActions, LifecycleHookFunctionLifecycleActionsPermission]
     Properties:
       AutoScalingGroupName: !Ref {group}
       LifecycleHookName: !Sub "${{FleetName}}-{kind}"
@@ -105,7 +106,7 @@ def hooks() -> str:
             out.append(
                 HOOK.format(
                     name=f"{kind.capitalize()}Hook{n}",
-                    condition=f"    Condition: {condition}\n" if condition else "",
+                    condition=f"Gates{group}",
                     group=group,
                     kind=kind,
                     transition=transition,

@@ -32,17 +32,28 @@ FUNCTIONS = {
     "codebase-sync": "CodebaseSyncFunction",
     "sync-completion": "SyncCompletionFunction",
 }
-#: Permissions a role holds beyond its function's manifest, and why:
-#: the service uses the role for the function's triggers and logs.
+#: Permissions a role holds beyond its function's manifest, and why: the
+#: service uses the role for the function's triggers (logs come from the
+#: AWSLambdaBasicExecutionRole managed policy SAM attaches).
+ON_FAILURE = {"sqs:SendMessage"}  # EventInvokeConfig OnFailure -> the events dead-letter queue
+POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 IMPLIED = {
-    "logs:CreateLogGroup": "AWSLambdaBasicExecutionRole (SAM): the function's logs",
-    "logs:CreateLogStream": "AWSLambdaBasicExecutionRole (SAM): the function's logs",
-    "logs:PutLogEvents": "AWSLambdaBasicExecutionRole (SAM): the function's logs",
-    "sqs:SendMessage": "EventInvokeConfig OnFailure: a failed async invocation goes to the dead-letter queue",
-    "sqs:ReceiveMessage": "the upload queue's event source mapping (codebase-sync)",
-    "sqs:DeleteMessage": "the upload queue's event source mapping (codebase-sync)",
-    "sqs:GetQueueAttributes": "the upload queue's event source mapping (codebase-sync)",
-    "sqs:ChangeMessageVisibility": "the upload queue's event source mapping (codebase-sync)",
+    "lifecycle-hook": ON_FAILURE,
+    "mount-targets": ON_FAILURE,
+    "codebase-sync": POLL,  # the upload queue's event source mapping
+    "sync-completion": ON_FAILURE,
+}
+#: What a scope's Resource must name (the statement's Sid starts with it).
+SCOPE_MARKS = {
+    "Any": '"*"',
+    "Document": ":document/${FleetName}-codebase-sync",
+    "FleetInstances": ":instance/*",
+    "LockTable": '"LockTable"',
+    "CodebaseBucket": ":s3:::${CodebaseBucket}",
+    "FleetGroups": ":autoScalingGroupName/${GroupName1}",
+    "TargetGroups": '"TargetGroupArns"',
+    "FileSystem": ":file-system/${FileSystemId}",
+    "NetworkInterfaces": ":network-interface/*",
 }
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 #: Every optional feature on: the transform then shows every statement.
@@ -132,7 +143,7 @@ def test_each_role_grants_exactly_its_manifest_plus_what_its_triggers_imply(
         wanted = {a for g in manifests[function] for a in g["actions"]}
         assert wanted <= granted, f"{function}: missing {sorted(wanted - granted)}"
         extra = granted - wanted
-        assert extra <= set(IMPLIED), f"{function}: grants beyond its manifest {sorted(extra - set(IMPLIED))}"
+        assert extra <= IMPLIED[function], f"{function}: grants beyond its manifest {sorted(extra - IMPLIED[function])}"
         managed = role["Properties"].get("ManagedPolicyArns", [])
         assert managed == [BASIC_EXECUTION], f"{function}: managed policies {managed}"
 
@@ -146,6 +157,18 @@ def test_only_actions_without_resource_level_permissions_get_a_wildcard(
             if s.get("Resource") == "*":
                 assert set(actions_of(s)) <= anywhere, f"{function}: {s}"
             assert "*" not in "".join(actions_of(s)), f"{function}: a wildcard action {s}"
+
+
+def test_each_grant_names_the_resources_of_its_scope(
+    transformed: dict[str, Any], manifests: dict[str, list[dict[str, Any]]]
+) -> None:
+    for function, logical in FUNCTIONS.items():
+        by_sid = {s["Sid"]: s for s in statements(transformed["Resources"][f"{logical}Role"]) if "Sid" in s}
+        for n, grant in enumerate(manifests[function], 1):
+            scope = "".join(part.capitalize() for part in grant["scope"].split("-"))
+            statement = by_sid[f"{scope}{n}"]
+            assert sorted(actions_of(statement)) == sorted(grant["actions"]), f"{function}: {statement}"
+            assert SCOPE_MARKS[scope] in json.dumps(statement["Resource"]), f"{function}: {scope}: {statement}"
 
 
 def test_send_command_is_bound_to_the_document_and_to_the_managed_groups_instances(transformed: dict[str, Any]) -> None:
@@ -176,13 +199,29 @@ def test_every_rule_invokes_an_existing_function_that_allows_it(transformed: dic
             assert allowed, f"{name}: no AWS::Lambda::Permission for {function}"
 
 
+def test_the_events_dead_letter_queue_admits_every_rule_of_the_stack(transformed: dict[str, Any]) -> None:
+    resources = transformed["Resources"]
+    (statement,) = resources["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    allowed = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    prefix = allowed.rsplit("rule/", 1)[1].rstrip("*")
+    for name, rule in resources.items():
+        if rule["Type"] != "AWS::Events::Rule":
+            continue
+        rule_name = rule["Properties"].get("Name") or rule["Properties"].get("RuleName")
+        assert rule_name, f"{name}: unnamed: CloudFormation would shorten a generated name and the policy could miss it"
+        text = rule_name["Fn::Sub"] if isinstance(rule_name, dict) else rule_name
+        assert text.startswith(prefix), (name, text, prefix)
+        assert len(text.replace("${FleetName}", "x" * 31)) <= 64, f"{name}: {text} may exceed 64 characters"
+
+
 def test_the_upload_queue_takes_only_its_rule_and_outlives_the_function(transformed: dict[str, Any]) -> None:
     resources = transformed["Resources"]
     policy = resources["UploadQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert [s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in policy] == [{"Fn::GetAtt": ["UploadRule", "Arn"]}]
     queue = resources["UploadQueue"]["Properties"]
     timeout = resources["CodebaseSyncFunction"]["Properties"]["Timeout"]
-    assert queue["VisibilityTimeout"] >= 6 * timeout, "Lambda: at least six times the function's timeout"
+    window = resources["CodebaseSyncUploads"]["Properties"]["MaximumBatchingWindowInSeconds"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout + window, "Lambda: six times the timeout plus the batching window"
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["UploadDeadLetterQueue", "Arn"]}
 
 
@@ -200,6 +239,9 @@ def test_hooks_exist_only_after_their_function_rule_and_permission(transformed: 
     for name, hook in hooks.items():
         needs = set(hook["DependsOn"])
         assert {"LifecycleHookFunction", "LifecycleHookFunctionLifecycleActions", "LifecycleHookFunctionLifecycleActionsPermission"} <= needs, name
+        kinds = {resources[n]["Type"] for n in needs}
+        assert kinds == {"AWS::Lambda::Function", "AWS::Events::Rule", "AWS::Lambda::Permission"}, (name, kinds)
+        assert hook["Condition"].startswith("Gates"), f"{name}: a dry run must create no hook"
         props = hook["Properties"]
         assert props["DefaultResult"] == {"Ref": "HookDefaultResult"}
         assert props["HeartbeatTimeout"]["Fn::FindInMap"][2] == "HeartbeatTimeout"
@@ -281,3 +323,103 @@ def known_false_positive(finding: Any) -> bool:
     return finding.issue == "RESOURCE_MISMATCH" and all(
         isinstance(d, dict) and d.get("action") == "ssm:SendCommand" for d in detail
     )
+
+
+# ---------------------------------------------------------------------------
+# The environment the template gives the functions, run through the contract
+# ---------------------------------------------------------------------------
+
+#: Parameter sets a user may deploy: everything on, the bare gate, EFS only.
+DEPLOYMENTS = {
+    "everything": PARAMETERS | {"SyncExcludes": "media/*,.env", "SyncMaxConcurrency": "10%", "CodebaseRegion": "eu-west-1"},
+    "bare": {"FleetName": "web", "GroupName1": "web-a"},
+    "efs only": {"FleetName": "web", "GroupName1": "web-a", "FileSystemId": "fs-0123456789abcdef0", "MountTargetSecurityGroups": "sg-0123456789abcdef0"},
+}
+
+
+def parameters_of(source: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, p in source["Parameters"].items():
+        value = given.get(name, p.get("Default", ""))
+        if p["Type"] == "CommaDelimitedList":
+            out[name] = [v for v in str(value).split(",")] if value != "" else [""]
+        else:
+            out[name] = str(value)
+    return out
+
+
+def evaluate(source: dict[str, Any], value: Any, params: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """The value CloudFormation would give, for the intrinsics the template's
+    environment and conditions use."""
+    ev = lambda v: evaluate(source, v, params, conditions)  # noqa: E731
+    if isinstance(value, dict) and len(value) == 1:
+        (fn, arg), = value.items()
+        if fn == "Ref":
+            if arg in params:
+                return params[arg]
+            return {"LockTable": "web-LockTable-1ABC", "SyncDocument": f"{params['FleetName']}-codebase-sync"}[arg]
+        if fn == "Fn::Sub":
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(params[m.group(1)]), arg)
+        if fn == "Fn::Join":
+            return arg[0].join(str(x) for x in ev(arg[1]))
+        if fn == "Fn::If":
+            return ev(arg[1] if conditions[arg[0]] else arg[2])
+        if fn == "Fn::FindInMap":
+            return source["Mappings"][arg[0]][ev(arg[1])][arg[2]]
+        if fn == "Fn::Equals":
+            return ev(arg[0]) == ev(arg[1])
+        if fn == "Fn::Not":
+            return not ev(arg[0])
+        if fn == "Fn::And":
+            return all(ev(a) for a in arg)
+        if fn == "Condition":
+            return conditions[arg]
+    if isinstance(value, list):
+        return [ev(v) for v in value]
+    return value
+
+
+def environment(source: dict[str, Any], given: dict[str, str]) -> tuple[dict[str, str], dict[str, bool]]:
+    params = parameters_of(source, given)
+    conditions: dict[str, bool] = {}
+    for name, expr in source["Conditions"].items():  # in order: later ones use earlier ones
+        conditions[name] = bool(evaluate(source, expr, params, conditions))
+    env = source["Globals"]["Function"]["Environment"]["Variables"]
+    return {k: str(evaluate(source, v, params, conditions)) for k, v in env.items()}, conditions
+
+
+@pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
+def test_every_function_the_stack_creates_accepts_its_environment(source: dict[str, Any], deployment: str) -> None:
+    given = DEPLOYMENTS[deployment]
+    for name, value in given.items():
+        pattern = source["Parameters"][name].get("AllowedPattern")
+        assert pattern is None or re.fullmatch(pattern, value), f"{deployment}: {name}={value!r} is refused by the template"
+    env, conditions = environment(source, given)
+    created = [f for f, logical in FUNCTIONS.items() if conditions.get(source["Resources"][logical].get("Condition", ""), True)]
+    assert "lifecycle-hook" in created
+    checker = ROOT / "target" / "debug" / "config-check"
+    done = subprocess.run([str(checker)], input=json.dumps({f: env for f in created}), capture_output=True, text=True, check=True)
+    verdicts = json.loads(done.stdout)
+    assert verdicts == {f: None for f in created}, f"{deployment}: {verdicts}"
+
+
+def test_the_template_refuses_what_the_functions_would_refuse(source: dict[str, Any]) -> None:
+    params = (ROOT / "shared" / "src" / "params.rs").read_text()
+
+    def rust(name: str) -> str:
+        (found,) = re.findall(r"pattern!\(\s*" + name + r',\s*"[^"]*",\s*r"([^"]*)"', params)
+        return found
+
+    p = source["Parameters"]
+    assert p["SyncMaxConcurrency"]["AllowedPattern"] == rust("MAX_CONCURRENCY")
+    assert p["SyncMaxErrors"]["AllowedPattern"] == rust("MAX_ERRORS")
+    assert p["SyncExcludes"]["AllowedPattern"] == rust("EXCLUDES")
+    assert p["CodebasePrefix"]["AllowedPattern"] == rust("PREFIX")
+    assert p["SyncDestination"]["AllowedPattern"] == rust("DESTINATION")
+    assert p["CodebaseBucket"]["AllowedPattern"] == "^(" + rust("BUCKET")[1:-1] + ")?$"
+    assert p["CodebaseRegion"]["AllowedPattern"] == "^(" + rust("REGION")[1:-1] + ")?$"
+    assert p["FileSystemId"]["AllowedPattern"] == "^(" + rust("FILE_SYSTEM_ID")[1:-1] + ")?$"
+    for reserved in ("aws-web", "amazon", "amzn1"):
+        assert not re.fullmatch(p["FleetName"]["AllowedPattern"], reserved), reserved
+    rules = source["Rules"]
+    assert rules["MountTargetsNeedSecurityGroups"]["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FileSystemId"}, ""]}]}
