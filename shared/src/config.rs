@@ -290,25 +290,14 @@ impl Config {
             params::check(vars::LOCK_TABLE, &params::TABLE_NAME, t)?;
         }
 
-        let lease_seconds = match get(vars::LEASE_SECONDS) {
-            None => DEFAULT_LEASE_SECONDS,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (60..=86_400).contains(&n) => n,
-                _ => return Err(invalid(vars::LEASE_SECONDS, "expected whole seconds from 60 to 86400", &v)),
-            },
-        };
+        let lease_seconds = whole(&get, vars::LEASE_SECONDS, 60..=86_400, DEFAULT_LEASE_SECONDS, "whole seconds")?;
         let max_concurrency = get(vars::SYNC_MAX_CONCURRENCY).unwrap_or_else(|| "50".to_owned());
         params::check(vars::SYNC_MAX_CONCURRENCY, &params::MAX_CONCURRENCY, &max_concurrency)?;
         let max_errors = get(vars::SYNC_MAX_ERRORS).unwrap_or_else(|| "0".to_owned());
         params::check(vars::SYNC_MAX_ERRORS, &params::MAX_ERRORS, &max_errors)?;
 
-        let quarantine_after = match get(vars::SYNC_QUARANTINE_AFTER) {
-            None => DEFAULT_QUARANTINE_AFTER,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) => n,
-                _ => return Err(invalid(vars::SYNC_QUARANTINE_AFTER, "expected a whole number from 1 to 100", &v)),
-            },
-        };
+        let quarantine_after =
+            whole(&get, vars::SYNC_QUARANTINE_AFTER, 1..=100, DEFAULT_QUARANTINE_AFTER, "a whole number")?;
 
         let dry_run = match get(vars::DRY_RUN).map(|v| v.to_ascii_lowercase()) {
             None => false,
@@ -317,29 +306,20 @@ impl Config {
             Some(v) => return Err(invalid(vars::DRY_RUN, "expected true or false", &v)),
         };
 
-        let aws_attempt_timeout_seconds = match get(vars::AWS_ATTEMPT_TIMEOUT_SECONDS) {
-            None => DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=60).contains(&n) => n,
-                _ => {
-                    return Err(invalid(vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "expected whole seconds from 1 to 60", &v));
-                }
-            },
-        };
-
-        let reconcile_interval_seconds = match get(vars::RECONCILE_INTERVAL_SECONDS) {
-            None => DEFAULT_RECONCILE_INTERVAL_SECONDS,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (60..=3600).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        vars::RECONCILE_INTERVAL_SECONDS,
-                        "expected whole seconds from 60 to 3600",
-                        &v,
-                    ));
-                }
-            },
-        };
+        let aws_attempt_timeout_seconds = whole(
+            &get,
+            vars::AWS_ATTEMPT_TIMEOUT_SECONDS,
+            1..=60,
+            DEFAULT_AWS_ATTEMPT_TIMEOUT_SECONDS,
+            "whole seconds",
+        )?;
+        let reconcile_interval_seconds = whole(
+            &get,
+            vars::RECONCILE_INTERVAL_SECONDS,
+            60..=3600,
+            DEFAULT_RECONCILE_INTERVAL_SECONDS,
+            "whole seconds",
+        )?;
 
         Ok(Config {
             component,
@@ -427,6 +407,25 @@ fn list(value: Option<String>) -> Vec<String> {
 
 fn missing(var: &'static str, component: Component, why: &'static str) -> ConfigError {
     ConfigError::Missing { var, component, why }
+}
+
+/// The whole number `var` holds, within `range` (`default` when unset); `what` names it in
+/// the error ("expected whole seconds from 60 to 3600").
+fn whole<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    what: &str,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    let Some(v) = get(var) else { return Ok(default) };
+    match v.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(var, &format!("expected {what} from {} to {}", range.start(), range.end()), &v)),
+    }
 }
 
 fn invalid(var: &'static str, reason: &str, value: &str) -> ConfigError {

@@ -46,7 +46,7 @@ use crate::agent::Agent;
 use crate::emulator::{Caller, TestClock};
 use crate::faults::{FaultProxy, Plan, mix, unit};
 use crate::fleet::{Fleet, FleetSpec, create_sync_document};
-use crate::inprocess::set_var;
+use crate::inprocess::{deployed_retries, set_var};
 use crate::router::{Delivery, Router};
 use crate::runtime::LambdaProcess;
 
@@ -83,8 +83,9 @@ impl Spec {
 pub const ROUNDS: u32 = 12;
 
 /// K: sweep intervals the heal phase may take. A SIGKILLed sender's lease
-/// (900 s by default) runs out within three intervals and the fourth sweep
-/// takes its wave over; the follow-up wave and the catch-ups settle with it.
+/// ends with its invocation's deadline plus the listing's lag, so the next
+/// sweep takes its wave over; the follow-up wave and the catch-ups settle
+/// within the next few (150 runs: at most 3).
 pub const HEAL_SWEEPS: u32 = 5;
 
 /// What one run saw.
@@ -234,10 +235,8 @@ impl Run {
         for component in [Component::CodebaseSync, Component::SyncCompletion] {
             let mut env = fleet.env();
             set_var(&mut env, vars::SYNC_MAX_CONCURRENCY, "2");
-            set_var(&mut env, vars::AWS_ATTEMPT_TIMEOUT_SECONDS, &ATTEMPT_TIMEOUT_S.to_string());
             env.extend(behind.aws_env_for(component));
-            // The SDK's own retry policy, as deployed.
-            env.retain(|(k, _)| k != "AWS_MAX_ATTEMPTS");
+            deployed_retries(&mut env, ATTEMPT_TIMEOUT_S);
             let process = LambdaProcess::start_on_clock(component, &env, &clock).await;
             proxy.fault(&emulator.key(Caller::Function(component)), Some(process.killer()));
             cold_starts.push(process.cold_start_counter());

@@ -31,11 +31,9 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::runtime::Killer;
@@ -190,8 +188,6 @@ impl FaultProxy {
     /// A proxy in front of `upstream` (`http://127.0.0.1:PORT`) that injects
     /// nothing until told whom to fault and how.
     pub async fn start(upstream: &str) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-        let url = format!("http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         let state = Arc::new(State {
             upstream: upstream.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             plan: Mutex::new(Plan::none()),
@@ -201,17 +197,8 @@ impl FaultProxy {
             injections: Mutex::new(Vec::new()),
             plan_base: AtomicU64::new(0),
         });
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        });
-        FaultProxy { url, state, task }
+        let (addr, task) = crate::http::serve(state.clone(), handle).await;
+        FaultProxy { url: format!("http://{addr}"), state, task }
     }
 
     /// Its URL, for [`crate::Emulator::behind`].

@@ -1,12 +1,41 @@
 //! A minimal JSON-over-HTTP/1.1 client (the control endpoints are plain
-//! HTTP on loopback; the SDK's client is not meant for them).
+//! HTTP on loopback; the SDK's client is not meant for them), and the
+//! loopback server the test doubles (fault proxy, Runtime API) run on.
+
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Serves HTTP/1.1 on a free loopback port, each request to `handle` with
+/// `state`, until the returned task is aborted. Returns `host:port`.
+pub async fn serve<S, F, Fut, E>(state: Arc<S>, handle: F) -> (String, JoinHandle<()>)
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(state.clone(), req));
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (addr, task)
+}
 
 /// Sends one request and returns the status and the JSON body (`Null` when
 /// the body is empty or not JSON).

@@ -42,3 +42,10 @@ pub fn set_var(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     env.retain(|(k, _)| k != name);
     env.push((name.to_owned(), value.to_owned()));
 }
+
+/// Puts an environment on the SDK's own retry policy, as deployed (the test
+/// default is one attempt), with `attempt_timeout_s` per attempt.
+pub fn deployed_retries(env: &mut Vec<(String, String)>, attempt_timeout_s: u64) {
+    env.retain(|(k, _)| k != "AWS_MAX_ATTEMPTS");
+    set_var(env, fleetkeeper::config::vars::AWS_ATTEMPT_TIMEOUT_SECONDS, &attempt_timeout_s.to_string());
+}

@@ -28,13 +28,9 @@ use fleetkeeper::clock::{Clock, SystemClock};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -405,19 +401,8 @@ async fn capture(stream: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
 }
 
 async fn serve(function_name: &str) -> (Arc<ApiState>, JoinHandle<()>, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = Arc::new(ApiState { function_name: function_name.to_owned(), ..ApiState::default() });
-    let state = api.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| route(state.clone(), req));
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
+    let (addr, server) = crate::http::serve(api.clone(), route).await;
     (api, server, addr)
 }
 

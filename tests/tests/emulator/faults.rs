@@ -16,7 +16,7 @@ use fleetkeeper_tests::emulator::{Caller, TestClock};
 use fleetkeeper_tests::events;
 use fleetkeeper_tests::faults::{Fault, FaultProxy, Plan};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
-use fleetkeeper_tests::inprocess::set_var;
+use fleetkeeper_tests::inprocess::deployed_retries;
 use fleetkeeper_tests::runtime::{LambdaProcess, Outcome};
 
 /// The emulator behind a proxy that faults `caller`'s calls, and `caller`'s
@@ -186,9 +186,7 @@ async fn lambda_ends_an_invocation_at_its_deadline_and_starts_afresh() {
 #[tokio::test]
 async fn a_hung_call_is_abandoned_at_the_attempt_timeout_and_retried_within_the_deadline() {
     let (emulator, fleet, proxy, mut env) = sweep_setup(1).await;
-    // The SDK's own retry settings, as deployed (no AWS_MAX_ATTEMPTS).
-    env.retain(|(k, _)| k != "AWS_MAX_ATTEMPTS");
-    set_var(&mut env, "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS", "1");
+    deployed_retries(&mut env, 1);
     let clock = TestClock::new(&emulator).await;
     let mut sweep = faulted_sweep(&emulator, &proxy, &env, &clock).await;
     proxy.set_plan(Plan { hold: Duration::from_secs(120), ..Plan::next(Fault::Timeout, 1) });
@@ -236,8 +234,7 @@ async fn a_lost_send_command_answer_never_makes_a_second_command() {
     // same instances (found by the fault campaign, seed 3 at 5 %).
     for fault in [Fault::DropAfter, Fault::Timeout, Fault::Throttle] {
         let (emulator, fleet, proxy, mut env) = sweep_setup(2).await;
-        env.retain(|(k, _)| k != "AWS_MAX_ATTEMPTS");
-        set_var(&mut env, "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS", "1");
+        deployed_retries(&mut env, 1);
         let clock = TestClock::new(&emulator).await;
         let mut sweep = faulted_sweep(&emulator, &proxy, &env, &clock).await;
         proxy.set_plan(Plan::next(fault, 1).only("SendCommand"));

@@ -26,6 +26,7 @@ use crate::ssm_document::run::{
     send_catch_up,
 };
 use crate::ssm_document::{SyncParameters, new_epoch};
+use crate::store::StoreError;
 use crate::sync::codebase::fingerprint;
 use crate::sync::state::{Fingerprint, FleetItem, Op, Refusal, start_refusal};
 use crate::sync::store::FleetStore;
@@ -251,11 +252,16 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// Drops our claim `token` that was not sent (best effort: a claim left
     /// behind is resolved by a later sweep).
     async fn drop_claim(&self, r: &InstanceRecord, token: &str) {
-        let id = &r.instance_id;
-        let restore = self.store.replace_recovery(id, token, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0));
-        if let Err(e) = restore.await {
-            warn!(instance_id = %id, error = %e, "could not drop a catch-up claim: a later sweep resolves it");
+        if let Err(e) = self.release_claim(r, token).await {
+            warn!(instance_id = %r.instance_id, error = %e, "could not drop a catch-up claim: a later sweep resolves it");
         }
+    }
+
+    /// Removes `claim` from the instance's record if it is still there,
+    /// leaving the last catch-up's time as it was; `true` when removed.
+    async fn release_claim(&self, r: &InstanceRecord, claim: &str) -> Result<bool, StoreError> {
+        let sent_at = r.recovery_sent_at.unwrap_or(0);
+        self.store.replace_recovery(&r.instance_id, claim, None, r.recovery_gen, sent_at).await
     }
 
     /// A catch-up in flight, or a claim whose command was never recorded;
@@ -317,11 +323,9 @@ impl<S: FleetStore> SyncContext<'_, S> {
         claim: &str,
         recovery: bool,
     ) -> Result<(CatchUpReport, bool), SyncError> {
-        let id = &r.instance_id;
-        let dropped =
-            self.store.replace_recovery(id, claim, None, r.recovery_gen, r.recovery_sent_at.unwrap_or(0)).await?;
+        let dropped = self.release_claim(r, claim).await?;
         let report = CatchUpReport {
-            instance_id: id.clone(),
+            instance_id: r.instance_id.clone(),
             action: "claim dropped".into(),
             generation: r.recovery_gen,
             command_id: None,
