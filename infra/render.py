@@ -66,6 +66,8 @@ def resource(scope: str) -> tuple[list[str], str | None]:
     if scope == "network-interfaces":
         kinds = ["network-interface", "subnet", "security-group"]
         return ["Resource:"] + [f'  - !Sub "{arn}:ec2:{here}:{kind}/*"' for kind in kinds], "HasFileSystem"
+    if scope == "retrigger-queue":
+        return ["Resource: !GetAtt LifecycleRetriggerQueue.Arn"], None
     raise SystemExit(f"render.py: unknown scope {scope!r} (add it here and in fleetkeeper::permissions)")
 
 

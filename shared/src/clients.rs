@@ -33,6 +33,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// S3: the codebase fingerprint.
     pub s3: aws_sdk_s3::Client,
+    /// SQS: the delayed re-trigger.
+    pub sqs: aws_sdk_sqs::Client,
     /// The region the clients talk to (the sync document's `region`).
     pub region: String,
 }
@@ -59,6 +61,7 @@ impl Clients {
             ssm: aws_sdk_ssm::Client::new(sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             s3: aws_sdk_s3::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             region: sdk.region().map(|r| r.as_ref().to_owned()).unwrap_or_default(),
         }
     }

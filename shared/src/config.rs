@@ -55,6 +55,8 @@ pub mod vars {
     pub const AWS_ATTEMPT_TIMEOUT_SECONDS: &str = "FLEET_AWS_ATTEMPT_TIMEOUT_SECONDS";
     /// How often the schedules (lifecycle reconcile, mount targets, sweep) run, in seconds.
     pub const RECONCILE_INTERVAL_SECONDS: &str = "FLEET_RECONCILE_INTERVAL_SECONDS";
+    /// The SQS queue a function sends its own delayed re-triggers to (optional).
+    pub const RETRIGGER_QUEUE_URL: &str = "FLEET_RETRIGGER_QUEUE_URL";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -195,6 +197,9 @@ pub struct Config {
     /// heartbeat timeout must be above twice it, or an action whose event
     /// was lost can time out before the reconcile sees it.
     pub reconcile_interval_seconds: u64,
+    /// `FLEET_RETRIGGER_QUEUE_URL`: where a function queues its own delayed
+    /// re-triggers (unset: the schedule is the only continuation).
+    pub retrigger_queue_url: Option<String>,
 }
 
 /// Default bound on one attempt of an AWS call: a connection that hangs
@@ -321,6 +326,27 @@ impl Config {
             "whole seconds",
         )?;
 
+        let retrigger_queue_url = get(vars::RETRIGGER_QUEUE_URL);
+        if let Some(url) = &retrigger_queue_url {
+            // `https://sqs.<region>.amazonaws.com/<account>/<name>` (any
+            // endpoint: AWS_ENDPOINT_URL may point the SDK elsewhere).
+            let path: Vec<&str> = url.split("://").nth(1).unwrap_or_default().split('/').collect();
+            let well_formed = (url.starts_with("https://") || url.starts_with("http://"))
+                && path.len() == 3
+                && path[1].len() == 12
+                && path[1].bytes().all(|b| b.is_ascii_digit())
+                && !path[2].is_empty()
+                && path[2].len() <= 80
+                && path[2].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !well_formed {
+                return Err(invalid(
+                    vars::RETRIGGER_QUEUE_URL,
+                    "expected an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+                    url,
+                ));
+            }
+        }
+
         Ok(Config {
             component,
             fleet_name,
@@ -336,6 +362,7 @@ impl Config {
             dry_run,
             aws_attempt_timeout_seconds,
             reconcile_interval_seconds,
+            retrigger_queue_url,
         })
     }
 
@@ -580,6 +607,10 @@ mod tests {
             (vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "1.5"),
             (vars::RECONCILE_INTERVAL_SECONDS, "30"),
             (vars::RECONCILE_INTERVAL_SECONDS, "5m"),
+            (vars::RETRIGGER_QUEUE_URL, "sqs.us-east-1.amazonaws.com/123456789012/q"),
+            (vars::RETRIGGER_QUEUE_URL, "https://sqs.us-east-1.amazonaws.com/1234/q"),
+            (vars::RETRIGGER_QUEUE_URL, "https://sqs.us-east-1.amazonaws.com/123456789012/q;rm"),
+            (vars::RETRIGGER_QUEUE_URL, "arn:aws:sqs:us-east-1:123456789012:q"),
         ];
         for (var, value) in table {
             let mut env = full();
@@ -600,7 +631,12 @@ mod tests {
         env.insert(vars::SYNC_MAX_ERRORS, "2");
         env.insert(vars::DRY_RUN, "TRUE");
         env.insert(vars::AWS_ATTEMPT_TIMEOUT_SECONDS, "3");
+        env.insert(vars::RETRIGGER_QUEUE_URL, "https://sqs.us-east-1.amazonaws.com/123456789012/fk-web-retrigger");
         let cfg = parse(SyncCompletion, &env).expect("valid");
+        assert_eq!(
+            cfg.retrigger_queue_url.as_deref(),
+            Some("https://sqs.us-east-1.amazonaws.com/123456789012/fk-web-retrigger")
+        );
         assert_eq!(cfg.lease_seconds, 120);
         assert_eq!(cfg.aws_attempt_timeout_seconds, 3);
         assert_eq!(cfg.rate, RateControls { max_concurrency: "25%".into(), max_errors: "2".into() });

@@ -156,10 +156,18 @@ impl AwsError {
         self.code.0.as_deref()
     }
 
-    /// Whether Lambda should see this as an error (and retry): everything but
-    /// a rejected request is worth surfacing.
+    /// Whether an immediate retry may succeed (throttling, 5xx, timeouts,
+    /// contention). A configuration error is not, though it is still worth
+    /// surfacing to Lambda: see [`AwsError::worth_redelivering`].
     pub fn is_retryable(&self) -> bool {
         self.kind == Kind::Transient
+    }
+
+    /// Whether the event should come back later (Lambda's retries, SQS's
+    /// redelivery): a transient failure, or a configuration one an operator
+    /// can fix while redeliveries run; never a request AWS rejected as such.
+    pub fn worth_redelivering(&self) -> bool {
+        self.kind != Kind::Rejected
     }
 }
 
@@ -185,6 +193,21 @@ mod tests {
         ];
         for (code, status, kind) in table {
             assert_eq!(classify_code(code, status), kind, "{code:?} {status}");
+        }
+    }
+
+    #[test]
+    fn configuration_errors_are_redelivered_but_not_retried_at_once_and_rejections_neither() {
+        let error = |kind| AwsError {
+            operation: "X",
+            kind,
+            code: DisplayCode(None),
+            message: String::new(),
+            source: Box::new(std::io::Error::other("x")),
+        };
+        let cases = [(Kind::Transient, true, true), (Kind::Configuration, false, true), (Kind::Rejected, false, false)];
+        for (kind, retry, redeliver) in cases {
+            assert_eq!((error(kind).is_retryable(), error(kind).worth_redelivering()), (retry, redeliver), "{kind:?}");
         }
     }
 }

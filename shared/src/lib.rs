@@ -47,6 +47,7 @@ pub mod ssm_document;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod trigger;
 
 pub use clients::Clients;
 pub use config::{Component, Config, ConfigError};

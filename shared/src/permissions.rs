@@ -32,6 +32,8 @@ pub enum Scope {
     /// The network interfaces, subnets and security groups of the account
     /// and region (what `ec2:CreateNetworkInterface` is authorized against).
     NetworkInterfaces,
+    /// The lifecycle function's own re-trigger queue.
+    RetriggerQueue,
 }
 
 /// Actions granted together on one scope.
@@ -137,16 +139,17 @@ const SYNC: [Grant; 9] = [
     },
 ];
 
-const LIFECYCLE: [Grant; 14] = [
+const LIFECYCLE: [Grant; 15] = [
     Grant {
         actions: &["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
         scope: Scope::FleetGroups,
         why: "continues, abandons or extends the managed groups' lifecycle actions",
     },
     Grant {
-        actions: &["autoscaling:DescribeLifecycleHooks"],
+        actions: &["autoscaling:DescribeLifecycleHooks", "autoscaling:DescribeWarmPool"],
         scope: Scope::Any,
-        why: "the hooks' heartbeat timeouts (Describe* of Auto Scaling supports no resource-level permissions)",
+        why: "the hooks' timeouts and default results; the warm pools' instances, which AWS lists only there \
+              (Describe* of Auto Scaling supports no resource-level permissions)",
     },
     GROUPS_READ,
     INSTANCES_READ,
@@ -172,6 +175,11 @@ const LIFECYCLE: [Grant; 14] = [
     SSM_DOCUMENT,
     SSM_READ,
     LOCK_TABLE,
+    Grant {
+        actions: &["sqs:SendMessage"],
+        scope: Scope::RetriggerQueue,
+        why: "asks to be invoked again when a waiting instance is due another look (DelaySeconds)",
+    },
 ];
 
 const MOUNTS: [Grant; 4] = [

@@ -123,7 +123,10 @@ def states(asg: Any, name: str) -> dict[str, str]:
 
 
 def targets(elbv2: Any, tg: str) -> set[str]:
-    return {t["Target"]["Id"] for t in elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]}
+    """The targets still registered (a draining one is being removed: AWS
+    drains it for the deregistration delay, see readiness.py)."""
+    described = elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+    return {t["Target"]["Id"] for t in described if t["TargetHealth"]["State"] != "draining"}
 
 
 # ---------------------------------------------------------------------------
@@ -254,9 +257,15 @@ def test_warm_pool_launch_and_promote(asg: Any, elbv2: Any, network: dict[str, A
     status, body = control("POST", "autoscaling/warm-pool/launch", {"group": g["name"]})
     assert status == 200
     (iid,) = body["instance_ids"]
-    assert states(asg, g["name"])[iid] == "Warmed:Pending:Wait"
+
+    def pool() -> dict[str, str]:
+        # AWS lists pool instances through DescribeWarmPool, not with the group's.
+        return {i["InstanceId"]: i["LifecycleState"] for i in asg.describe_warm_pool(AutoScalingGroupName=g["name"])["Instances"]}
+
+    assert pool()[iid] == "Warmed:Pending:Wait"
+    assert iid not in states(asg, g["name"])
     asg.complete_lifecycle_action(AutoScalingGroupName=g["name"], LifecycleHookName=g["launch_hook"], InstanceId=iid, LifecycleActionResult="CONTINUE")
-    assert states(asg, g["name"])[iid] == "Warmed:Stopped"
+    assert pool()[iid] == "Warmed:Stopped"
     assert targets(elbv2, g["tg"]) == set(), "the pool is not in service"
 
     status, body = control("POST", "autoscaling/warm-pool/promote", {"instance_id": iid})

@@ -38,7 +38,7 @@ FUNCTIONS = {
 ON_FAILURE = {"sqs:SendMessage"}  # EventInvokeConfig OnFailure -> the events dead-letter queue
 POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 IMPLIED = {
-    "lifecycle-hook": ON_FAILURE,
+    "lifecycle-hook": ON_FAILURE | POLL,  # and the re-trigger queue's event source mapping
     "mount-targets": ON_FAILURE,
     "codebase-sync": POLL,  # the upload queue's event source mapping
     "sync-completion": ON_FAILURE,
@@ -54,6 +54,7 @@ SCOPE_MARKS = {
     "TargetGroups": '"TargetGroupArns"',
     "FileSystem": ":file-system/${FileSystemId}",
     "NetworkInterfaces": ":network-interface/*",
+    "RetriggerQueue": '"LifecycleRetriggerQueue"',
 }
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 #: Every optional feature on: the transform then shows every statement.
@@ -423,3 +424,18 @@ def test_the_template_refuses_what_the_functions_would_refuse(source: dict[str, 
         assert not re.fullmatch(p["FleetName"]["AllowedPattern"], reserved), reserved
     rules = source["Rules"]
     assert rules["MountTargetsNeedSecurityGroups"]["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FileSystemId"}, ""]}]}
+
+
+def test_the_lifecycle_function_re_triggers_itself_through_its_own_queue(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    env = resources["LifecycleHookFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["FLEET_RETRIGGER_QUEUE_URL"] == {"Ref": "LifecycleRetriggerQueue"}
+    assert source["Globals"]["Function"]["Environment"]["Variables"]["FLEET_RETRIGGER_QUEUE_URL"] == ""
+    esm = resources["LifecycleHookRetriggers"]["Properties"]
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": ["LifecycleRetriggerQueue", "Arn"]}
+    assert esm["FunctionName"] == {"Ref": "LifecycleHookFunction"}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"], "a failed message never redelivers the batch"
+    queue = resources["LifecycleRetriggerQueue"]["Properties"]
+    timeout = resources["LifecycleHookFunction"]["Properties"]["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}

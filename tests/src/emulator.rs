@@ -216,6 +216,21 @@ impl Emulator {
         self.control(Method::GET, &format!("autoscaling/lifecycle-actions?group={group}"), None).await
     }
 
+    /// Sets the account's readiness timelines, seconds on its clock
+    /// (`pending_s`, `agent_s`, `mount_target_s`, `healthy_s`, `not_found_s`;
+    /// see `fleetkeeper_moto/readiness.py`).
+    pub async fn set_readiness(&self, settings: Value) {
+        self.control(Method::POST, "readiness", Some(settings)).await;
+    }
+
+    /// A warm-pool instance is terminated (the pool shrinks).
+    pub async fn warm_pool_terminate(&self, instance_id: &str) -> String {
+        let v = self
+            .control(Method::POST, "autoscaling/warm-pool/terminate", Some(json!({"instance_id": instance_id})))
+            .await;
+        v["lifecycle_state"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Launches `count` instances into `group`'s warm pool.
     pub async fn warm_pool_launch(&self, group: &str, count: u32) -> Vec<String> {
         let v = self

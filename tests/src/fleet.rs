@@ -28,6 +28,14 @@ pub struct FleetSpec {
     pub terminate_hook: bool,
     /// Attach the target group to the group (else fleetkeeper registers).
     pub attach_target_group: bool,
+    /// The hooks' `HeartbeatTimeout`, seconds (AWS's default: 3600).
+    pub heartbeat_timeout: i32,
+    /// The target group's `deregistration_delay.timeout_seconds` (AWS's
+    /// default is 300; the test fleet's 0, drain tests set their own).
+    pub deregistration_delay_s: u32,
+    /// A warm pool (`PutWarmPool`, stopped), and whether scale-in returns
+    /// instances to it (`ReuseOnScaleIn`).
+    pub warm_pool: Option<bool>,
 }
 
 impl Default for FleetSpec {
@@ -39,6 +47,9 @@ impl Default for FleetSpec {
             launch_hook: true,
             terminate_hook: true,
             attach_target_group: false,
+            heartbeat_timeout: 3600,
+            deregistration_delay_s: 0,
+            warm_pool: None,
         }
     }
 }
@@ -73,6 +84,8 @@ pub struct Fleet {
     pub terminate_hook: String,
     /// The ALB target group.
     pub target_group_arn: String,
+    /// The lifecycle function's re-trigger queue (`FLEET_RETRIGGER_QUEUE_URL`).
+    pub retrigger_queue_url: String,
     /// The EFS file system.
     pub file_system_id: String,
     /// The lock table.
@@ -96,6 +109,20 @@ pub struct Member {
     pub lifecycle_state: String,
     /// Its AZ.
     pub zone: String,
+}
+
+impl Member {
+    fn new(
+        id: Option<String>,
+        state: Option<&aws_sdk_autoscaling::types::LifecycleState>,
+        zone: Option<String>,
+    ) -> Self {
+        Member {
+            id: id.unwrap_or_default(),
+            lifecycle_state: state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            zone: zone.unwrap_or_default(),
+        }
+    }
 }
 
 impl Fleet {
@@ -183,6 +210,18 @@ impl Fleet {
             .next()
             .and_then(|t| t.target_group_arn)
             .unwrap_or_default();
+        c.elbv2
+            .modify_target_group_attributes()
+            .target_group_arn(&target_group_arn)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(spec.deregistration_delay_s.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("modify_target_group_attributes: {e:?}"));
 
         let asg_name = format!("{name}-web");
         let launch_hook = format!("{name}-launch");
@@ -211,12 +250,25 @@ impl Fleet {
                     .auto_scaling_group_name(&asg_name)
                     .lifecycle_hook_name(hook)
                     .lifecycle_transition(transition)
-                    .heartbeat_timeout(300)
+                    .heartbeat_timeout(spec.heartbeat_timeout)
                     .default_result("ABANDON")
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("put_lifecycle_hook: {e:?}"));
             }
+        }
+        if let Some(reuse) = spec.warm_pool {
+            c.autoscaling
+                .put_warm_pool()
+                .auto_scaling_group_name(&asg_name)
+                .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+                .min_size(0)
+                .instance_reuse_policy(
+                    aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(reuse).build(),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put_warm_pool: {e:?}"));
         }
         if spec.instances > 0 {
             c.autoscaling
@@ -239,6 +291,16 @@ impl Fleet {
 
         let lock_table = lock_table(c, &format!("{name}-locks")).await;
 
+        let retrigger_queue_url = c
+            .sqs
+            .create_queue()
+            .queue_name(format!("{name}-retrigger"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+            .queue_url
+            .unwrap_or_default();
+
         let bucket = name.to_lowercase();
         c.s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| panic!("create_bucket: {e:?}"));
 
@@ -253,6 +315,7 @@ impl Fleet {
             launch_hook,
             terminate_hook,
             target_group_arn,
+            retrigger_queue_url,
             file_system_id,
             lock_table,
             bucket,
@@ -277,6 +340,7 @@ impl Fleet {
             (vars::SYNC_DESTINATION, self.destination.as_str()),
             (vars::SYNC_DOCUMENT, self.document.as_str()),
             (vars::LOCK_TABLE, self.lock_table.as_str()),
+            (vars::RETRIGGER_QUEUE_URL, self.retrigger_queue_url.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -349,15 +413,26 @@ impl Fleet {
             .await
             .unwrap_or_else(|e| panic!("describe_auto_scaling_groups: {e:?}"));
         let group = out.auto_scaling_groups.unwrap_or_default().into_iter().next();
-        group
-            .and_then(|g| g.instances)
-            .unwrap_or_default()
+        let instances = group.and_then(|g| g.instances).unwrap_or_default();
+        instances
             .into_iter()
-            .map(|i| Member {
-                id: i.instance_id.unwrap_or_default(),
-                lifecycle_state: i.lifecycle_state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                zone: i.availability_zone.unwrap_or_default(),
-            })
+            .map(|i| Member::new(i.instance_id, i.lifecycle_state.as_ref(), i.availability_zone))
+            .collect()
+    }
+
+    /// The warm pool's instances (AWS lists them only through `DescribeWarmPool`).
+    pub async fn pool(&self, c: &Clients) -> Vec<Member> {
+        let out = c
+            .autoscaling
+            .describe_warm_pool()
+            .auto_scaling_group_name(&self.asg_name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe_warm_pool: {e:?}"));
+        let instances = out.instances.unwrap_or_default();
+        instances
+            .into_iter()
+            .map(|i| Member::new(i.instance_id, i.lifecycle_state.as_ref(), i.availability_zone))
             .collect()
     }
 }

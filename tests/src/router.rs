@@ -10,6 +10,7 @@
 //! | Run Command status changes of the sync document, terminal statuses | EventBridge, `aws.ssm` command status | `sync-completion` and `lifecycle-hook`, async |
 //! | S3 object events of the codebase bucket under its prefix | EventBridge -> SQS queue | `codebase-sync`, SQS batches |
 //! | schedules | EventBridge schedule | `lifecycle-hook`, `mount-targets`, `sync-completion`, async |
+//! | the re-trigger queue (`FLEET_RETRIGGER_QUEUE_URL`), messages due on the test clock | SQS event source mapping | `lifecycle-hook`, SQS batches |
 //!
 //! Delivery follows Lambda's rules: an async invocation that fails is
 //! retried twice (here: on the next rounds), then lands in the on-failure
@@ -135,6 +136,7 @@ pub struct Router {
     pub lost: usize,
     message_seq: u64,
     event_seq: u64,
+    sqs: aws_sdk_sqs::Client,
 }
 
 impl Router {
@@ -175,6 +177,7 @@ impl Router {
             lost: 0,
             message_seq: 0,
             event_seq: 0,
+            sqs: aws_sdk_sqs::Client::new(&emulator.sdk_config_as(Caller::Router).await),
         }
     }
 
@@ -248,8 +251,70 @@ impl Router {
             out.extend(self.deliver_async(event).await);
         }
         out.extend(self.deliver_queue().await);
+        out.extend(self.deliver_retriggers().await);
         self.log.extend(out.iter().cloned());
         out
+    }
+
+    /// The re-trigger messages that are due (SQS delays them on the test
+    /// clock), as the event source mapping delivers them: a batch of up to
+    /// 10; a message the reply names in `batchItemFailures` (or every one,
+    /// on a function error) stays for redelivery, the others are deleted.
+    async fn deliver_retriggers(&mut self) -> Vec<Delivery> {
+        if !self.targets.contains_key(&Component::LifecycleHook) {
+            return Vec::new();
+        }
+        let url = self.fleet.retrigger_queue_url.clone();
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(720)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive from {url}: {e:?}"));
+        let messages = received.messages();
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        let account = self.emulator.account().to_owned();
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000",
+                        "SenderId": "AROALCHOOK", "ApproximateFirstReceiveTimestamp": "1700000000000"},
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:{account}:{}-retrigger", self.fleet.name),
+                    "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        let what = format!("re-trigger batch of {}", records.len());
+        let Some(target) = self.targets.get_mut(&Component::LifecycleHook) else { return Vec::new() };
+        let reply = target.invoke(json!({ "Records": records })).await;
+        let all: Vec<String> = messages.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect();
+        let failed = failed_items(&reply, all);
+        for m in messages {
+            if m.message_id().is_some_and(|id| failed.iter().any(|f| f == id)) {
+                continue;
+            }
+            if let Some(handle) = m.receipt_handle() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("delete from {url}: {e:?}"));
+            }
+        }
+        vec![Delivery { to: Component::LifecycleHook, path: Path::Sqs, what, attempt: 1, reply }]
     }
 
     /// A schedule fires for every scheduled function.
@@ -263,7 +328,8 @@ impl Router {
         out
     }
 
-    /// Whether anything is waiting (retries, queued messages).
+    /// Whether anything is waiting (retries, queued upload messages; a
+    /// re-trigger waits in SQS until its delay passes on the test clock).
     pub fn idle(&self) -> bool {
         self.retries.is_empty() && self.queue.is_empty()
     }
@@ -301,15 +367,7 @@ impl Router {
             let what = format!("s3 batch of {}", batch.len());
             let Some(target) = self.targets.get_mut(&Component::CodebaseSync) else { break };
             let reply = target.invoke(json!({ "Records": records })).await;
-            let failed: Vec<String> = match &reply {
-                Err(_) => batch.iter().map(|m| m.id.clone()).collect(),
-                Ok(v) => v["batchItemFailures"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-                    .collect(),
-            };
+            let failed = failed_items(&reply, batch.iter().map(|m| m.id.clone()).collect());
             for m in batch {
                 if !failed.contains(&m.id) {
                     continue;
@@ -344,5 +402,19 @@ impl Router {
             "eventSourceARN": format!("arn:aws:sqs:us-east-1:{account}:{}-codebase-events", self.fleet.name),
             "awsRegion": "us-east-1"
         })
+    }
+}
+
+/// The messages of an SQS batch that return to the queue: those the reply
+/// names in `batchItemFailures`, or `all` on a function error.
+fn failed_items(reply: &Reply, all: Vec<String>) -> Vec<String> {
+    match reply {
+        Err(_) => all,
+        Ok(v) => v["batchItemFailures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+            .collect(),
     }
 }

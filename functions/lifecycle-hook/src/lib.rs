@@ -6,12 +6,21 @@
 //! managed target groups not attached to its group. A terminating one leaves
 //! only after it drained. Each step is persisted in the instance's record;
 //! an invocation that must wait heartbeats the hook and returns "in progress",
-//! and the next event (the catch-up's status event, the schedule) continues.
+//! and the next event (the catch-up's status event, its own delayed
+//! re-trigger, the schedule) continues.
+//!
+//! One failing event never blocks the others: each is handled on its own.
+//! Messages from SQS (a hook's SQS target, the re-trigger queue) that failed
+//! for a reason a retry can fix are named in `batchItemFailures`, so SQS
+//! redelivers only them; a failure no retry can fix is logged and reported,
+//! never retried as if it were transient. A directly invoked event
+//! (EventBridge) that failed transiently fails the invocation, so Lambda's
+//! asynchronous retries run it again.
 
 use std::time::Duration;
 
-use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
-use fleetkeeper::lifecycle::exec::{Driven, Gate, GateSettings};
+use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason, Via};
+use fleetkeeper::lifecycle::gate::{Driven, Gate, GateError, GateSettings};
 use fleetkeeper::lifecycle::reconcile::ReconcileReport;
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
 use fleetkeeper::store::Table;
@@ -19,7 +28,7 @@ use fleetkeeper::{Component, ConfigError, Deps, deadline};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::info;
+use tracing::{error, info};
 
 /// The longest an invocation works before leaving the rest to the next one
 /// (Lambda's own limit is 15 minutes).
@@ -62,6 +71,31 @@ pub struct Summary {
     pub still_running: usize,
     /// The reconcile, when the schedule (or a manual call) asked for one.
     pub reconcile: Option<ReconcileReport>,
+    /// Events that failed (the others were handled).
+    pub failed: Vec<Failure>,
+    /// SQS messages to redeliver (a partial batch response; the event
+    /// source mapping must report batch item failures).
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One event that failed.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    /// The instance, when the event names one.
+    pub instance_id: Option<String>,
+    /// The error.
+    pub error: String,
+    /// Whether a retry may fix it.
+    pub retryable: bool,
+}
+
+/// An SQS message to redeliver.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct BatchItemFailure {
+    /// The message id.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
 }
 
 /// Whether this function acts on `event`, or why not.
@@ -100,6 +134,7 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         settings: &f.settings,
         clock: f.deps.clock.as_ref(),
         until: f.deps.clock.deadline_in(budget),
+        cache: Default::default(),
     };
     let mut summary = Summary {
         function: "lifecycle-hook",
@@ -108,27 +143,36 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         driven: vec![],
         still_running: 0,
         reconcile: None,
+        failed: vec![],
+        batch_item_failures: vec![],
     };
     let mut reconcile = false;
+    let mut retry_invocation = false;
     for r in &accepted {
-        match &r.event {
-            Event::Lifecycle(action) => {
-                let driven = gate.drive(action).await.map_err(Box::new)?;
+        let (instance_id, result) = match &r.event {
+            Event::Lifecycle(action) => (Some(action.instance_id.clone()), gate.drive(action).await.map(Some)),
+            Event::CommandStatus(change) if !change.status.is_terminal() => {
+                summary.still_running += 1;
+                continue;
+            }
+            Event::CommandStatus(change) => {
+                (change.instance_ids.first().cloned(), gate.on_command_status(change).await)
+            }
+            _ => {
+                reconcile = true;
+                continue;
+            }
+        };
+        match result {
+            Ok(Some(driven)) => {
                 info!(instance_id = %driven.instance_id, result = %driven.result, reason = ?driven.reason, "lifecycle action driven");
                 summary.driven.push(driven);
             }
-            Event::CommandStatus(change) if !change.status.is_terminal() => summary.still_running += 1,
-            Event::CommandStatus(change) => match gate.on_command_status(change).await.map_err(Box::new)? {
-                Some(driven) => summary.driven.push(driven),
-                None => skipped.record(
-                    &r.via,
-                    Skip::new(
-                        SkipReason::NotManaged,
-                        "not the catch-up of a pending instance (a fleet wave, or finished)",
-                    ),
-                ),
-            },
-            _ => reconcile = true,
+            Ok(None) => skipped.record(
+                &r.via,
+                Skip::new(SkipReason::NotManaged, "not the catch-up of a pending instance (a fleet wave, or finished)"),
+            ),
+            Err(e) => retry_invocation |= fail(&mut summary, &r.via, instance_id, &e),
         }
     }
     if reconcile {
@@ -137,10 +181,31 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
             driven = report.driven.len(),
             registered = report.registered.len(),
             deregistered = report.deregistered.len(),
+            errors = report.errors.len(),
             "reconciled"
         );
         summary.reconcile = Some(report);
     }
     summary.skipped = skipped;
+    if retry_invocation {
+        // A direct (EventBridge) event failed transiently: Lambda retries it.
+        let errors: Vec<&str> = summary.failed.iter().map(|f| f.error.as_str()).collect();
+        return Err(format!("lifecycle events failed and will be retried: {}", errors.join("; ")).into());
+    }
     Ok(summary)
+}
+
+/// Records a failed event; `true` when the invocation must fail for a retry.
+fn fail(summary: &mut Summary, via: &Via, instance_id: Option<String>, e: &GateError) -> bool {
+    let retryable = e.is_retryable();
+    error!(instance_id = ?instance_id, error = %e, retryable, "lifecycle event failed; the others go on");
+    summary.failed.push(Failure { instance_id, error: e.to_string(), retryable });
+    match via {
+        Via::Sqs { message_id: Some(id) } if retryable => {
+            summary.batch_item_failures.push(BatchItemFailure { item_identifier: id.clone() });
+            false
+        }
+        Via::Sqs { .. } => false,
+        Via::Direct => retryable,
+    }
 }

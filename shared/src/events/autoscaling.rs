@@ -37,7 +37,7 @@ impl Transition {
 }
 
 /// `Origin` / `Destination` of a lifecycle action (warm pools).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Place {
     /// `EC2`: outside the group.
@@ -49,6 +49,15 @@ pub enum Place {
 }
 
 impl Place {
+    /// AWS's spelling.
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            Place::Ec2 => "EC2",
+            Place::AutoScalingGroup => "AutoScalingGroup",
+            Place::WarmPool => "WarmPool",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "EC2" => Some(Place::Ec2),
@@ -78,6 +87,11 @@ pub struct LifecycleAction {
     pub destination: Option<Place>,
     /// `NotificationMetadata`: a free string (often JSON), kept as sent.
     pub notification_metadata: Option<String>,
+    /// When AWS began the action, epoch ms: the EventBridge envelope's
+    /// `time`, or the hook message's `Time` (absent when driven by the
+    /// reconcile). The hook's timeouts run from here, not from when
+    /// fleetkeeper first saw the action.
+    pub time_ms: Option<u64>,
 }
 
 /// `autoscaling:TEST_NOTIFICATION`.
@@ -99,9 +113,13 @@ pub struct AutoScalingNotice {
     pub instance_id: Option<String>,
 }
 
-/// From an EventBridge lifecycle action's `detail`.
-pub(super) fn lifecycle_from_eventbridge(detail: &Value) -> Event {
-    lifecycle(detail)
+/// From an EventBridge lifecycle action's `detail` and the envelope's `time`.
+pub(super) fn lifecycle_from_eventbridge(detail: &Value, time_ms: Option<u64>) -> Event {
+    let mut event = lifecycle(detail);
+    if let Event::Lifecycle(a) = &mut event {
+        a.time_ms = time_ms;
+    }
+    event
 }
 
 /// From the body of an SQS hook-target message (same field names as the
@@ -145,7 +163,15 @@ fn lifecycle(detail: &Value) -> Event {
         origin: place("Origin"),
         destination: place("Destination"),
         notification_metadata,
+        // The hook message's `Time` (`2016-08-18T18:12:27.471Z`).
+        time_ms: field("Time").and_then(|t| epoch_ms(&t)),
     })
+}
+
+/// An RFC 3339 time as epoch ms (`None`: not one).
+pub(crate) fn epoch_ms(t: &str) -> Option<u64> {
+    let t = aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok()?;
+    u64::try_from(t.to_millis().ok()?).ok()
 }
 
 pub(super) fn test_notification(body: &Value) -> Event {

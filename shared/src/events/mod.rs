@@ -295,7 +295,8 @@ fn parse_eventbridge(value: &Value) -> Event {
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
         ("aws.s3", _) => s3::from_eventbridge(&envelope.detail_type, &envelope.detail),
         ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action" | "EC2 Instance-terminate Lifecycle Action") => {
-            autoscaling::lifecycle_from_eventbridge(&envelope.detail)
+            let time_ms = envelope.time.and_then(|t| u64::try_from(t.timestamp_millis()).ok());
+            autoscaling::lifecycle_from_eventbridge(&envelope.detail, time_ms)
         }
         ("aws.autoscaling", detail_type) => autoscaling::notice(detail_type, &envelope.detail),
         ("aws.ssm", "EC2 Command Status-change Notification") => ssm::command_status(&envelope),

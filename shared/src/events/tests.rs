@@ -44,6 +44,8 @@ fn lifecycle_launch_via_eventbridge() {
             origin: Some(Place::Ec2),
             destination: Some(Place::AutoScalingGroup),
             notification_metadata: Some("{\"purpose\": \"gate\"}".into()),
+            // The envelope's `time`, 2026-11-01T00:00:00Z.
+            time_ms: Some(1_793_491_200_000),
         }
     );
 }
@@ -71,6 +73,7 @@ fn lifecycle_via_sqs_hook_target_with_test_notification() {
     assert_eq!(a.instance_id, "i-0123456789abcdef1");
     assert_eq!((a.origin, a.destination), (Some(Place::Ec2), Some(Place::WarmPool)));
     assert_eq!(a.notification_metadata.as_deref(), Some("free text, not JSON"));
+    assert_eq!(a.time_ms, Some(1_793_491_201_123), "the hook message's Time, with its milliseconds");
     assert_eq!(
         received[1].event,
         Event::LifecycleTest(LifecycleTestNotification { auto_scaling_group_name: Some("web-a".into()) })

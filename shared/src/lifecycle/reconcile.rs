@@ -1,24 +1,55 @@
 //! The scheduled reconcile: the level-triggered backstop of the gate.
 //!
-//! * Instances found in `Pending:Wait` / `Terminating:Wait` (and their warm
-//!   pool forms) on fleetkeeper's hooks are driven by instance id: events
-//!   can be lost, and every pending record is continued this way.
-//! * `InService` instances missing from a managed target group that is not
-//!   attached to their group are registered.
-//! * Targets of managed groups whose instance has left every managed group
-//!   are deregistered — only when fleetkeeper's own instance record says it
-//!   registered them (target groups may be shared with other teams).
+//! 1. Instances waiting on one of fleetkeeper's hooks (group members and
+//!    warm-pool instances, which AWS lists only through `DescribeWarmPool`)
+//!    are driven by instance id. Each is probed first (a heartbeat by
+//!    instance id on the hook): an instance held only by another hook, or by
+//!    an action fleetkeeper already finished, costs one call and is left
+//!    alone.
+//! 2. `InService` members missing from a managed target group that is not
+//!    attached to their group are registered, after a fresh read of their
+//!    state (a `draining` target is being removed: it is not missing).
+//! 3. Targets fleetkeeper registered (its instance record says so; target
+//!    groups may be shared) are deregistered only on positive evidence that
+//!    the instance left: a fresh read shows it out of every managed group or
+//!    out of service (Standby, terminating, detaching, back in the pool).
+//!    Nothing is deregistered while a configured group is missing (a typo or
+//!    a rename must not empty a healthy fleet), and at most
+//!    [`MAX_DEREGISTRATIONS`] per run.
+//!
+//! One failing instance never stops the others: its error is reported and
+//! the run goes on.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use aws_sdk_autoscaling::types::LifecycleState;
+use aws_sdk_autoscaling::types::AutoScalingGroup;
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use super::exec::{Driven, Gate, GateError, action_of};
+use super::action::{destination_in, origin_in, out_of_service};
+use super::gate::{Driven, Gate, GateError};
+use super::plan::{Completion, Health, HookObs};
 use super::store::RecordStore;
+use super::targets::health_of;
 use crate::error::AwsError;
-use crate::events::{LifecycleAction, Place, Transition};
+use crate::events::{LifecycleAction, Transition};
+
+/// Deregistrations of departed instances per run, at most: a mistake (or a
+/// view of AWS that is wrong) removes a few targets, not a fleet.
+pub const MAX_DEREGISTRATIONS: usize = 20;
+
+/// One instance the run could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceError {
+    /// The instance.
+    pub instance_id: String,
+    /// What was being done.
+    pub step: &'static str,
+    /// The error.
+    pub error: String,
+    /// Whether a later run may succeed.
+    pub retryable: bool,
+}
 
 /// What the reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -31,169 +62,301 @@ pub struct ReconcileReport {
     pub deregistered: Vec<(String, String)>,
     /// Managed groups that do not exist.
     pub missing_groups: Vec<String>,
+    /// Why deregistrations were held back, when they were.
+    pub held_back: Option<String>,
+    /// Instances that failed (the others were handled).
+    pub errors: Vec<InstanceError>,
     /// Work left for the next run (out of time).
     pub truncated: bool,
     /// Our hooks whose heartbeat timeout is not above twice the reconcile
     /// interval (`group/hook: timeout s`): a lost event can let them time out.
     pub short_heartbeats: Vec<String>,
+    /// Groups with two of fleetkeeper's hooks on one transition (`group:
+    /// hook, hook`): each instance would be gated twice. Remove one.
+    pub duplicate_hooks: Vec<String>,
 }
+
+impl ReconcileReport {
+    fn failed(&mut self, instance_id: &str, step: &'static str, e: &GateError) {
+        error!(instance_id, step, error = %e, "reconcile: this instance failed; the others go on");
+        self.errors.push(InstanceError {
+            instance_id: instance_id.to_owned(),
+            step,
+            error: e.to_string(),
+            retryable: e.is_retryable(),
+        });
+    }
+}
+
+/// A member's state, read fresh: `(group, lifecycle state, health)`.
+type Fresh = HashMap<String, (String, String, String)>;
 
 impl<S: RecordStore> Gate<'_, S> {
     /// Runs the reconcile.
     pub async fn reconcile(&self) -> Result<ReconcileReport, GateError> {
         let mut report = ReconcileReport::default();
         let managed = crate::groups::managed_groups(self.clients, &self.settings.asg_names).await?;
-        report.missing_groups = managed.missing;
+        report.missing_groups.clone_from(&managed.missing);
+        for name in &managed.missing {
+            warn!(group = %name, "a configured Auto Scaling group does not exist: nothing is deregistered until it does (or the configuration drops it)");
+        }
         let groups = managed.found;
+        if let Ok(mut c) = self.cache.attached.lock() {
+            for g in &groups {
+                c.insert(
+                    g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                    crate::groups::attached_target_groups(g),
+                );
+            }
+        }
 
         // 1. Drive every instance waiting on one of our hooks.
         for g in &groups {
-            let name = g.auto_scaling_group_name().unwrap_or_default();
-            let hooks = self
-                .clients
-                .autoscaling
-                .describe_lifecycle_hooks()
-                .auto_scaling_group_name(name)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeLifecycleHooks", e))?;
-            let ours: Vec<(String, Transition)> = hooks
-                .lifecycle_hooks()
-                .iter()
-                .filter_map(|h| {
-                    let hook = h.lifecycle_hook_name()?;
-                    let transition = Transition::parse(h.lifecycle_transition()?)?;
-                    self.settings.hook_names.iter().any(|n| n == hook).then(|| (hook.to_owned(), transition))
-                })
-                .collect();
-            let floor = 2 * self.settings.reconcile_interval_s;
-            for h in hooks.lifecycle_hooks() {
-                let (Some(hook), Some(timeout)) = (h.lifecycle_hook_name(), h.heartbeat_timeout()) else { continue };
-                if ours.iter().any(|(n, _)| n == hook) && u64::try_from(timeout).unwrap_or(0) <= floor {
-                    warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
-                        "a hook's heartbeat timeout is not above twice the reconcile interval: an action whose event was lost may time out first");
-                    report.short_heartbeats.push(format!("{name}/{hook}: {timeout} s"));
-                }
-            }
-            for instance in g.instances() {
-                let (Some(id), Some(state)) = (instance.instance_id(), instance.lifecycle_state()) else { continue };
-                let Some((transition, origin, destination)) = waiting(state) else { continue };
-                for (hook, hook_transition) in &ours {
-                    if *hook_transition != transition {
-                        continue;
-                    }
-                    if self.clock.now_ms() >= self.until {
-                        report.truncated = true;
-                        return Ok(report);
-                    }
-                    let action = self.pending_action(id, name, hook, transition, origin, destination).await?;
-                    report.driven.push(self.drive(&action).await?);
-                }
+            if self.drive_waiting(g, &mut report).await? {
+                return Ok(report);
             }
         }
         if self.settings.dry_run {
             return Ok(report);
         }
 
-        // 2. Registrations: InService members of each group, in the managed
-        //    target groups not attached to it.
-        let mut members: BTreeSet<String> = BTreeSet::new();
-        // Each target group is described once per run (steps 2 and 3 share it).
-        let mut targets: HashMap<String, BTreeSet<String>> = HashMap::new();
+        // Each managed target group's targets, described once per run.
+        let mut targets: BTreeMap<String, BTreeMap<String, Health>> = BTreeMap::new();
+        for tg in &self.settings.target_group_arns {
+            targets.insert(tg.clone(), self.describe_targets(tg).await?);
+        }
+
+        // 2. Registrations of InService members, after a fresh read.
+        let mut candidates: Vec<(String, String)> = Vec::new();
         for g in &groups {
-            members.extend(g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
             let attached = crate::groups::attached_target_groups(g);
-            let in_service: Vec<&str> = g
-                .instances()
-                .iter()
-                .filter(|i| {
-                    i.lifecycle_state() == Some(&LifecycleState::InService)
-                        && i.health_status().is_none_or(|h| h.eq_ignore_ascii_case("healthy"))
-                })
-                .filter_map(|i| i.instance_id())
-                .collect();
             for tg in self.settings.target_group_arns.iter().filter(|t| !attached.contains(*t)) {
-                let present = self.targets_of(tg, &mut targets).await?.clone();
-                for id in in_service.iter().filter(|i| !present.contains(**i)) {
-                    if self.remember_registration(id, tg).await? {
-                        self.register(tg, id).await?;
-                        info!(instance_id = %id, target_group = %tg, "registered an InService instance that was missing");
-                        report.registered.push(((*id).to_owned(), tg.clone()));
+                let present = &targets[tg];
+                for i in g.instances() {
+                    let (Some(id), Some(state)) = (i.instance_id(), i.lifecycle_state()) else { continue };
+                    if state.as_str() == "InService" && !present.contains_key(id) {
+                        candidates.push((id.to_owned(), tg.clone()));
                     }
                 }
             }
         }
+        let ids: BTreeSet<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
+        let fresh = self.fresh_states(&ids).await?;
+        for (id, tg) in candidates {
+            let serving = fresh.get(&id).is_some_and(|(group, state, health)| {
+                self.settings.asg_names.contains(group)
+                    && state == "InService"
+                    && health.eq_ignore_ascii_case("healthy")
+            });
+            if !serving {
+                continue;
+            }
+            match self.repair_registration(&id, &tg).await {
+                Ok(true) => report.registered.push((id, tg)),
+                Ok(false) => {}
+                Err(e) => report.failed(&id, "register", &e),
+            }
+        }
 
-        // 3. Targets whose instance left every managed group, registered by us.
-        for tg in &self.settings.target_group_arns {
-            for id in self.targets_of(tg, &mut targets).await?.clone() {
-                if members.contains(&id) {
-                    continue;
+        // 3. Deregistrations, on positive evidence only.
+        if !report.missing_groups.is_empty() {
+            report.held_back = Some(format!(
+                "configured groups missing ({}): nothing is deregistered while they are",
+                report.missing_groups.join(", ")
+            ));
+            return Ok(report);
+        }
+        let serving: BTreeSet<String> = groups
+            .iter()
+            .flat_map(|g| g.instances())
+            .filter(|i| i.lifecycle_state().is_some_and(|s| !out_of_service(s.as_str())))
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        let mut suspects: Vec<(String, String)> = Vec::new();
+        for (tg, members) in &targets {
+            for (id, health) in members {
+                if *health != Health::Draining && !serving.contains(id) {
+                    suspects.push((id.clone(), tg.clone()));
                 }
-                let (mut record, version) = self.store.lifecycle(&id).await?;
-                if !record.registered.contains(tg) {
-                    continue; // not ours to remove
-                }
-                self.deregister(tg, &id).await?;
-                record.registered.retain(|t| t != tg);
-                if self.store.save_lifecycle(&id, &record, version, None).await?.is_none() {
-                    warn!(instance_id = %id, "instance record moved while deregistering: the next run looks again");
-                }
-                info!(instance_id = %id, target_group = %tg, "deregistered a departed instance fleetkeeper had registered");
-                report.deregistered.push((id, tg.clone()));
+            }
+        }
+        let ids: BTreeSet<String> = suspects.iter().map(|(id, _)| id.clone()).collect();
+        let fresh = if ids.is_empty() { Fresh::new() } else { self.fresh_states(&ids).await? };
+        for (id, tg) in suspects {
+            let left = match fresh.get(&id) {
+                None => true,
+                Some((group, state, _)) => !self.settings.asg_names.contains(group) || out_of_service(state),
+            };
+            if !left {
+                continue;
+            }
+            if report.deregistered.len() >= MAX_DEREGISTRATIONS {
+                report.held_back =
+                    Some(format!("at most {MAX_DEREGISTRATIONS} deregistrations per run: the next run continues"));
+                break;
+            }
+            match self.remove_departed(&id, &tg).await {
+                Ok(true) => report.deregistered.push((id, tg)),
+                Ok(false) => {}
+                Err(e) => report.failed(&id, "deregister", &e),
             }
         }
         Ok(report)
     }
 
-    /// The action an instance waits on: the record's, if it is unfinished
-    /// for this hook (it knows the warm-pool phase), else derived from the
-    /// lifecycle state.
-    async fn pending_action(
-        &self,
-        id: &str,
-        group: &str,
-        hook: &str,
-        transition: Transition,
-        origin: Place,
-        destination: Place,
-    ) -> Result<LifecycleAction, GateError> {
-        let (record, _) = self.store.lifecycle(id).await?;
-        if let Some(state) = record.action
-            && state.done.is_none()
-            && state.hook == hook
-            && state.group == group
-            && state.transition == transition
-        {
-            return Ok(action_of(id, &state));
+    /// Drives the instances of `g` (and of its warm pool) that wait on our
+    /// hooks; `true` when the run is out of time.
+    async fn drive_waiting(&self, g: &AutoScalingGroup, report: &mut ReconcileReport) -> Result<bool, GateError> {
+        let name = g.auto_scaling_group_name().unwrap_or_default();
+        let hooks = self
+            .clients
+            .autoscaling
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeLifecycleHooks", e))?;
+        let mut ours: Vec<(String, Transition)> = Vec::new();
+        let floor = 2 * self.settings.reconcile_interval_s;
+        for h in hooks.lifecycle_hooks() {
+            let (Some(hook), Some(transition)) =
+                (h.lifecycle_hook_name(), h.lifecycle_transition().and_then(Transition::parse))
+            else {
+                continue;
+            };
+            if !self.settings.hook_names.iter().any(|n| n == hook) {
+                continue;
+            }
+            ours.push((hook.to_owned(), transition));
+            // The drives below need these settings: no second describe.
+            let obs = HookObs {
+                global_timeout_ms: u64::try_from(h.global_timeout().unwrap_or(172_800)).unwrap_or(172_800) * 1000,
+                default_result: if h.default_result() == Some("CONTINUE") {
+                    Completion::Continue
+                } else {
+                    Completion::Abandon
+                },
+            };
+            if let Ok(mut c) = self.cache.hooks.lock() {
+                c.insert((name.to_owned(), hook.to_owned()), obs);
+            }
+            let timeout = h.heartbeat_timeout().unwrap_or(3600);
+            if u64::try_from(timeout).unwrap_or(0) <= floor {
+                warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
+                    "a hook's heartbeat timeout is not above twice the reconcile interval: an action whose event was lost may time out first");
+                report.short_heartbeats.push(format!("{name}/{hook}: {timeout} s"));
+            }
         }
-        let action = LifecycleAction {
-            auto_scaling_group_name: group.to_owned(),
-            lifecycle_hook_name: hook.to_owned(),
-            instance_id: id.to_owned(),
-            transition,
-            token: None,
-            origin: Some(origin),
-            destination: Some(destination),
-            notification_metadata: None,
-        };
-        Ok(action)
+        for transition in [Transition::Launching, Transition::Terminating] {
+            let same: Vec<&str> = ours.iter().filter(|(_, t)| *t == transition).map(|(h, _)| h.as_str()).collect();
+            if same.len() > 1 {
+                error!(group = %name, hooks = ?same, "two of fleetkeeper's hooks on one transition: each instance is gated twice; remove one");
+                report.duplicate_hooks.push(format!("{name}: {}", same.join(", ")));
+            }
+        }
+        if ours.is_empty() {
+            return Ok(false);
+        }
+        let mut waiting: Vec<(String, String)> = g
+            .instances()
+            .iter()
+            .filter_map(|i| Some((i.instance_id()?.to_owned(), i.lifecycle_state()?.as_str().to_owned())))
+            .collect();
+        if g.warm_pool_configuration().is_some() {
+            waiting.extend(self.warm_pool(name).await?);
+        }
+        for (id, state) in waiting {
+            for (hook, transition) in &ours {
+                let Some(destination) = destination_in(&state, *transition) else { continue };
+                if self.clock.now_ms() >= self.until {
+                    report.truncated = true;
+                    return Ok(true);
+                }
+                let action = LifecycleAction {
+                    auto_scaling_group_name: name.to_owned(),
+                    lifecycle_hook_name: hook.clone(),
+                    instance_id: id.clone(),
+                    transition: *transition,
+                    token: None,
+                    origin: origin_in(&state),
+                    destination: Some(destination),
+                    notification_metadata: None,
+                    time_ms: None,
+                };
+                match self.drive(&action).await {
+                    Ok(driven) => report.driven.push(driven),
+                    Err(e) => report.failed(&id, "drive", &e),
+                }
+            }
+        }
+        Ok(false)
     }
 
-    /// The non-draining targets of `tg`, described once per run.
-    async fn targets_of<'c>(
-        &self,
-        tg: &str,
-        cache: &'c mut HashMap<String, BTreeSet<String>>,
-    ) -> Result<&'c BTreeSet<String>, GateError> {
-        if !cache.contains_key(tg) {
-            let described = self.describe_targets(tg).await?;
-            cache.insert(tg.to_owned(), described);
+    /// The warm pool's instances and their states (AWS lists them only here,
+    /// not in `DescribeAutoScalingGroups`).
+    async fn warm_pool(&self, group: &str) -> Result<Vec<(String, String)>, GateError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .clients
+                .autoscaling
+                .describe_warm_pool()
+                .auto_scaling_group_name(group)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeWarmPool", e))?;
+            out.extend(
+                page.instances()
+                    .iter()
+                    .filter_map(|i| Some((i.instance_id()?.to_owned(), i.lifecycle_state()?.as_str().to_owned()))),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
         }
-        Ok(cache.entry(tg.to_owned()).or_default())
     }
 
-    async fn describe_targets(&self, tg: &str) -> Result<BTreeSet<String>, GateError> {
+    /// `DescribeAutoScalingInstances` of `ids` now (50 per call):
+    /// instance -> (group, lifecycle state, health). An instance absent
+    /// from the answer is in no group.
+    async fn fresh_states(&self, ids: &BTreeSet<String>) -> Result<Fresh, GateError> {
+        let mut out = Fresh::new();
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        for chunk in ids.chunks(50) {
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .clients
+                    .autoscaling
+                    .describe_auto_scaling_instances()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeAutoScalingInstances", e))?;
+                for i in page.auto_scaling_instances() {
+                    if let (Some(id), Some(group), Some(state)) =
+                        (i.instance_id(), i.auto_scaling_group_name(), i.lifecycle_state())
+                    {
+                        let health = i.health_status().unwrap_or("HEALTHY").to_owned();
+                        out.insert(id.to_owned(), (group.to_owned(), state.to_owned(), health));
+                    }
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every target of `tg` and its health (`draining` included: it is
+    /// being removed, so neither missing nor ours to remove again).
+    async fn describe_targets(&self, tg: &str) -> Result<BTreeMap<String, Health>, GateError> {
         let out = self
             .clients
             .elbv2
@@ -205,28 +368,42 @@ impl<S: RecordStore> Gate<'_, S> {
         Ok(out
             .target_health_descriptions()
             .iter()
-            .filter(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str()) != Some("draining"))
-            .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
+            .filter_map(|d| Some((d.target()?.id()?.to_owned(), health_of(Some(d)))))
+            .filter(|(_, h)| *h != Health::Absent)
             .collect())
     }
 
-    /// Records that fleetkeeper registers `id` in `tg` (before registering).
-    async fn remember_registration(&self, id: &str, tg: &str) -> Result<bool, GateError> {
+    /// Registers an InService member in `tg`, recorded first as ours;
+    /// `false` when its record shows an unfinished terminate (it is
+    /// leaving) or another writer moved the record.
+    async fn repair_registration(&self, id: &str, tg: &str) -> Result<bool, GateError> {
         let (mut record, version) = self.store.lifecycle(id).await?;
+        if record.action.as_ref().is_some_and(|a| a.done.is_none() && a.transition == Transition::Terminating) {
+            return Ok(false);
+        }
         if !record.registered.iter().any(|t| t == tg) {
             record.registered.push(tg.to_owned());
         }
-        Ok(self.store.save_lifecycle(id, &record, version, None).await?.is_some())
+        if self.save(id, &record, version, None).await?.is_none() {
+            return Ok(false);
+        }
+        self.register(tg, id).await?;
+        info!(instance_id = %id, target_group = %tg, "registered an InService instance that was missing");
+        Ok(true)
     }
-}
 
-/// The transition, origin and destination a waiting lifecycle state stands for.
-fn waiting(state: &LifecycleState) -> Option<(Transition, Place, Place)> {
-    match state.as_str() {
-        "Pending:Wait" => Some((Transition::Launching, Place::Ec2, Place::AutoScalingGroup)),
-        "Warmed:Pending:Wait" => Some((Transition::Launching, Place::Ec2, Place::WarmPool)),
-        "Terminating:Wait" => Some((Transition::Terminating, Place::AutoScalingGroup, Place::Ec2)),
-        "Warmed:Terminating:Wait" => Some((Transition::Terminating, Place::WarmPool, Place::Ec2)),
-        _ => None,
+    /// Deregisters a departed instance from `tg` if fleetkeeper registered it.
+    async fn remove_departed(&self, id: &str, tg: &str) -> Result<bool, GateError> {
+        let (mut record, version) = self.store.lifecycle(id).await?;
+        if !record.registered.iter().any(|t| t == tg) {
+            return Ok(false); // not ours to remove
+        }
+        self.deregister(tg, id).await?;
+        record.registered.retain(|t| t != tg);
+        if self.save(id, &record, version, None).await?.is_none() {
+            warn!(instance_id = %id, "instance record moved while deregistering: the next run looks again");
+        }
+        info!(instance_id = %id, target_group = %tg, "deregistered an instance that left service, which fleetkeeper had registered");
+        Ok(true)
     }
 }

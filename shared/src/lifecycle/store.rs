@@ -5,12 +5,16 @@
 
 use std::future::Future;
 
+use super::breaker::Breaker;
 use super::record::LifecycleRecord;
 use crate::ssm_document::history::RunHistory;
 use crate::store::{Doc, Items, StoreError};
 
 /// Where the lifecycle record lives in the instance's item.
 const RECORD: Doc = Doc { attr: "lifecycle", version: "lifecycle_version" };
+
+/// Where the launch breaker lives in its item.
+const BREAKER: Doc = Doc { attr: "breaker", version: "breaker_version" };
 
 /// The lock table, as the lifecycle gate needs it.
 pub trait RecordStore: RunHistory {
@@ -34,6 +38,16 @@ pub trait RecordStore: RunHistory {
         expected: u64,
         expires_at: Option<u64>,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The fleet's launch breaker and its version (0: none yet).
+    fn breaker(&self) -> impl Future<Output = Result<(Breaker, u64), StoreError>> + Send;
+
+    /// Writes the launch breaker if its version is still `expected`.
+    fn save_breaker(
+        &self,
+        breaker: &Breaker,
+        expected: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 }
 
 impl<T: Items + RunHistory> RecordStore for T {
@@ -55,4 +69,16 @@ impl<T: Items + RunHistory> RecordStore for T {
         let pk = self.keys().instance_pk(instance_id);
         self.save_doc(&pk, RECORD, record, expected, expires_at, &[("instance_id", instance_id.to_owned())]).await
     }
+
+    async fn breaker(&self) -> Result<(Breaker, u64), StoreError> {
+        self.load_doc(&breaker_pk(self), BREAKER).await
+    }
+
+    async fn save_breaker(&self, breaker: &Breaker, expected: u64) -> Result<Option<u64>, StoreError> {
+        self.save_doc(&breaker_pk(self), BREAKER, breaker, expected, None, &[]).await
+    }
+}
+
+fn breaker_pk<T: Items>(store: &T) -> String {
+    format!("{}#breaker#launch", store.keys().fleet_pk())
 }

@@ -33,6 +33,10 @@ pub struct Target {
     pub security_groups: Vec<String>,
     /// Plan and log only.
     pub dry_run: bool,
+    /// Check that each mount target's security groups admit NFS (a
+    /// warning only; the lifecycle gate leaves it to the mount-target
+    /// function's own runs).
+    pub check_nfs: bool,
 }
 
 /// How long to poll a new mount target between looks.
@@ -144,7 +148,9 @@ pub async fn reconcile(
         };
         zones.push(report);
     }
-    check_nfs(clients, &mut zones).await?;
+    if target.check_nfs {
+        check_nfs(clients, &mut zones).await;
+    }
     for z in &zones {
         info!(zone = %z.zone, outcome = ?z.outcome, mount_target = ?z.mount_target_id, reason = ?z.reason, "zone");
     }
@@ -196,14 +202,40 @@ async fn apply_zone(
             Ok(report(outcome, Some(id.clone()), reason))
         }
         Action::Create { subnet_id } => {
-            let created = clients
-                .efs
-                .create_mount_target()
-                .file_system_id(&target.file_system_id)
-                .subnet_id(subnet_id)
-                .set_security_groups(Some(target.security_groups.clone()))
-                .send()
-                .await;
+            // The zone's subnets from the planned one on: a subnet without
+            // a free address (NoFreeAddressesInSubnet) is not the zone's end.
+            let mut candidates: Vec<&str> =
+                inputs.subnets.iter().filter(|s| s.zone == zone).map(|s| s.id.as_str()).collect();
+            candidates.dedup();
+            let start = candidates.iter().position(|s| s == subnet_id).unwrap_or(0);
+            let mut created = Err(None);
+            let mut subnet_id: &str = subnet_id;
+            for candidate in &candidates[start..] {
+                subnet_id = candidate;
+                let attempt = clients
+                    .efs
+                    .create_mount_target()
+                    .file_system_id(&target.file_system_id)
+                    .subnet_id(*candidate)
+                    .set_security_groups(Some(target.security_groups.clone()))
+                    .send()
+                    .await;
+                match attempt {
+                    Err(SdkError::ServiceError(ctx)) if ctx.err().is_no_free_addresses_in_subnet() => {
+                        warn!(zone, subnet = %candidate, "no free address in the subnet: trying the zone's next one");
+                        created = Err(Some(SdkError::ServiceError(ctx)));
+                    }
+                    other => {
+                        created = other.map_err(Some);
+                        break;
+                    }
+                }
+            }
+            let created = match created {
+                Ok(mt) => Ok(mt),
+                Err(Some(e)) => Err(e),
+                Err(None) => return Ok(report(Outcome::Refused, None, Some(format!("no subnet in {zone}")))),
+            };
             match created {
                 Ok(mt) => {
                     let id = mt.mount_target_id().to_owned();
@@ -296,15 +328,27 @@ async fn observe(clients: &Clients, target: &Target) -> Result<Observed, MountEr
     for g in &missing_groups {
         warn!(group = %g, "managed group does not exist");
     }
-    // VPCZoneIdentifier order, group by group in configuration order.
+    // VPCZoneIdentifier order, group by group in configuration order. A
+    // group defined by Availability Zones only launches into the default
+    // subnet of each (its AZs, in order): those are its subnets.
     let mut subnet_ids: Vec<String> = Vec::new();
+    let mut zones_only: Vec<String> = Vec::new();
     for name in &target.asg_names {
         if let Some(g) = groups.iter().find(|g| g.auto_scaling_group_name() == Some(name.as_str())) {
-            for s in g.vpc_zone_identifier().unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                subnet_ids.push(s.to_owned());
+            let listed: Vec<&str> = g
+                .vpc_zone_identifier()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if listed.is_empty() {
+                zones_only.extend(g.availability_zones().iter().cloned());
             }
+            subnet_ids.extend(listed.into_iter().map(str::to_owned));
         }
     }
+    subnet_ids.extend(default_subnets(clients, &zones_only).await?);
 
     let file_system = match clients.efs.describe_file_systems().file_system_id(&target.file_system_id).send().await {
         Ok(out) => match out.file_systems().first() {
@@ -325,6 +369,36 @@ async fn observe(clients: &Clients, target: &Target) -> Result<Observed, MountEr
     let described = describe_subnets(clients, &subnet_ids).await?;
     let subnets = subnet_ids.iter().filter_map(|id| described.get(id).cloned()).collect();
     Ok(Observed { subnets, file_system, mount_targets, missing_groups })
+}
+
+/// The default subnets of `zones` (where a group without subnets launches:
+/// Auto Scaling user guide, "a default subnet in each Availability Zone"),
+/// in the order of `zones`.
+async fn default_subnets(clients: &Clients, zones: &[String]) -> Result<Vec<String>, MountError> {
+    if zones.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = |name: &str, values: Vec<String>| {
+        aws_sdk_ec2::types::Filter::builder().name(name).set_values(Some(values)).build()
+    };
+    let resp = clients
+        .ec2
+        .describe_subnets()
+        .filters(filter("default-for-az", vec!["true".into()]))
+        .filters(filter("availability-zone", zones.to_vec()))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeSubnets", e))?;
+    let mut found: Vec<(usize, String)> = resp
+        .subnets()
+        .iter()
+        .filter_map(|s| {
+            let zone = zones.iter().position(|z| Some(z.as_str()) == s.availability_zone())?;
+            Some((zone, s.subnet_id()?.to_owned()))
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
 }
 
 async fn describe_subnets(clients: &Clients, ids: &[String]) -> Result<BTreeMap<String, Subnet>, MountError> {
@@ -398,38 +472,48 @@ async fn read_mount_targets(clients: &Clients, file_system_id: &str) -> Result<V
 }
 
 /// Warns when no security group of a serving mount target admits TCP 2049.
-async fn check_nfs(clients: &Clients, zones: &mut [ZoneReport]) -> Result<(), MountError> {
+/// Best effort: a warning-only check never fails the reconcile (an IAM gap
+/// here is logged, and the zone's `nfs_admitted` stays unknown).
+async fn check_nfs(clients: &Clients, zones: &mut [ZoneReport]) {
     for z in zones.iter_mut() {
         let Some(id) = z.mount_target_id.clone() else { continue };
         if !matches!(z.outcome, Outcome::Kept | Outcome::Created | Outcome::Planned) {
             continue;
         }
-        let groups = clients
-            .efs
-            .describe_mount_target_security_groups()
-            .mount_target_id(&id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeMountTargetSecurityGroups", e))?
-            .security_groups;
-        let admitted = if groups.is_empty() {
-            false
-        } else {
-            let described = clients
-                .ec2
-                .describe_security_groups()
-                .set_group_ids(Some(groups.clone()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeSecurityGroups", e))?;
-            described.security_groups().iter().flat_map(|g| g.ip_permissions()).any(admits_nfs)
-        };
-        if !admitted {
-            warn!(zone = %z.zone, mount_target = %id, security_groups = ?groups, "no security group of the mount target admits TCP 2049 (NFS)");
+        match nfs_admitted(clients, &id).await {
+            Ok((admitted, groups)) => {
+                if !admitted {
+                    warn!(zone = %z.zone, mount_target = %id, security_groups = ?groups, "no security group of the mount target admits TCP 2049 (NFS)");
+                }
+                z.nfs_admitted = Some(admitted);
+            }
+            Err(e) => {
+                warn!(zone = %z.zone, mount_target = %id, error = %e, "could not check the mount target's security groups (a warning only)")
+            }
         }
-        z.nfs_admitted = Some(admitted);
     }
-    Ok(())
+}
+
+async fn nfs_admitted(clients: &Clients, id: &str) -> Result<(bool, Vec<String>), AwsError> {
+    let groups = clients
+        .efs
+        .describe_mount_target_security_groups()
+        .mount_target_id(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeMountTargetSecurityGroups", e))?
+        .security_groups;
+    if groups.is_empty() {
+        return Ok((false, groups));
+    }
+    let described = clients
+        .ec2
+        .describe_security_groups()
+        .set_group_ids(Some(groups.clone()))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeSecurityGroups", e))?;
+    Ok((described.security_groups().iter().flat_map(|g| g.ip_permissions()).any(admits_nfs), groups))
 }
 
 /// Whether an ingress rule admits TCP 2049.
@@ -474,28 +558,27 @@ mod tests {
             file_system_id: "fs-12345678".into(),
             security_groups: vec!["sg-12345678".into()],
             dry_run: false,
+            check_nfs: true,
         }
     }
 
     fn clients(efs: &[&Rule]) -> Clients {
-        let group = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
-            DescribeAutoScalingGroupsOutput::builder()
-                .auto_scaling_groups(
-                    AutoScalingGroup::builder().auto_scaling_group_name("web").vpc_zone_identifier("subnet-a").build(),
-                )
-                .build()
-        });
-        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
-            DescribeSubnetsOutput::builder()
-                .subnets(
-                    aws_sdk_ec2::types::Subnet::builder()
-                        .subnet_id("subnet-a")
-                        .availability_zone("az-a")
-                        .vpc_id("vpc-1")
-                        .build(),
-                )
-                .build()
-        });
+        let group = AutoScalingGroup::builder().auto_scaling_group_name("web").vpc_zone_identifier("subnet-a").build();
+        clients_in(group, &[("subnet-a", "az-a")], efs)
+    }
+
+    /// Clients for one group `group` whose VPC has `subnets` (id, AZ).
+    fn clients_in(group: AutoScalingGroup, subnets: &[(&str, &str)], efs: &[&Rule]) -> Clients {
+        let group = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+            .then_output(move || DescribeAutoScalingGroupsOutput::builder().auto_scaling_groups(group.clone()).build());
+        let listed: Vec<aws_sdk_ec2::types::Subnet> = subnets
+            .iter()
+            .map(|(id, zone)| {
+                aws_sdk_ec2::types::Subnet::builder().subnet_id(*id).availability_zone(*zone).vpc_id("vpc-1").build()
+            })
+            .collect();
+        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets)
+            .then_output(move || DescribeSubnetsOutput::builder().set_subnets(Some(listed.clone())).build());
         let groups = mock!(aws_sdk_ec2::Client::describe_security_groups).then_output(|| {
             DescribeSecurityGroupsOutput::builder()
                 .security_groups(
@@ -515,6 +598,7 @@ mod tests {
             elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, &[]),
             ssm: mock_client!(aws_sdk_ssm, &[]),
             dynamodb: mock_client!(aws_sdk_dynamodb, &[]),
+            sqs: mock_client!(aws_sdk_sqs, &[]),
             s3: mock_client!(aws_sdk_s3, &[]),
             region: "us-east-1".into(),
         }
@@ -681,5 +765,74 @@ mod tests {
         assert!(admits_nfs(&IpPermission::builder().ip_protocol("-1").build()));
         assert!(!admits_nfs(&rule("tcp", 22, 22)));
         assert!(!admits_nfs(&rule("udp", 2049, 2049)));
+    }
+
+    fn created_in(subnet: &'static str) -> Rule {
+        mock!(aws_sdk_efs::Client::create_mount_target)
+            .match_requests(move |r| r.subnet_id() == Some(subnet))
+            .then_output(move || {
+                CreateMountTargetOutput::builder()
+                    .mount_target_id("fsmt-new")
+                    .file_system_id("fs-12345678")
+                    .subnet_id(subnet)
+                    .life_cycle_state(LifeCycleState::Available)
+                    .build()
+                    .expect("output")
+            })
+    }
+
+    #[tokio::test]
+    async fn a_subnet_without_a_free_address_makes_the_mount_target_in_the_zone_s_next_subnet() {
+        let full = mock!(aws_sdk_efs::Client::create_mount_target)
+            .match_requests(|r| r.subnet_id() == Some("subnet-a"))
+            .then_error(|| {
+                CreateMountTargetError::NoFreeAddressesInSubnet(
+                    aws_sdk_efs::types::error::NoFreeAddressesInSubnet::builder()
+                        .error_code("NoFreeAddressesInSubnet")
+                        .build()
+                        .expect("error"),
+                )
+            });
+        let next = created_in("subnet-b");
+        let rules = [file_system(), listing(None), full.clone(), next.clone()];
+        let group =
+            AutoScalingGroup::builder().auto_scaling_group_name("web").vpc_zone_identifier("subnet-a,subnet-b").build();
+        let c = clients_in(group, &[("subnet-a", "az-a"), ("subnet-b", "az-a")], &rules.iter().collect::<Vec<_>>());
+        let target = Target { check_nfs: false, ..target() };
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target, None, Duration::from_secs(30)).await.expect("reconcile");
+        let zone = report.zone("az-a").expect("zone");
+        assert_eq!((zone.outcome.clone(), zone.mount_target_id.as_deref()), (Outcome::Created, Some("fsmt-new")));
+        assert_eq!((full.num_calls(), next.num_calls()), (1, 1), "fixed, not refused");
+    }
+
+    #[tokio::test]
+    async fn a_group_defined_by_availability_zones_only_uses_their_default_subnets() {
+        let create = created_in("subnet-default-b");
+        let rules = [file_system(), listing(None), create.clone()];
+        let group = AutoScalingGroup::builder().auto_scaling_group_name("web").availability_zones("az-b").build();
+        let c = clients_in(group, &[("subnet-default-b", "az-b")], &rules.iter().collect::<Vec<_>>());
+        let target = Target { check_nfs: false, ..target() };
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target, None, Duration::from_secs(30)).await.expect("reconcile");
+        let zone = report.zone("az-b").expect("the AZ is planned from its default subnet");
+        assert_eq!(zone.outcome, Outcome::Created, "{report:?}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_security_group_check_that_fails_is_a_warning_never_an_error() {
+        let denied = mock!(aws_sdk_efs::Client::describe_mount_target_security_groups).then_error(|| {
+            aws_sdk_efs::operation::describe_mount_target_security_groups::DescribeMountTargetSecurityGroupsError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder().code("AccessDeniedException").build(),
+            )
+        });
+        let rules = [file_system(), listing(Some(description("fsmt-1", LifeCycleState::Available))), denied.clone()];
+        let c = clients(&rules.iter().collect::<Vec<_>>());
+        let report =
+            reconcile(&c, &ManualClock::at(0), &target(), None, Duration::from_secs(30)).await.expect("not an error");
+        let zone = report.zone("az-a").expect("zone");
+        assert_eq!((zone.outcome.clone(), zone.nfs_admitted), (Outcome::Kept, None));
+        assert_eq!(denied.num_calls(), 1);
     }
 }

@@ -17,6 +17,7 @@ impl Target {
             file_system_id: efs.file_system_id.clone(),
             security_groups: efs.mount_target_security_groups.clone(),
             dry_run: config.dry_run,
+            check_nfs: true,
         })
     }
 }

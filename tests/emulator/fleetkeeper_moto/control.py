@@ -15,6 +15,10 @@ verb   path                                           body / query
 GET    health                                         the applied patches
 GET    clock                                          ``?account``: the account's now (epoch ms) and offset
 POST   clock                                          ``{account, advance_ms}``: moves the account's clock
+GET    readiness                                      ``?account&region``: the readiness delays (seconds)
+POST   readiness                                      ``{account?, region?, pending_s?, agent_s?,
+                                                      mount_target_s?, healthy_s?, not_found_s?}``: sets the
+                                                      delays given, in seconds (readiness.py)
 GET    calls                                          ``?key``: recorded AWS calls of keys with that prefix
 POST   calls/forget                                   ``{key}``: forgets them
 GET    calls/seen                                     every (caller tag, service, operation) served since the
@@ -26,9 +30,12 @@ GET    ssm/status-events                              ``?region&after``: Run Com
 GET    ssm/deliveries                                 ``?region&document``: invocations delivered to an agent
                                                       and not yet taken
 POST   ssm/claim                                      ``{command_id, instance_id}``: an agent takes one
-GET    autoscaling/lifecycle-actions                  ``?region&group``: pending actions and the history
+GET    autoscaling/lifecycle-actions                  ``?region&group``: pending actions (with their
+                                                      ``heartbeat_deadline`` and ``global_deadline``) and the history
 POST   autoscaling/warm-pool/launch                   ``{group, count}``: new instances into the warm pool
 POST   autoscaling/warm-pool/promote                  ``{instance_id}``: the group takes it from the pool
+POST   autoscaling/warm-pool/terminate                ``{instance_id}``: AWS terminates a pool instance (the pool
+                                                      shrinks); ``Warmed:Terminating:Wait`` while a hook holds it
 POST   ssm/managed-instance                           ``{instance_id, ping_status|null, agent_version}``
 POST   ssm/invocation-status                          ``{command_id, instance_id?, status, response_code?,
                                                       stdout?, stderr?, source?}``: an invocation ends
@@ -47,7 +54,7 @@ from moto.core.exceptions import ServiceException
 from moto.ssm.models import ssm_backends
 from werkzeug.wrappers import Request, Response
 
-from . import autoscaling, clock, recorder, s3, ssm
+from . import autoscaling, clock, readiness, recorder, s3, ssm
 
 PREFIX = "/moto-api/fleetkeeper/"
 
@@ -69,6 +76,7 @@ def required(params: dict[str, Any], key: str) -> Any:
 
 def lifecycle_events(p: dict[str, Any]) -> Any:
     account, region = backend_args(p)
+    autoscaling.evaluate(autoscaling_backends[account][region])  # hook timeouts due on the clock
     sim = autoscaling.state_of(autoscaling_backends[account][region])
     group = p.get("group")
     after = int(p.get("after") or 0)
@@ -102,6 +110,7 @@ def ssm_claim(p: dict[str, Any]) -> Any:
 
 def lifecycle_actions(p: dict[str, Any]) -> Any:
     account, region = backend_args(p)
+    autoscaling.evaluate(autoscaling_backends[account][region])  # hook timeouts due on the clock
     sim = autoscaling.state_of(autoscaling_backends[account][region])
     group = p.get("group")
     pending = [dataclasses.asdict(a) for a in sim.actions if group is None or a.group == group]
@@ -118,6 +127,12 @@ def warm_pool_launch(p: dict[str, Any]) -> Any:
 def warm_pool_promote(p: dict[str, Any]) -> Any:
     account, region = backend_args(p)
     state = autoscaling.warm_pool_promote(autoscaling_backends[account][region], required(p, "instance_id"))
+    return {"lifecycle_state": state}
+
+
+def warm_pool_terminate(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    state = autoscaling.warm_pool_terminate(autoscaling_backends[account][region], required(p, "instance_id"))
     return {"lifecycle_state": state}
 
 
@@ -179,9 +194,24 @@ def calls_forget(p: dict[str, Any]) -> Any:
     return {"forgotten": recorder.forget(required(p, "key"))}
 
 
+def readiness_get(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    return readiness.current(account, region)
+
+
+def readiness_set(p: dict[str, Any]) -> Any:
+    account, region = backend_args(p)
+    try:
+        return readiness.configure(account, region, {k: v for k, v in p.items() if k not in ("account", "region")})
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+
+
 ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
     ("GET", "clock"): clock_get,
     ("POST", "clock"): clock_advance,
+    ("GET", "readiness"): readiness_get,
+    ("POST", "readiness"): readiness_set,
     ("GET", "calls"): calls_get,
     ("POST", "calls/forget"): calls_forget,
     ("GET", "calls/seen"): calls_seen,
@@ -193,6 +223,7 @@ ROUTES: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
     ("POST", "ssm/claim"): ssm_claim,
     ("POST", "autoscaling/warm-pool/launch"): warm_pool_launch,
     ("POST", "autoscaling/warm-pool/promote"): warm_pool_promote,
+    ("POST", "autoscaling/warm-pool/terminate"): warm_pool_terminate,
     ("POST", "ssm/managed-instance"): managed_instance,
     ("POST", "ssm/invocation-status"): invocation_status,
 }

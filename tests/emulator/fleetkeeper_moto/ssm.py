@@ -31,7 +31,8 @@ Systems Manager"):
   invocations that have the status InProgress, Pending or Delayed"). An
   invocation still running on a live agent past its execution timeout ends
   ``ExecutionTimedOut``.
-* Managed instances: an instance whose agent registered is listed by
+* Managed instances: an instance whose agent registered (``agent_s`` after
+  the instance runs, :mod:`.readiness`) is listed by
   ``DescribeInstanceInformation`` (running: ``Online``; a test may set
   ``ConnectionLost`` or unregister it). A stopped or terminated instance
   keeps its last ``PingStatus`` for :data:`PING_LAG` after the state change
@@ -65,7 +66,7 @@ from moto.ec2.models.instances import Instance as Ec2Instance
 from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
-from . import clock, recorder
+from . import clock, readiness, recorder
 from .autoscaling import LOCK
 
 #: The agent version reported by default: new enough for
@@ -183,7 +184,18 @@ def ping_of(backend: SimpleSystemManagerBackend, instance: Ec2Instance) -> str |
     override = overrides(backend).get(instance.id, {})
     if override is None or instance.state != "running":
         return None
+    if not agent_registered(backend, instance, now_of(backend)):
+        return None
     return override.get("PingStatus") or "Online"
+
+
+def agent_registered(backend: SimpleSystemManagerBackend, instance: Ec2Instance, at: datetime.datetime) -> bool:
+    """Whether the instance's agent had registered by ``at``: ``agent_s``
+    after the instance runs (:mod:`.readiness`; the agent registers once
+    the instance has booted, and until then SendCommand answers
+    ``InvalidInstanceId``: "SSM Agent isn't registered with the SSM
+    endpoint"). A test's ``ssm/managed-instance`` setting wins."""
+    return instance.id in overrides(backend) or readiness.agent_registered(instance, at)
 
 
 def listed_ping(backend: SimpleSystemManagerBackend, instance: Ec2Instance) -> str | None:
@@ -193,11 +205,11 @@ def listed_ping(backend: SimpleSystemManagerBackend, instance: Ec2Instance) -> s
         return None
     ping = override.get("PingStatus") or "Online"
     if instance.state == "running":
-        return ping
+        return ping if agent_registered(backend, instance, now_of(backend)) else None
     if instance.state == "pending":
         return None  # the agent registers once the instance runs
     at = changed_at(instance)
-    if at is not None and now_of(backend) - at < PING_LAG:
+    if at is not None and now_of(backend) - at < PING_LAG and agent_registered(backend, instance, at):
         return ping  # the last ping, until SSM notices
     return None
 

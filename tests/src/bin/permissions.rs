@@ -30,6 +30,7 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::TargetGroups => "target-groups",
         Scope::FileSystem => "file-system",
         Scope::NetworkInterfaces => "network-interfaces",
+        Scope::RetriggerQueue => "retrigger-queue",
     }
 }
 

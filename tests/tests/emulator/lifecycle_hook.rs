@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use fleetkeeper::Component;
-use fleetkeeper::clock::SystemClock;
 use fleetkeeper::config::vars;
 use fleetkeeper_tests::Emulator;
+use fleetkeeper_tests::emulator::TestClock;
 use fleetkeeper_tests::events::{command_status_on, scheduled};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
-use fleetkeeper_tests::inprocess::{deps, invocation, set_var};
+use fleetkeeper_tests::inprocess::{deps_with_clock, invocation, set_var};
 use fleetkeeper_tests::runtime::LambdaProcess;
 use serde_json::{Value, json};
 
@@ -20,6 +22,7 @@ struct World {
     clients: fleetkeeper::Clients,
     fleet: Fleet,
     env: Vec<(String, String)>,
+    clock: TestClock,
 }
 
 impl World {
@@ -35,13 +38,15 @@ impl World {
         upload(&clients, &fleet, &["index.php".into()]).await;
         let mut env = fleet.env();
         tweak(&mut env);
-        World { emulator, clients, fleet, env }
+        let clock = TestClock::new(&emulator).await;
+        World { emulator, clients, fleet, env, clock }
     }
 
     async fn handle(&self, payload: Value) -> Value {
-        let deps = deps(&self.emulator, Component::LifecycleHook, &self.env).await;
+        let clock = Arc::new(self.clock.clone());
+        let deps = deps_with_clock(&self.emulator, Component::LifecycleHook, &self.env, clock).await;
         let f = lifecycle_hook::Function::new(deps).expect("config");
-        let summary = lifecycle_hook::function_handler(invocation(payload, &SystemClock, Duration::from_secs(60)), &f)
+        let summary = lifecycle_hook::function_handler(invocation(payload, &self.clock, Duration::from_secs(60)), &f)
             .await
             .expect("lifecycle-hook");
         serde_json::to_value(summary).expect("json")
@@ -64,8 +69,11 @@ impl World {
             .unwrap_or_else(|| panic!("no {transition} event for {instance}"))
     }
 
+    /// The instance's lifecycle state, in the group or in its warm pool.
     async fn state(&self, instance: &str) -> Option<String> {
-        self.fleet.members(&self.clients).await.into_iter().find(|m| m.id == instance).map(|m| m.lifecycle_state)
+        let mut all = self.fleet.members(&self.clients).await;
+        all.extend(self.fleet.pool(&self.clients).await);
+        all.into_iter().find(|m| m.id == instance).map(|m| m.lifecycle_state)
     }
 
     async fn targets(&self) -> Vec<String> {
@@ -336,8 +344,9 @@ async fn a_warm_pool_instance_is_prepared_without_registering_then_caught_up_aga
     let w = World::new(FleetSpec { instances: 0, ..FleetSpec::default() }).await;
     let id = w.emulator.warm_pool_launch(&w.fleet.asg_name, 1).await.remove(0);
     assert_eq!(w.state(&id).await.as_deref(), Some("Warmed:Pending:Wait"));
+    assert!(w.fleet.members(&w.clients).await.is_empty(), "AWS lists pool instances only with the pool");
     let into = w.handle(w.event_for(&id, "LAUNCHING").await).await;
-    assert_eq!(driven(&into)["phase"], "EC2->WarmPool", "{into}");
+    assert_eq!(driven(&into)["destination"], "warm_pool", "{into}");
     let prepared = w.finish_catch_up(&id, "Success").await;
     assert_eq!(driven(&prepared)["result"], "continue", "{prepared}");
     assert_eq!(w.state(&id).await.as_deref(), Some("Warmed:Stopped"));
@@ -345,7 +354,7 @@ async fn a_warm_pool_instance_is_prepared_without_registering_then_caught_up_aga
 
     assert_eq!(w.emulator.warm_pool_promote(&id).await, "Pending:Wait");
     let out = w.handle(w.event_for(&id, "LAUNCHING").await).await;
-    assert_eq!(driven(&out)["phase"], "WarmPool->AutoScalingGroup", "{out}");
+    assert_eq!(driven(&out)["destination"], "auto_scaling_group", "{out}");
     assert_eq!(w.catch_ups(&id).await.len(), 2, "it may have slept for days: a second catch-up");
     let served = w.finish_catch_up(&id, "Success").await;
     assert_eq!(driven(&served)["result"], "continue", "{served}");
@@ -405,8 +414,9 @@ async fn the_real_bootstrap_gates_a_launch() {
 
 #[tokio::test]
 async fn a_hook_whose_heartbeat_a_lost_event_could_outlast_is_reported() {
-    // The test fleet's hooks time out after 300 s.
-    let every_five_minutes = World::new(FleetSpec { instances: 0, ..FleetSpec::default() }).await;
+    // Hooks that time out after 300 s.
+    let every_five_minutes =
+        World::new(FleetSpec { instances: 0, heartbeat_timeout: 300, ..FleetSpec::default() }).await;
     let report = every_five_minutes.handle(scheduled()).await;
     let fleet = &every_five_minutes.fleet;
     let mut short: Vec<String> =
@@ -417,10 +427,56 @@ async fn a_hook_whose_heartbeat_a_lost_event_could_outlast_is_reported() {
     got.sort();
     assert_eq!(got, short, "300 s is not above 2 x 300 s: {report}");
 
-    let every_two_minutes = World::with(FleetSpec { instances: 0, ..FleetSpec::default() }, |env| {
-        set_var(env, fleetkeeper::config::vars::RECONCILE_INTERVAL_SECONDS, "120")
-    })
-    .await;
+    let every_two_minutes =
+        World::with(FleetSpec { instances: 0, heartbeat_timeout: 300, ..FleetSpec::default() }, |env| {
+            set_var(env, fleetkeeper::config::vars::RECONCILE_INTERVAL_SECONDS, "120")
+        })
+        .await;
     let report = every_two_minutes.handle(scheduled()).await;
     assert_eq!(report["reconcile"]["short_heartbeats"], json!([]), "{report}");
+}
+
+#[tokio::test]
+async fn two_of_fleetkeeper_s_hooks_on_one_transition_are_reported() {
+    let w = World::with(FleetSpec { instances: 0, ..FleetSpec::default() }, |env| {
+        let hooks =
+            env.iter().find(|(k, _)| k == vars::LIFECYCLE_HOOK_NAMES).map(|(_, v)| v.clone()).unwrap_or_default();
+        set_var(env, vars::LIFECYCLE_HOOK_NAMES, &format!("{hooks},second-launch"));
+    })
+    .await;
+    w.clients
+        .autoscaling
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&w.fleet.asg_name)
+        .lifecycle_hook_name("second-launch")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(3600)
+        .send()
+        .await
+        .expect("put_lifecycle_hook");
+    let report = w.handle(scheduled()).await;
+    let duplicates = &report["reconcile"]["duplicate_hooks"];
+    assert_eq!(duplicates.as_array().map(Vec::len), Some(1), "{report}");
+    assert!(duplicates[0].as_str().unwrap_or_default().contains("second-launch"), "{report}");
+}
+
+#[tokio::test]
+async fn when_launches_keep_failing_the_same_way_the_breaker_holds_them_instead_of_cycling_the_group() {
+    let w = World::new(FleetSpec { instances: 3, ..FleetSpec::default() }).await;
+    let ids: Vec<String> = w.fleet.members(&w.clients).await.into_iter().map(|m| m.id).collect();
+    let mut results = Vec::new();
+    for id in &ids {
+        w.handle(w.event_for(id, "LAUNCHING").await).await;
+        w.finish_catch_up(id, "Failed").await;
+        let last = w.finish_catch_up(id, "Failed").await;
+        results.push(driven(&last).clone());
+    }
+    assert_eq!(results[0]["result"], "abandon", "{results:?}");
+    assert_eq!(results[1]["result"], "abandon", "{results:?}");
+    let held = &results[2];
+    assert_eq!((held["result"].as_str(), held["refused"].as_bool()), (Some("in_progress"), Some(true)), "{held}");
+    assert!(held["reason"].as_str().unwrap_or_default().contains("circuit breaker"), "{held}");
+    assert_eq!(w.state(&ids[2]).await.as_deref(), Some("Pending:Wait"), "held, not replaced");
+    let abandoned = w.history().await.into_iter().filter(|h| h["Result"] == "ABANDON").count();
+    assert_eq!(abandoned, 2, "the group replaced two instances, not a third");
 }

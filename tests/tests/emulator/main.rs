@@ -5,6 +5,7 @@ mod codebase_sync;
 mod faults;
 mod ground;
 mod lifecycle_hook;
+mod lifecycle_real;
 mod mount_targets;
 mod reliability;
 mod runtime_harness;

@@ -139,6 +139,7 @@ async fn invalid_instance_id_drops_the_offenders_and_retries_the_chunk_once() {
         efs: mock_client!(aws_sdk_efs, &[]),
         elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, &[]),
         dynamodb: mock_client!(aws_sdk_dynamodb, &[]),
+        sqs: mock_client!(aws_sdk_sqs, &[]),
         region: "us-east-1".into(),
     };
     let store = MemoryTable::default();

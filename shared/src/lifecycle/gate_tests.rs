@@ -1,9 +1,10 @@
-//! The executor's timing paths, which the emulator cannot show (its targets
-//! are healthy at once and never drain): SDK-level tests with
-//! `aws-smithy-mocks` and an injected clock. They prove the heartbeats, the
-//! health and drain bounds, the global-timeout rule, stopping when the
-//! invocation's time is up, and AWS's unmodeled "No active Lifecycle Action
-//! found" answer.
+//! The gate's timing paths and AWS's unmodeled answers, at the SDK level
+//! with `aws-smithy-mocks` and an injected clock (the emulator shows the
+//! same paths end to end with its readiness timelines; these pin the exact
+//! calls). They prove the heartbeats, the health and drain bounds, the
+//! global-timeout rule, stopping when the invocation's time is up, and that
+//! "No active Lifecycle Action found" ends an action without completing
+//! anything else.
 
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 
-use super::exec::{Gate, GateSettings};
+use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatError;
+
+use super::action::Outcome;
+use super::gate::{Gate, GateSettings};
 use super::plan::{GLOBAL_MARGIN_MS, TARGET_MARGIN_MS};
 use crate::Clients;
 use crate::clock::{Clock, ManualClock};
@@ -48,6 +52,7 @@ fn settings() -> GateSettings {
         catch_up: None,
         dry_run: false,
         reconcile_interval_s: 300,
+        retrigger: None,
     }
 }
 
@@ -65,6 +70,7 @@ fn action(transition: Transition) -> LifecycleAction {
         origin: Some(origin),
         destination: Some(destination),
         notification_metadata: None,
+        time_ms: None,
     }
 }
 
@@ -98,6 +104,29 @@ fn clients(
     healths: Vec<Option<TargetHealthStateEnum>>,
     complete: Rule,
 ) -> (Clients, Calls) {
+    let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+    clients_with(lifecycle_state, healths, complete, heartbeat)
+}
+
+/// AWS's answer when the hook holds no action with that token or instance.
+fn no_active_heartbeat() -> Rule {
+    mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat).then_error(|| {
+        RecordLifecycleActionHeartbeatError::generic(
+            ErrorMetadata::builder()
+                .code("ValidationError")
+                .message("No active Lifecycle Action found with token 11111111-2222-3333-4444-555555555555")
+                .build(),
+        )
+    })
+}
+
+fn clients_with(
+    lifecycle_state: &'static str,
+    healths: Vec<Option<TargetHealthStateEnum>>,
+    complete: Rule,
+    heartbeat: Rule,
+) -> (Clients, Calls) {
     let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks).then_output(|| {
         DescribeLifecycleHooksOutput::builder()
             .lifecycle_hooks(
@@ -128,8 +157,6 @@ fn clients(
             .auto_scaling_groups(AutoScalingGroup::builder().auto_scaling_group_name("web").build())
             .build()
     });
-    let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
-        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
     let ec2 = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
         DescribeInstancesOutput::builder()
             .reservations(
@@ -187,6 +214,7 @@ fn clients(
         efs: mock_client!(aws_sdk_efs, &[]),
         ssm: mock_client!(aws_sdk_ssm, &[]),
         dynamodb: mock_client!(aws_sdk_dynamodb, &[]),
+        sqs: mock_client!(aws_sdk_sqs, &[]),
         s3: mock_client!(aws_sdk_s3, &[]),
         region: "us-east-1".into(),
     };
@@ -204,31 +232,43 @@ fn gate<'a>(
     settings: &'a GateSettings,
     clock: &'a ManualClock,
 ) -> Gate<'a, MemoryTable> {
-    Gate { clients, store, settings, clock, until: clock.deadline_in(Duration::from_secs(600)) }
+    Gate {
+        clients,
+        store,
+        settings,
+        clock,
+        until: clock.deadline_in(Duration::from_secs(600)),
+        cache: Default::default(),
+    }
 }
 
 #[tokio::test]
 async fn a_target_that_never_turns_healthy_is_waited_for_with_heartbeats_then_deregistered_and_abandoned() {
     use TargetHealthStateEnum::Initial;
-    let (clients, calls) = clients("Pending:Wait", vec![None, Some(Initial)], ok_complete());
+    // Not registered by fleetkeeper yet: registered without asking; then `initial`.
+    let (clients, calls) = clients("Pending:Wait", vec![Some(Initial)], ok_complete());
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = gate(&clients, &store, &settings, &clock);
 
     let first = g.drive(&action(Transition::Launching)).await.expect("drive");
-    assert_eq!(first.result, "in_progress");
+    assert_eq!(first.result.as_str(), "in_progress");
     assert!(first.reason.as_deref().unwrap_or_default().contains("initial"), "{first:?}");
     assert_eq!((calls.register.num_calls(), calls.heartbeat.num_calls()), (1, 1), "registered, then a heartbeat");
 
     // Within interval × threshold (30 s) + margin: still waiting, another heartbeat.
     clock.advance(60_000);
     let second = g.drive(&action(Transition::Launching)).await.expect("drive");
-    assert_eq!(second.result, "in_progress");
+    assert_eq!(second.result.as_str(), "in_progress");
     assert_eq!((calls.register.num_calls(), calls.heartbeat.num_calls()), (1, 2), "never registered twice");
 
     clock.advance(30_000 + TARGET_MARGIN_MS);
     let third = g.drive(&action(Transition::Launching)).await.expect("drive");
-    assert_eq!(third.result, "abandon", "{third:?}");
-    assert_eq!(third.actions, [format!("deregistered from {TG}"), "ABANDON".to_owned()], "rolled back, then abandoned");
+    assert_eq!(third.result.as_str(), "abandon", "{third:?}");
+    assert_eq!(
+        third.actions,
+        ["heartbeat".to_owned(), format!("deregistered from {TG}"), "ABANDON".to_owned()],
+        "probed, rolled back, then abandoned"
+    );
     assert_eq!((calls.deregister.num_calls(), calls.complete.num_calls()), (1, 1));
     let (record, _) = crate::lifecycle::store::RecordStore::lifecycle(&store, ID).await.expect("record");
     assert!(record.registered.is_empty(), "nothing left registered on record");
@@ -242,12 +282,12 @@ async fn a_drain_is_waited_for_within_the_deregistration_delay_then_terminate_co
     let g = gate(&clients, &store, &settings, &clock);
 
     let first = g.drive(&action(Transition::Terminating)).await.expect("drive");
-    assert_eq!(first.result, "in_progress");
-    assert_eq!(first.actions, [format!("deregistered from {TG}"), "heartbeat".to_owned()]);
+    assert_eq!(first.result.as_str(), "in_progress");
+    assert_eq!(first.actions, ["heartbeat".to_owned(), format!("deregistered from {TG}")], "probed, then deregistered");
 
     clock.advance(100_000);
     assert_eq!(
-        g.drive(&action(Transition::Terminating)).await.expect("drive").result,
+        g.drive(&action(Transition::Terminating)).await.expect("drive").result.as_str(),
         "in_progress",
         "within 120 s + margin"
     );
@@ -255,7 +295,7 @@ async fn a_drain_is_waited_for_within_the_deregistration_delay_then_terminate_co
 
     clock.advance(120_000 + TARGET_MARGIN_MS);
     let last = g.drive(&action(Transition::Terminating)).await.expect("drive");
-    assert_eq!(last.result, "continue", "{last:?}");
+    assert_eq!(last.result.as_str(), "continue", "{last:?}");
     assert!(last.warnings[0].contains("past its deregistration delay"));
     assert_eq!((calls.deregister.num_calls(), calls.complete.num_calls()), (1, 1));
 }
@@ -265,13 +305,16 @@ async fn near_the_global_timeout_a_launch_is_abandoned() {
     let (clients, calls) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Initial)], ok_complete());
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = gate(&clients, &store, &settings, &clock);
-    assert_eq!(g.drive(&action(Transition::Launching)).await.expect("drive").result, "in_progress");
+    assert_eq!(g.drive(&action(Transition::Launching)).await.expect("drive").result.as_str(), "in_progress");
     clock.advance(172_800_000 - GLOBAL_MARGIN_MS);
     // A later invocation: its own deadline.
     let g = gate(&clients, &store, &settings, &clock);
     let late = g.drive(&action(Transition::Launching)).await.expect("drive");
-    assert_eq!(late.result, "abandon");
-    assert_eq!(late.reason.as_deref(), Some("the lifecycle hook's global timeout is near"));
+    assert_eq!(late.result.as_str(), "abandon");
+    assert_eq!(
+        late.reason.as_deref(),
+        Some("the lifecycle hook's global timeout is near: its DefaultResult ABANDON applies")
+    );
     assert_eq!(calls.complete.num_calls(), 1);
 }
 
@@ -281,18 +324,18 @@ async fn out_of_time_the_hook_is_kept_alive_and_nothing_completes() {
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     let g = Gate { until: clock.now_ms(), ..gate(&clients, &store, &settings, &clock) };
     let d = g.drive(&action(Transition::Launching)).await.expect("drive");
-    assert_eq!(d.result, "in_progress");
+    assert_eq!(d.result.as_str(), "in_progress");
     assert!(d.reason.as_deref().unwrap_or_default().contains("time is up"), "{d:?}");
     assert_eq!((calls.heartbeat.num_calls(), calls.complete.num_calls()), (1, 0));
 }
 
 #[tokio::test]
-async fn completing_an_action_that_is_no_longer_active_is_success() {
+async fn a_token_no_longer_active_ends_that_action_and_completes_nothing_else() {
     let gone = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action).then_error(|| {
         CompleteLifecycleActionError::generic(
             ErrorMetadata::builder()
                 .code("ValidationError")
-                .message(format!("No active Lifecycle Action found with instance ID {ID}"))
+                .message("No active Lifecycle Action found with token 11111111-2222-3333-4444-555555555555")
                 .build(),
         )
     });
@@ -302,8 +345,40 @@ async fn completing_an_action_that_is_no_longer_active_is_success() {
         .drive(&action(Transition::Launching))
         .await
         .expect("an inactive action is not an error");
-    assert_eq!(d.result, "continue");
-    assert_eq!(calls.complete.num_calls(), 2, "by token, then by instance id, then accepted as done");
+    assert_eq!(d.result.as_str(), "not_active");
+    assert_eq!(calls.complete.num_calls(), 1, "never again by instance id: that would finish another action");
+    let (record, _) = crate::lifecycle::store::RecordStore::lifecycle(&store, ID).await.expect("record");
+    assert_eq!(record.action.and_then(|a| a.done), Some(Outcome::NotActive));
+}
+
+#[tokio::test]
+async fn a_stale_event_costs_one_heartbeat_and_never_touches_the_record_of_the_current_action() {
+    let (clients, calls) =
+        clients_with("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete(), no_active_heartbeat());
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
+    // The current action (another token) is in progress on record.
+    let mut current = action(Transition::Launching);
+    current.token = Some("99999999-2222-3333-4444-555555555555".into());
+    let state = super::record::ActionState::new(&current, T0 - 5_000);
+    let record = super::record::LifecycleRecord { action: Some(state), registered: vec![] };
+    use crate::lifecycle::store::RecordStore;
+    store.save_lifecycle(ID, &record, 0, None).await.expect("save").expect("saved");
+
+    let d = gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(d.result.as_str(), "not_active", "{d:?}");
+    assert_eq!((calls.heartbeat.num_calls(), calls.complete.num_calls(), calls.register.num_calls()), (1, 0, 0));
+    let (after, _) = store.lifecycle(ID).await.expect("record");
+    assert_eq!(after, record, "the current action's record is untouched");
+
+    // A duplicate of an action already finished asks AWS nothing.
+    let mut done = record.clone();
+    if let Some(a) = done.action.as_mut() {
+        a.done = Some(Outcome::Continue);
+    }
+    store.save_lifecycle(ID, &done, 1, None).await.expect("save").expect("saved");
+    let d = gate(&clients, &store, &settings, &clock).drive(&current).await.expect("drive");
+    assert_eq!(d.result.as_str(), "not_active");
+    assert_eq!(calls.heartbeat.num_calls(), 1, "no call for a finished duplicate");
 }
 
 #[tokio::test]
