@@ -149,6 +149,17 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let mut reconcile = false;
     let mut retry_invocation = false;
     for r in &accepted {
+        if f.deps.clock.now_ms() >= gate.until {
+            // Out of time: the rest comes back (SQS redelivers what the
+            // response names; a direct event fails the invocation).
+            match &r.via {
+                Via::Sqs { message_id: Some(id) } => {
+                    summary.batch_item_failures.push(BatchItemFailure { item_identifier: id.clone() })
+                }
+                _ => retry_invocation = true,
+            }
+            continue;
+        }
         let (instance_id, result) = match &r.event {
             Event::Lifecycle(action) => (Some(action.instance_id.clone()), gate.drive(action).await.map(Some)),
             Event::CommandStatus(change) if !change.status.is_terminal() => {
@@ -188,9 +199,10 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     }
     summary.skipped = skipped;
     if retry_invocation {
-        // A direct (EventBridge) event failed transiently: Lambda retries it.
+        // A direct (EventBridge) event failed transiently or was not reached
+        // in time: Lambda retries it.
         let errors: Vec<&str> = summary.failed.iter().map(|f| f.error.as_str()).collect();
-        return Err(format!("lifecycle events failed and will be retried: {}", errors.join("; ")).into());
+        return Err(format!("lifecycle events failed or were not reached, retried: {}", errors.join("; ")).into());
     }
     Ok(summary)
 }

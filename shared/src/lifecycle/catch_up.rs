@@ -70,8 +70,12 @@ impl<S: RecordStore> Gate<'_, S> {
         for id in instances {
             let (record, version) = self.store.lifecycle(&id).await?;
             let Some(state) = &record.action else { continue };
-            let ours =
-                state.catch_up.as_ref().and_then(|c| c.command_id.as_deref()) == Some(change.command_id.as_str());
+            // Its command, or a catch-up being sent whose id is not on record
+            // yet (the event can come first): the drive finds it by comment.
+            let ours = state
+                .catch_up
+                .as_ref()
+                .is_some_and(|c| c.command_id.as_deref().is_none_or(|id| id == change.command_id.as_str()));
             if ours && state.done.is_none() {
                 let action = state.action(&id);
                 return Ok(Some(self.drive_loaded(&action, record, version).await?));

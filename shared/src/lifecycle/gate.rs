@@ -36,6 +36,10 @@ const RACED: &str = "another invocation advanced this instance first: it continu
 /// At most this many planner steps per action and invocation.
 const MAX_STEPS: usize = 24;
 
+/// How many lost writes a drive re-plans after before leaving the instance
+/// to the other writer.
+const MAX_RACES: u32 = 2;
+
 /// A heartbeat this recent (in this invocation) is not sent again.
 const HEARTBEAT_FRESH_MS: u64 = 60_000;
 
@@ -129,7 +133,9 @@ impl GateError {
         match self {
             GateError::Aws(e) | GateError::Mount(mount_targets::MountError::Aws(e)) => e.worth_redelivering(),
             GateError::Mount(_) | GateError::Parameters(_) => false,
-            GateError::Store(_) => true,
+            GateError::Store(crate::store::StoreError::Aws(e)) => e.worth_redelivering(),
+            // An unreadable record stays unreadable.
+            GateError::Store(_) => false,
         }
     }
 }
@@ -169,6 +175,9 @@ pub struct Cache {
     pub(super) attached: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Target group ARN -> its bounds, once read.
     pub(super) target_groups: Mutex<HashMap<String, Bounds>>,
+    /// AZ -> why no mount target can serve it (a refusal holds every launch
+    /// of the AZ: the reconcile that found it is not run again per instance).
+    pub(super) mount_refusals: Mutex<HashMap<String, String>>,
 }
 
 /// The gate.
@@ -199,6 +208,9 @@ pub(super) struct Drive {
     /// Whether `state` is the record's own (else a fresh one, never saved
     /// just to say it was not active).
     pub(super) from_record: bool,
+    /// Whether the last write lost to another writer (the record is read
+    /// again and the step planned anew).
+    pub(super) raced: bool,
 }
 
 impl<S: RecordStore> Gate<'_, S> {
@@ -237,6 +249,7 @@ impl<S: RecordStore> Gate<'_, S> {
             version,
             state,
             heartbeat_at: None,
+            raced: false,
         };
         if let Some(done) = d.state.done {
             // A duplicate of an action already finished: nothing to ask AWS.
@@ -244,8 +257,24 @@ impl<S: RecordStore> Gate<'_, S> {
             d.out.reason = Some(format!("already finished ({})", done.as_str()));
             return Ok(d.out);
         }
+        let mut races = 0;
         for _ in 0..MAX_STEPS {
             let now = self.clock.now_ms();
+            if d.raced && races < MAX_RACES {
+                // Another writer moved the record: read it again and plan
+                // from what it says (it may be sending, or have finished).
+                races += 1;
+                let (record, version) = self.store.lifecycle(&id).await?;
+                d.state = record.for_action(event, now);
+                d.from_record = record.action.as_ref() == Some(&d.state);
+                (d.record, d.version, d.raced) = (record, version, false);
+                (d.seen.catch_up, d.seen.targets) = (None, None);
+                if let Some(done) = d.state.done {
+                    d.out.result = DriveResult::NotActive;
+                    d.out.reason = Some(format!("finished meanwhile ({})", done.as_str()));
+                    return Ok(d.out);
+                }
+            }
             let plan = PlanRecord::new(&d.state, &d.record.registered);
             let decision = next(&action, &plan, &d.seen, self.settings.duties(), now);
             if let Next::Observe { stage } = decision {
@@ -264,6 +293,9 @@ impl<S: RecordStore> Gate<'_, S> {
                 return self.pause(&action, d, "the invocation's time is up: continued by the next event").await;
             }
             if let Some(done) = self.apply(decision, &action, &mut d, now).await? {
+                if d.raced && races < MAX_RACES {
+                    continue;
+                }
                 return Ok(done);
             }
         }
@@ -317,6 +349,7 @@ impl<S: RecordStore> Gate<'_, S> {
                 // can always tell what fleetkeeper registered.
                 let Some(v) = self.save(id, &d.record, d.version, None).await? else {
                     d.out.reason = Some(RACED.into());
+                    d.raced = true;
                     return Ok(Some(d.out.clone()));
                 };
                 d.version = v;
@@ -336,6 +369,7 @@ impl<S: RecordStore> Gate<'_, S> {
                 d.record.action = Some(d.state.clone());
                 let Some(v) = self.save(id, &d.record, d.version, None).await? else {
                     d.out.reason = Some(RACED.into());
+                    d.raced = true;
                     return Ok(Some(d.out.clone()));
                 };
                 d.version = v;
@@ -346,13 +380,6 @@ impl<S: RecordStore> Gate<'_, S> {
                     warn!(instance_id = %id, warning = %w, "lifecycle warning");
                 }
                 d.out.warnings = warnings;
-                if let Some(c) = &d.state.catch_up
-                    && let Some(settings) = &self.settings.catch_up
-                {
-                    let results = [(id.clone(), InstanceResult::Synced)];
-                    let at = Synced { epoch: &c.epoch, generation: c.generation };
-                    self.store.record_results(at, &results, now, settings.quarantine_after).await?;
-                }
                 return self.finish(action, d, super::plan::Completion::Continue, None, now).await.map(Some);
             }
             Next::Abandon { reason, deregister, class } => {
@@ -400,6 +427,18 @@ impl<S: RecordStore> Gate<'_, S> {
         if completed {
             d.out.actions.push(result.as_aws().to_owned());
         }
+        // The instance synced only if this drive saw its catch-up succeed
+        // (a CONTINUE by the hook's DefaultResult near its global timeout
+        // proves nothing), and only once the action really completed.
+        if completed
+            && result == super::plan::Completion::Continue
+            && d.seen.catch_up == Some(CatchUpState::Succeeded)
+            && let (Some(c), Some(settings)) = (&d.state.catch_up, &self.settings.catch_up)
+        {
+            let results = [(id.clone(), InstanceResult::Synced)];
+            let at = Synced { epoch: &c.epoch, generation: c.generation };
+            self.store.record_results(at, &results, now, settings.quarantine_after).await?;
+        }
         d.state.done = Some(outcome);
         d.state.step = match (&reason, completed) {
             (_, false) => format!("not active when completing {}", result.as_aws()),
@@ -413,7 +452,8 @@ impl<S: RecordStore> Gate<'_, S> {
             (Transition::Launching, super::plan::Completion::Abandon) => true,
             (Transition::Launching, super::plan::Completion::Continue) => false,
         };
-        let expires = (leaves && completed).then(|| now / 1000 + GONE_RETENTION_SECS);
+        let leaves = leaves && (completed || action.transition == Transition::Terminating);
+        let expires = leaves.then(|| now / 1000 + GONE_RETENTION_SECS);
         if expires.is_some() && action.transition == Transition::Terminating {
             d.record.registered.clear();
         }
@@ -439,6 +479,25 @@ impl<S: RecordStore> Gate<'_, S> {
                 "launch refused by the configuration: the instance waits (heartbeating) until it is fixed; \
                  at the hook's global timeout its DefaultResult applies");
         }
+        // A held instance is looked at again well within its heartbeat
+        // timeout (at least a hundredth of the global timeout: AWS's global
+        // timeout is min(48 h, 100 x HeartbeatTimeout)), whatever the
+        // schedule manages.
+        let recheck = recheck.or_else(|| {
+            let hook = d.seen.hook.filter(|_| refused)?;
+            Some(std::time::Duration::from_secs((hook.global_timeout_ms / 100 / 3 / 1000).clamp(30, 900)))
+        });
+        let now = self.clock.now_ms();
+        let send = recheck.filter(|delay| {
+            // One re-trigger on its way at a time: a drive from another
+            // source (the schedule, a duplicate event) does not start a
+            // second chain unless it needs an earlier look.
+            let due = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            d.state.retrigger_at.is_none_or(|pending| pending <= now || pending > due)
+        });
+        if let Some(delay) = send {
+            d.state.retrigger_at = Some(now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        }
         d.state.step = if refused { format!("refused: {reason}") } else { reason.clone() };
         d.record.action = Some(d.state.clone());
         let Some(v) = self.save(id, &d.record, d.version, None).await? else {
@@ -446,13 +505,18 @@ impl<S: RecordStore> Gate<'_, S> {
                 self.merge_command_id(id, sent).await?;
             }
             d.out.reason = Some(RACED.into());
+            d.raced = true;
             return Ok(d.out.clone());
         };
         d.version = v;
-        self.keep_alive(action, d).await?;
+        if !self.keep_alive(action, d).await? {
+            d.out.result = DriveResult::NotActive;
+            d.out.reason = Some(format!("{reason}; the hook holds no action any more"));
+            return Ok(d.out.clone());
+        }
         d.out.refused = refused;
         d.out.reason = Some(reason);
-        if let Some(delay) = recheck {
+        if let Some(delay) = send {
             self.retrigger(action, delay, &mut d.out).await;
         }
         Ok(d.out.clone())
@@ -461,23 +525,28 @@ impl<S: RecordStore> Gate<'_, S> {
     /// Stops early (time or steps): saves, keeps the hook alive.
     async fn pause(&self, action: &LifecycleAction, mut d: Drive, reason: &str) -> Result<Driven, GateError> {
         d.record.action = Some(d.state.clone());
-        if self.save(&action.instance_id, &d.record, d.version, None).await?.is_some() {
-            self.keep_alive(action, &mut d).await?;
+        if self.save(&action.instance_id, &d.record, d.version, None).await?.is_some()
+            && self.keep_alive(action, &mut d).await?
+        {
             self.retrigger(action, std::time::Duration::from_secs(1), &mut d.out).await;
         }
         d.out.reason = Some(reason.to_owned());
         Ok(d.out)
     }
 
-    async fn keep_alive(&self, action: &LifecycleAction, d: &mut Drive) -> Result<(), GateError> {
+    /// Heartbeats unless this invocation just did; `false` when the hook
+    /// holds no such action any more.
+    async fn keep_alive(&self, action: &LifecycleAction, d: &mut Drive) -> Result<bool, GateError> {
         let now = self.clock.now_ms();
         if d.heartbeat_at.is_some_and(|t| now < t + HEARTBEAT_FRESH_MS) {
-            return Ok(());
+            return Ok(true);
         }
-        self.heartbeat(action).await?;
+        if !self.heartbeat(action).await? {
+            return Ok(false);
+        }
         d.heartbeat_at = Some(now);
         d.out.actions.push("heartbeat".into());
-        Ok(())
+        Ok(true)
     }
 
     /// Counts a launch failure of `class`; `Some(count)` when the breaker
@@ -526,6 +595,7 @@ impl<S: RecordStore> Gate<'_, S> {
         // invocation loses here instead of sending twice.
         let Some(v) = self.save(id, &d.record, d.version, None).await? else {
             d.out.reason = Some("another invocation is sending the catch-up".into());
+            d.raced = true;
             return Ok(Some(d.out.clone()));
         };
         d.version = v;

@@ -106,7 +106,7 @@ fn clients(
 ) -> (Clients, Calls) {
     let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
         .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
-    clients_with(lifecycle_state, healths, complete, heartbeat)
+    clients_with(lifecycle_state, healths, complete, heartbeat, "ABANDON")
 }
 
 /// AWS's answer when the hook holds no action with that token or instance.
@@ -126,14 +126,16 @@ fn clients_with(
     healths: Vec<Option<TargetHealthStateEnum>>,
     complete: Rule,
     heartbeat: Rule,
+    default_result: &'static str,
 ) -> (Clients, Calls) {
-    let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks).then_output(|| {
+    let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks).then_output(move || {
         DescribeLifecycleHooksOutput::builder()
             .lifecycle_hooks(
                 LifecycleHook::builder()
                     .lifecycle_hook_name("fk")
                     .global_timeout(172_800)
                     .heartbeat_timeout(300)
+                    .default_result(default_result)
                     .build(),
             )
             .build()
@@ -353,8 +355,13 @@ async fn a_token_no_longer_active_ends_that_action_and_completes_nothing_else() 
 
 #[tokio::test]
 async fn a_stale_event_costs_one_heartbeat_and_never_touches_the_record_of_the_current_action() {
-    let (clients, calls) =
-        clients_with("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete(), no_active_heartbeat());
+    let (clients, calls) = clients_with(
+        "Pending:Wait",
+        vec![Some(TargetHealthStateEnum::Healthy)],
+        ok_complete(),
+        no_active_heartbeat(),
+        "ABANDON",
+    );
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     // The current action (another token) is in progress on record.
     let mut current = action(Transition::Launching);
@@ -391,4 +398,52 @@ async fn any_other_validation_error_is_an_error() {
     let (clients, _) = clients("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], bad);
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     assert!(gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.is_err());
+}
+
+#[tokio::test]
+async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_sync() {
+    let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+    let (clients, calls) =
+        clients_with("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete(), heartbeat, "CONTINUE");
+    let codebase = crate::config::CodebaseConfig {
+        bucket: "code".into(),
+        prefix: "app/".into(),
+        excludes: vec![],
+        destination: Some("/var/www".into()),
+        document: Some("sync".into()),
+        region: None,
+    };
+    let settings = GateSettings {
+        catch_up: Some(super::gate::CatchUpSettings {
+            codebase,
+            destination: "/var/www".into(),
+            document: "sync".into(),
+            region: "us-east-1".into(),
+            quarantine_after: 3,
+        }),
+        ..settings()
+    };
+    let (store, clock) = (MemoryTable::default(), ManualClock::at(T0));
+    // Began 48 hours ago (less the margin); its catch-up never finished.
+    let mut state =
+        super::record::ActionState::new(&action(Transition::Launching), T0 + GLOBAL_MARGIN_MS - 172_800_000);
+    state.catch_up = Some(super::record::CatchUp {
+        attempt: 1,
+        generation: 5,
+        epoch: "0123456789abcdef0123456789abcdef".into(),
+        command_id: Some("cmd-1".into()),
+        sent_at: T0 - 3_600_000,
+    });
+    let record = super::record::LifecycleRecord { action: Some(state), registered: vec![] };
+    use crate::lifecycle::store::RecordStore;
+    use crate::ssm_document::history::RunHistory;
+    store.save_lifecycle(ID, &record, 0, None).await.expect("save").expect("saved");
+
+    let d = gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(d.result.as_str(), "continue", "{d:?}");
+    assert!(d.warnings.iter().any(|w| w.contains("DefaultResult CONTINUE")), "{d:?}");
+    assert_eq!(calls.complete.num_calls(), 1);
+    let synced = store.instances(&[ID.to_owned()]).await.expect("records");
+    assert!(synced.iter().all(|r| r.last_synced_gen == 0), "never recorded as synced: {synced:?}");
 }

@@ -132,6 +132,9 @@ impl<S: RecordStore> Gate<'_, S> {
         let (Some(target), Some(InstanceState::Running { zone })) = (&self.settings.mount, instance) else {
             return Ok(MountState::Ready);
         };
+        if let Some(why) = self.cache.mount_refusals.lock().ok().and_then(|c| c.get(zone).cloned()) {
+            return Ok(MountState::Refused(why));
+        }
         let listed = self
             .clients
             .efs
@@ -149,7 +152,7 @@ impl<S: RecordStore> Gate<'_, S> {
         }
         let budget = self.clock.left_until(self.until).min(std::time::Duration::from_secs(20));
         let report = mount_targets::reconcile(self.clients, self.clock, target, Some(zone), budget).await?;
-        Ok(match report.zone(zone) {
+        let state = match report.zone(zone) {
             Some(z) => match z.outcome {
                 MountOutcome::Kept | MountOutcome::Created => MountState::Ready,
                 MountOutcome::InProgress => MountState::InProgress,
@@ -162,7 +165,11 @@ impl<S: RecordStore> Gate<'_, S> {
                 }
             },
             None => MountState::Refused(format!("{zone} is not planned")),
-        })
+        };
+        if let (MountState::Refused(why), Ok(mut c)) = (&state, self.cache.mount_refusals.lock()) {
+            c.insert(zone.clone(), why.clone());
+        }
+        Ok(state)
     }
 
     pub(super) async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {

@@ -451,7 +451,9 @@ fn catch_up_step(c: &CatchUp, seen: &Observed, now: u64) -> Step {
         CatchUpState::Running => {
             Step::Next(Next::Wait {
                 reason: format!("catch-up sync to generation {} running", c.generation),
-                // Its status event continues; a command not listed yet is looked up again.
+                // Its status event continues it (also one that arrives before
+                // the command id is on record); a command not listed yet is
+                // looked up again after the listing lag.
                 recheck_s: c.command_id.is_none().then_some(LISTING_LAG_MS / 1000),
             })
         }

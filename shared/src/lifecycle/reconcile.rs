@@ -11,11 +11,13 @@
 //!    state (a `draining` target is being removed: it is not missing).
 //! 3. Targets fleetkeeper registered (its instance record says so; target
 //!    groups may be shared) are deregistered only on positive evidence that
-//!    the instance left: a fresh read shows it out of every managed group or
-//!    out of service (Standby, terminating, detaching, back in the pool).
-//!    Nothing is deregistered while a configured group is missing (a typo or
-//!    a rename must not empty a healthy fleet), and at most
-//!    [`MAX_DEREGISTRATIONS`] per run.
+//!    the instance left: a fresh read shows it in no group at all, or out of
+//!    service in a managed one (Standby, terminating, detaching, back in the
+//!    pool). A member of a group fleetkeeper does not manage (any more) is
+//!    left registered. Nothing is deregistered while a configured group is
+//!    missing (a typo or a rename must not empty a healthy fleet), and per
+//!    run at most a quarter of a target group's targets (at least one) and
+//!    [`MAX_DEREGISTRATIONS`] in all.
 //!
 //! One failing instance never stops the others: its error is reported and
 //! the run goes on.
@@ -110,10 +112,13 @@ impl<S: RecordStore> Gate<'_, S> {
             }
         }
 
-        // 1. Drive every instance waiting on one of our hooks.
+        // 1. Drive every instance waiting on one of our hooks (one group's
+        //    failure is reported; the others go on).
         for g in &groups {
-            if self.drive_waiting(g, &mut report).await? {
-                return Ok(report);
+            match self.drive_waiting(g, &mut report).await {
+                Ok(true) => return Ok(report),
+                Ok(false) => {}
+                Err(e) => report.failed(g.auto_scaling_group_name().unwrap_or_default(), "group", &e),
             }
         }
         if self.settings.dry_run {
@@ -182,21 +187,41 @@ impl<S: RecordStore> Gate<'_, S> {
         }
         let ids: BTreeSet<String> = suspects.iter().map(|(id, _)| id.clone()).collect();
         let fresh = if ids.is_empty() { Fresh::new() } else { self.fresh_states(&ids).await? };
+        // Positive evidence only: out of service in a managed group, or in no
+        // group at all (detached, or terminated: then its item expires). An
+        // instance of a group that is not managed (any more) is not
+        // fleetkeeper's to take out.
+        let orphans: BTreeSet<String> = ids.iter().filter(|id| !fresh.contains_key(*id)).cloned().collect();
+        let gone = self.gone_from_ec2(&orphans).await?;
+        let mut per_group: BTreeMap<String, usize> = BTreeMap::new();
         for (id, tg) in suspects {
             let left = match fresh.get(&id) {
                 None => true,
-                Some((group, state, _)) => !self.settings.asg_names.contains(group) || out_of_service(state),
+                Some((group, state, _)) => self.settings.asg_names.contains(group) && out_of_service(state),
             };
             if !left {
+                if let Some((group, _, _)) = fresh.get(&id).filter(|(g, _, _)| !self.settings.asg_names.contains(g)) {
+                    info!(instance_id = %id, group = %group, target_group = %tg,
+                        "registered by fleetkeeper, now in a group it does not manage: left registered");
+                }
                 continue;
             }
-            if report.deregistered.len() >= MAX_DEREGISTRATIONS {
-                report.held_back =
-                    Some(format!("at most {MAX_DEREGISTRATIONS} deregistrations per run: the next run continues"));
-                break;
+            // At most a quarter of a target group's targets (at least one),
+            // and MAX_DEREGISTRATIONS in all, per run.
+            let present = targets.get(&tg).map_or(0, BTreeMap::len);
+            let done = per_group.entry(tg.clone()).or_default();
+            if report.deregistered.len() >= MAX_DEREGISTRATIONS || *done >= (present / 4).max(1) {
+                report.held_back = Some(format!(
+                    "at most a quarter of a target group's targets (at least one) and {MAX_DEREGISTRATIONS} in all \
+                     are deregistered per run: the next run continues"
+                ));
+                continue;
             }
-            match self.remove_departed(&id, &tg).await {
-                Ok(true) => report.deregistered.push((id, tg)),
+            match self.remove_departed(&id, &tg, gone.contains(&id)).await {
+                Ok(true) => {
+                    *done += 1;
+                    report.deregistered.push((id, tg));
+                }
                 Ok(false) => {}
                 Err(e) => report.failed(&id, "deregister", &e),
             }
@@ -354,6 +379,29 @@ impl<S: RecordStore> Gate<'_, S> {
         Ok(out)
     }
 
+    /// Of `ids`, those EC2 reports `shutting-down` or `terminated`, or does
+    /// not know (each is asked on its own: one unknown id fails a batch).
+    async fn gone_from_ec2(&self, ids: &BTreeSet<String>) -> Result<BTreeSet<String>, GateError> {
+        let mut gone = BTreeSet::new();
+        for id in ids {
+            let state = match self.clients.ec2.describe_instances().instance_ids(id).send().await {
+                Ok(out) => out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned())),
+                Err(e) if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) == Some("InvalidInstanceID.NotFound") => {
+                    None
+                }
+                Err(e) => return Err(AwsError::from_sdk("DescribeInstances", e).into()),
+            };
+            if state.as_deref().is_none_or(|s| s == "shutting-down" || s == "terminated") {
+                gone.insert(id.clone());
+            }
+        }
+        Ok(gone)
+    }
+
     /// Every target of `tg` and its health (`draining` included: it is
     /// being removed, so neither missing nor ours to remove again).
     async fn describe_targets(&self, tg: &str) -> Result<BTreeMap<String, Health>, GateError> {
@@ -392,15 +440,22 @@ impl<S: RecordStore> Gate<'_, S> {
         Ok(true)
     }
 
-    /// Deregisters a departed instance from `tg` if fleetkeeper registered it.
-    async fn remove_departed(&self, id: &str, tg: &str) -> Result<bool, GateError> {
+    /// Deregisters a departed instance from `tg` if fleetkeeper registered
+    /// it and no lifecycle action of it is in progress (the gate does that
+    /// one's deregistering). The item of an instance gone from EC2 expires.
+    async fn remove_departed(&self, id: &str, tg: &str, gone: bool) -> Result<bool, GateError> {
         let (mut record, version) = self.store.lifecycle(id).await?;
         if !record.registered.iter().any(|t| t == tg) {
             return Ok(false); // not ours to remove
         }
+        let now = self.clock.now_ms();
+        if record.action.as_ref().is_some_and(|a| a.done.is_none() && a.global_deadline.is_none_or(|d| now < d)) {
+            return Ok(false); // the gate is driving it
+        }
         self.deregister(tg, id).await?;
         record.registered.retain(|t| t != tg);
-        if self.save(id, &record, version, None).await?.is_none() {
+        let expires = gone.then(|| now / 1000 + super::gate::GONE_RETENTION_SECS);
+        if self.save(id, &record, version, expires).await?.is_none() {
             warn!(instance_id = %id, "instance record moved while deregistering: the next run looks again");
         }
         info!(instance_id = %id, target_group = %tg, "deregistered an instance that left service, which fleetkeeper had registered");

@@ -79,6 +79,9 @@ pub struct ActionState {
     pub registered_at: Option<u64>,
     /// When draining began, epoch ms (the drain wait's start).
     pub drain_started_at: Option<u64>,
+    /// When the re-trigger on its way is due, epoch ms (one at a time).
+    #[serde(default)]
+    pub retrigger_at: Option<u64>,
     /// How it ended, once it did.
     pub done: Option<Outcome>,
 }
@@ -101,6 +104,7 @@ impl ActionState {
             ready: Ready::default(),
             registered_at: None,
             drain_started_at: None,
+            retrigger_at: None,
             done: None,
         }
     }

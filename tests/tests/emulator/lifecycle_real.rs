@@ -379,6 +379,12 @@ async fn a_one_zone_file_system_refuses_the_other_zones_loudly_until_the_global_
         .collect();
     assert!(d.iter().any(|d| d["refused"] == true && d["result"] == "in_progress"), "loud, in the response: {d:?}");
     assert!(d.iter().any(|d| d["reason"].as_str().unwrap_or_default().contains("One Zone")), "{d:?}");
+    let retriggered = |d: &&Value| {
+        d["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str().unwrap_or_default().starts_with("re-trigger")))
+    };
+    assert!(d.iter().any(retriggered), "held instances look again on their own, not only on the schedule: {d:?}");
     assert_eq!(w.lifecycle_state(&served).await.as_deref(), Some("InService"), "its own zone is served");
 
     // Held, heartbeated by the reconcile every minute, never ABANDONed by fleetkeeper...
@@ -409,7 +415,11 @@ async fn a_one_zone_file_system_refuses_the_other_zones_loudly_until_the_global_
 #[tokio::test]
 async fn one_failing_instance_never_blocks_the_others() {
     let mut w = World::new(FleetSpec { instances: 0, ..FleetSpec::default() }).await;
+    // The launch events are lost: only the reconcile can move the instances.
+    let lifecycle = w.router.unroute(Component::LifecycleHook).expect("routed");
     w.scale_to(2).await;
+    w.router.pump().await;
+    w.router.route(Component::LifecycleHook, BoxedTarget(lifecycle));
     let ids = w.instances().await;
     // The first instance's record is unreadable (written by something else).
     w.clients
@@ -473,3 +483,63 @@ const LAUNCH_BUDGET: u64 = 22;
 const FIRST_LAUNCH_BUDGET: u64 = 26;
 /// One gated terminate (deregister, no drain, CONTINUE): 15 before.
 const TERMINATE_BUDGET: u64 = 10;
+
+#[tokio::test]
+async fn a_long_wait_keeps_one_re_trigger_on_its_way_whatever_drives_it() {
+    let mut w = World::new(FleetSpec { instances: 0, ..FleetSpec::default() }).await;
+    w.emulator.set_readiness(json!({"agent_s": 900})).await;
+    w.scale_to(1).await;
+    w.router.pump().await;
+    for _ in 0..4 {
+        // The schedule drives it again and again while the first re-trigger is on its way.
+        w.router.tick().await;
+    }
+    let attributes = w
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&w.fleet.retrigger_queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("get_queue_attributes");
+    let delayed = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(delayed, "1", "one chain of re-triggers, not one per drive");
+}
+
+#[tokio::test]
+async fn an_instance_of_a_group_no_longer_managed_is_left_registered() {
+    let spec = FleetSpec { instances: 1, launch_hook: false, terminate_hook: false, ..FleetSpec::default() };
+    let mut w = World::new(spec).await;
+    w.tick().await;
+    let id = w.instances().await.remove(0);
+    assert_eq!(w.serving_targets().await, std::slice::from_ref(&id));
+    // Management moves to another (existing) group: the old one is not fleetkeeper's any more.
+    let other = format!("{}-next", w.fleet.asg_name);
+    w.clients
+        .autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&other)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(format!("{}-lt", w.fleet.name))
+                .build(),
+        )
+        .min_size(0)
+        .max_size(1)
+        .desired_capacity(0)
+        .vpc_zone_identifier(w.fleet.subnets[0].id.clone())
+        .send()
+        .await
+        .expect("create_auto_scaling_group");
+    let mut env = w.env.clone();
+    set_var(&mut env, vars::ASG_NAMES, &other);
+    w.reroute(Component::LifecycleHook, &env).await;
+    let replies = lifecycle_replies(&w.tick().await.deliveries);
+    assert_eq!(replies[0]["reconcile"]["deregistered"], json!([]), "{replies:?}");
+    assert_eq!(w.serving_targets().await, [id], "a live member of another group keeps serving");
+}
