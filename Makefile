@@ -11,7 +11,7 @@ CARGO_BUILD := cargo build --workspace --all-targets --locked
 INFRA_VENV := .venv-infra
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: all venv infra-venv checkov-venv build test demo reliability template infra-check checkov package fmt fmt-check clippy check clean
+.PHONY: all venv infra-venv checkov-venv build test demo reliability reliability-lifecycle template infra-check checkov package fmt fmt-check clippy check clean
 
 all: build
 
@@ -59,6 +59,12 @@ demo: venv build
 SEEDS ?= 50
 reliability: venv build
 	$(EMULATOR) target/debug/reliability --seeds $(SEEDS) --out docs/reliability.md
+
+# The lifecycle gate's fault campaign: LIFECYCLE_SEEDS seeds at 5, 20 and 50 %,
+# the table written into docs/reliability-lifecycle.md.
+LIFECYCLE_SEEDS ?= 20
+reliability-lifecycle: venv build
+	$(EMULATOR) target/debug/lifecycle-reliability --seeds $(LIFECYCLE_SEEDS) --out docs/reliability-lifecycle.md
 
 # infra/template.yaml from infra/template.src.yaml, infra/sync-document.yaml
 # and the functions' permission manifests.

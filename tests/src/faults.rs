@@ -271,6 +271,8 @@ enum Protocol {
     Query,
     /// restXml (S3).
     RestXml,
+    /// restJson1 (EFS): the error type in `x-amzn-ErrorType`, a JSON body.
+    RestJson,
 }
 
 fn classify(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
@@ -294,6 +296,8 @@ fn classify(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
         (form(), Protocol::Ec2)
     } else if service == "s3" {
         (req.method.to_string(), Protocol::RestXml)
+    } else if service == "elasticfilesystem" {
+        (format!("{} {}", req.method, req.uri.path()), Protocol::RestJson)
     } else {
         (form(), Protocol::Query)
     };
@@ -427,6 +431,12 @@ fn error(call: &Call, status: StatusCode, code: &str, message: &str) -> Response
                 ),
             )
         }
+        Protocol::RestJson => respond(
+            status,
+            "application/json",
+            Some(code),
+            format!(r#"{{"ErrorCode":"{code}","Message":"{message}"}}"#),
+        ),
         Protocol::RestXml => respond(
             status,
             "application/xml",
@@ -451,6 +461,8 @@ fn throttle(call: &Call, alt: bool) -> Response<Full<Bytes>> {
             error(call, StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Rate exceeded")
         }
         (Protocol::Json, _) => error(call, StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded"),
+        // EFS API reference: ThrottlingException, HTTP 429.
+        (Protocol::RestJson, _) => error(call, StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Rate exceeded"),
         (Protocol::Ec2, _) => {
             error(call, StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded.")
         }
@@ -465,7 +477,7 @@ fn throttle(call: &Call, alt: bool) -> Response<Full<Bytes>> {
 fn server_error(call: &Call, alt: bool) -> Response<Full<Bytes>> {
     let code = match (call.protocol, alt) {
         (_, true) => "ServiceUnavailable",
-        (Protocol::Json, false) => "InternalServerError",
+        (Protocol::Json | Protocol::RestJson, false) => "InternalServerError",
         (Protocol::Query, false) => "InternalFailure",
         (Protocol::Ec2 | Protocol::RestXml, false) => "InternalError",
     };

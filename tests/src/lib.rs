@@ -24,6 +24,7 @@ pub mod faults;
 pub mod fleet;
 pub mod http;
 pub mod inprocess;
+pub mod lifecycle_campaign;
 pub mod router;
 pub mod runtime;
 

@@ -343,7 +343,9 @@ impl<S: RecordStore> Gate<'_, S> {
                         d.record.registered.push(tg.clone());
                     }
                 }
-                d.state.registered_at.get_or_insert(now);
+                // The health wait starts now: a registration meant earlier
+                // may never have happened (a failed call, a killed process).
+                d.state.registered_at = Some(now);
                 d.record.action = Some(d.state.clone());
                 // Recorded before registering: a rollback or the reconcile
                 // can always tell what fleetkeeper registered.

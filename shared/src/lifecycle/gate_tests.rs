@@ -106,7 +106,12 @@ fn clients(
 ) -> (Clients, Calls) {
     let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
         .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
-    clients_with(lifecycle_state, healths, complete, heartbeat, "ABANDON")
+    clients_with(lifecycle_state, healths, complete, heartbeat, "ABANDON", ok_register())
+}
+
+fn ok_register() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .then_output(|| RegisterTargetsOutput::builder().build())
 }
 
 /// AWS's answer when the hook holds no action with that token or instance.
@@ -127,6 +132,7 @@ fn clients_with(
     complete: Rule,
     heartbeat: Rule,
     default_result: &'static str,
+    register: Rule,
 ) -> (Clients, Calls) {
     let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks).then_output(move || {
         DescribeLifecycleHooksOutput::builder()
@@ -197,8 +203,6 @@ fn clients_with(
         seq = seq.output(move || health(h.clone()));
     }
     let health_rule = seq.repeatedly().build();
-    let register = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
-        .then_output(|| RegisterTargetsOutput::builder().build());
     let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
         .then_output(|| DeregisterTargetsOutput::builder().build());
     let clients = Clients {
@@ -361,6 +365,7 @@ async fn a_stale_event_costs_one_heartbeat_and_never_touches_the_record_of_the_c
         ok_complete(),
         no_active_heartbeat(),
         "ABANDON",
+        ok_register(),
     );
     let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
     // The current action (another token) is in progress on record.
@@ -404,8 +409,14 @@ async fn any_other_validation_error_is_an_error() {
 async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_sync() {
     let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
         .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
-    let (clients, calls) =
-        clients_with("Pending:Wait", vec![Some(TargetHealthStateEnum::Healthy)], ok_complete(), heartbeat, "CONTINUE");
+    let (clients, calls) = clients_with(
+        "Pending:Wait",
+        vec![Some(TargetHealthStateEnum::Healthy)],
+        ok_complete(),
+        heartbeat,
+        "CONTINUE",
+        ok_register(),
+    );
     let codebase = crate::config::CodebaseConfig {
         bucket: "code".into(),
         prefix: "app/".into(),
@@ -446,4 +457,30 @@ async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_
     assert_eq!(calls.complete.num_calls(), 1);
     let synced = store.instances(&[ID.to_owned()]).await.expect("records");
     assert!(synced.iter().all(|r| r.last_synced_gen == 0), "never recorded as synced: {synced:?}");
+}
+
+#[tokio::test]
+async fn the_health_wait_starts_when_the_instance_is_registered_not_when_it_was_meant_to_be() {
+    use TargetHealthStateEnum::Initial;
+    use aws_sdk_elasticloadbalancingv2::operation::register_targets::RegisterTargetsError;
+    // The first RegisterTargets fails (after the intent is on record); the
+    // next drive comes five minutes later.
+    let register = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .sequence()
+        .error(|| RegisterTargetsError::generic(ErrorMetadata::builder().code("ServiceUnavailable").build()))
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+        .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+    let (clients, calls) =
+        clients_with("Pending:Wait", vec![None, Some(Initial)], ok_complete(), heartbeat, "ABANDON", register);
+    let (store, settings, clock) = (MemoryTable::default(), settings(), ManualClock::at(T0));
+    let failed = gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await;
+    assert!(failed.is_err(), "the registration failed: {failed:?}");
+    clock.advance(300_000);
+    let d = gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(d.result.as_str(), "in_progress", "registered now, so waited for (interval x threshold 30 s): {d:?}");
+    assert!(d.reason.as_deref().unwrap_or_default().contains("initial"), "{d:?}");
+    assert_eq!((calls.register.num_calls(), calls.complete.num_calls()), (2, 0));
 }

@@ -92,6 +92,8 @@ fn render(args: &Args, reports: &[Report], wall_s: u64) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# Reliability: the codebase sync under injected faults\n");
+    let _ =
+        writeln!(w, "(The lifecycle gate's campaign is in [reliability-lifecycle.md](reliability-lifecycle.md).)\n");
     let _ = writeln!(
         w,
         "Written by `make reliability` ({} seeds per rate from seed {}, {} runs side by side, {} s in all on {} cores). \

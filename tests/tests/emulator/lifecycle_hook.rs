@@ -480,3 +480,60 @@ async fn when_launches_keep_failing_the_same_way_the_breaker_holds_them_instead_
     let abandoned = w.history().await.into_iter().filter(|h| h["Result"] == "ABANDON").count();
     assert_eq!(abandoned, 2, "the group replaced two instances, not a third");
 }
+
+/// An SQS batch of hook messages (the bodies an SQS hook target receives).
+fn sqs_batch(bodies: &[(&str, Value)]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .map(|(id, body)| {
+            json!({"messageId": id, "receiptHandle": format!("r-{id}"), "body": body.to_string(), "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1"})
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test]
+async fn a_failing_message_of_a_batch_never_blocks_the_others_and_only_a_retryable_one_comes_back() {
+    let w = World::new(FleetSpec { instances: 2, ..FleetSpec::default() }).await;
+    let ids: Vec<String> = w.fleet.members(&w.clients).await.into_iter().map(|m| m.id).collect();
+    let body = |e: Value| e["detail"].clone();
+    // The first instance's record is unreadable: no retry can fix that.
+    w.clients
+        .dynamodb
+        .put_item()
+        .table_name(&w.fleet.lock_table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#instance#{}", w.fleet.name, ids[0])))
+        .item("lifecycle", aws_sdk_dynamodb::types::AttributeValue::S("{not json".into()))
+        .item("lifecycle_version", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("put_item");
+    let batch = sqs_batch(&[
+        ("m-1", body(w.event_for(&ids[0], "LAUNCHING").await)),
+        ("m-2", body(w.event_for(&ids[1], "LAUNCHING").await)),
+    ]);
+    let s = w.handle(batch).await;
+    assert_eq!(s["driven"].as_array().map(Vec::len), Some(1), "the other message was handled: {s}");
+    assert_eq!(s["driven"][0]["instance_id"], ids[1].as_str());
+    assert_eq!(s["failed"][0]["retryable"], false, "{s}");
+    assert_eq!(s["batchItemFailures"], json!([]), "a permanent failure is not redelivered: {s}");
+
+    // AWS failing transiently (Auto Scaling unreachable): both come back, by message id.
+    let mut deps = deps_with_clock(&w.emulator, Component::LifecycleHook, &w.env, Arc::new(w.clock.clone())).await;
+    let config =
+        w.emulator.sdk_config_as(fleetkeeper_tests::emulator::Caller::Function(Component::LifecycleHook)).await;
+    let dead = aws_sdk_autoscaling::config::Builder::from(&config).endpoint_url("http://127.0.0.1:9").build();
+    deps.clients.autoscaling = aws_sdk_autoscaling::Client::from_conf(dead);
+    let f = lifecycle_hook::Function::new(deps).expect("config");
+    let batch = sqs_batch(&[
+        ("m-3", body(w.event_for(&ids[1], "LAUNCHING").await)),
+        ("m-4", body(w.event_for(&ids[1], "LAUNCHING").await)),
+    ]);
+    let s = lifecycle_hook::function_handler(invocation(batch, &w.clock, Duration::from_secs(60)), &f)
+        .await
+        .expect("a partial batch response, not an error");
+    let s = serde_json::to_value(s).expect("json");
+    assert_eq!(s["batchItemFailures"], json!([{"itemIdentifier": "m-3"}, {"itemIdentifier": "m-4"}]), "{s}");
+}
