@@ -12,7 +12,8 @@
 //! them), agents that lose their connection and come back, time passing,
 //! the schedule firing — while the proxy injects throttling, 5xx, dropped
 //! connections, hung calls and SIGKILLs at `rate`, and EventBridge loses half
-//! that share of the command status events. The **heal phase** stops the
+//! that share of the lifecycle and command status events. The hooks time out
+//! after 900 s (three reconcile intervals, as the template deploys them). The **heal phase** stops the
 //! faults, brings every agent back, and lets at most `heal_sweeps` reconcile
 //! intervals pass.
 //!
@@ -183,7 +184,15 @@ impl Run {
         let clients = emulator.clients().await;
         // AWS's pace, shortened: every wait of the gate happens.
         emulator.set_readiness(json!({"pending_s": 20, "agent_s": 30, "healthy_s": 20})).await;
-        let fleet_spec = FleetSpec { instances: 0, zones: 2, deregistration_delay_s: 30, ..FleetSpec::default() };
+        // The deployed heartbeat timeout (three reconcile intervals): a gate
+        // that stops keeping its actions alive lets them time out in a run.
+        let fleet_spec = FleetSpec {
+            instances: 0,
+            zones: 2,
+            deregistration_delay_s: 30,
+            heartbeat_timeout: 900,
+            ..FleetSpec::default()
+        };
         let fleet = Fleet::provision(&clients, &fleet_spec).await;
         create_sync_document(&clients, &fleet).await;
         upload(&clients, &fleet, &["index.php".into()]).await;
@@ -402,8 +411,18 @@ impl Run {
                             .await
                             .map(|(r, _)| r.action.map(|a| a.step).unwrap_or_default())
                             .unwrap_or_else(|e| e.to_string());
+                    let beats: Vec<String> = history
+                        .iter()
+                        .filter(|h| h["Kind"] == "heartbeat" && h["InstanceId"] == *id)
+                        .map(|h| h["Time"].as_str().unwrap_or_default().get(11..19).unwrap_or_default().to_owned())
+                        .collect();
+                    let opened_at = e["time"].as_str().unwrap_or_default().get(11..19).unwrap_or_default().to_owned();
+                    let ended_at: Vec<String> = other
+                        .iter()
+                        .map(|h| h["Time"].as_str().unwrap_or_default().get(11..19).unwrap_or_default().to_owned())
+                        .collect();
                     now.actions.push(format!(
-                        "{id} {transition}: {} (record: {record})",
+                        "{id} {transition} opened {opened_at}, heartbeats {beats:?}, ended {ended_at:?}: {} (record: {record})",
                         other.iter().map(|h| format!("{} {}", h["Kind"], h["Result"])).collect::<Vec<_>>().join(", ")
                     ))
                 }

@@ -127,8 +127,8 @@ pub struct Router {
     pub max_receive: u32,
     /// Lose S3 events (a test of the backstop): read, never delivered.
     pub drop_s3_events: bool,
-    /// Lose this share of the S3 and command status events (EventBridge
-    /// delivery is best-effort), decided from `loss_seed`.
+    /// Lose this share of the lifecycle, S3 and command status events
+    /// (EventBridge delivery is best-effort), decided from `loss_seed`.
     pub loss: f64,
     /// The seed of the losses.
     pub loss_seed: u64,
@@ -215,7 +215,7 @@ impl Router {
         self.lifecycle_next = next;
         for e in events {
             let group = e["detail"]["AutoScalingGroupName"].as_str().unwrap_or_default();
-            if group == self.fleet.asg_name {
+            if group == self.fleet.asg_name && !self.loses() {
                 due.push(AsyncEvent { to: Component::LifecycleHook, what: "lifecycle".into(), payload: e, attempt: 1 });
             }
         }

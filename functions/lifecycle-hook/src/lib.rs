@@ -150,13 +150,20 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let mut retry_invocation = false;
     for r in &accepted {
         if f.deps.clock.now_ms() >= gate.until {
-            // Out of time: the rest comes back (SQS redelivers what the
-            // response names; a direct event fails the invocation).
+            // Out of time: a lifecycle action is queued again at once (its
+            // re-trigger); anything else comes back (SQS redelivers what the
+            // response names, a direct event fails the invocation).
+            let requeued = match &r.event {
+                Event::Lifecycle(action) => gate.requeue(action, Duration::from_secs(1)).await,
+                _ => false,
+            };
             match &r.via {
+                _ if requeued => {}
                 Via::Sqs { message_id: Some(id) } => {
                     summary.batch_item_failures.push(BatchItemFailure { item_identifier: id.clone() })
                 }
-                _ => retry_invocation = true,
+                Via::Sqs { message_id: None } => error!("an SQS record without a message id was not reached in time"),
+                Via::Direct => retry_invocation = true,
             }
             continue;
         }
@@ -195,6 +202,20 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
             errors = report.errors.len(),
             "reconciled"
         );
+        // An instance that failed for a reason a retry can fix: the schedule's
+        // invocation fails so Lambda runs the (idempotent) reconcile again
+        // now, not an interval later (a lost event's action may be near its
+        // heartbeat timeout).
+        if report.errors.iter().any(|e| e.retryable) {
+            for e in report.errors.iter().filter(|e| e.retryable) {
+                summary.failed.push(Failure {
+                    instance_id: Some(e.instance_id.clone()),
+                    error: format!("reconcile {}: {}", e.step, e.error),
+                    retryable: true,
+                });
+            }
+            retry_invocation = true;
+        }
         summary.reconcile = Some(report);
     }
     summary.skipped = skipped;

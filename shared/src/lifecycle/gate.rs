@@ -268,7 +268,13 @@ impl<S: RecordStore> Gate<'_, S> {
                 d.state = record.for_action(event, now);
                 d.from_record = record.action.as_ref() == Some(&d.state);
                 (d.record, d.version, d.raced) = (record, version, false);
+                if !d.from_record {
+                    // The record holds another action now: never overwrite it.
+                    d.out.reason = Some(RACED.into());
+                    return Ok(d.out);
+                }
                 (d.seen.catch_up, d.seen.targets) = (None, None);
+                (d.seen.active, d.seen.lifecycle_state) = (d.seen.active.filter(|_| self.settings.dry_run), None);
                 if let Some(done) = d.state.done {
                     d.out.result = DriveResult::NotActive;
                     d.out.reason = Some(format!("finished meanwhile ({})", done.as_str()));
@@ -420,6 +426,17 @@ impl<S: RecordStore> Gate<'_, S> {
         now: u64,
     ) -> Result<Driven, GateError> {
         let id = &action.instance_id;
+        // The instance synced if this drive saw its catch-up succeed,
+        // whatever becomes of the completion (a CONTINUE by the hook's
+        // DefaultResult near its global timeout proves nothing).
+        if result == super::plan::Completion::Continue
+            && d.seen.catch_up == Some(CatchUpState::Succeeded)
+            && let (Some(c), Some(settings)) = (&d.state.catch_up, &self.settings.catch_up)
+        {
+            let results = [(id.clone(), InstanceResult::Synced)];
+            let at = Synced { epoch: &c.epoch, generation: c.generation };
+            self.store.record_results(at, &results, now, settings.quarantine_after).await?;
+        }
         let completed = self.complete(action, result).await?;
         let (outcome, out) = match (completed, result) {
             (false, _) => (Outcome::NotActive, DriveResult::NotActive),
@@ -429,18 +446,7 @@ impl<S: RecordStore> Gate<'_, S> {
         if completed {
             d.out.actions.push(result.as_aws().to_owned());
         }
-        // The instance synced only if this drive saw its catch-up succeed
-        // (a CONTINUE by the hook's DefaultResult near its global timeout
-        // proves nothing), and only once the action really completed.
-        if completed
-            && result == super::plan::Completion::Continue
-            && d.seen.catch_up == Some(CatchUpState::Succeeded)
-            && let (Some(c), Some(settings)) = (&d.state.catch_up, &self.settings.catch_up)
-        {
-            let results = [(id.clone(), InstanceResult::Synced)];
-            let at = Synced { epoch: &c.epoch, generation: c.generation };
-            self.store.record_results(at, &results, now, settings.quarantine_after).await?;
-        }
+
         d.state.done = Some(outcome);
         d.state.step = match (&reason, completed) {
             (_, false) => format!("not active when completing {}", result.as_aws()),
@@ -485,9 +491,9 @@ impl<S: RecordStore> Gate<'_, S> {
         // timeout (at least a hundredth of the global timeout: AWS's global
         // timeout is min(48 h, 100 x HeartbeatTimeout)), whatever the
         // schedule manages.
-        let recheck = recheck.or_else(|| {
+        let recheck = recheck.map(|r| r.min(crate::trigger::MAX_DELAY)).or_else(|| {
             let hook = d.seen.hook.filter(|_| refused)?;
-            Some(std::time::Duration::from_secs((hook.global_timeout_ms / 100 / 3 / 1000).clamp(30, 900)))
+            Some(std::time::Duration::from_secs((hook.global_timeout_ms / 100 / 3 / 1000).clamp(5, 900)))
         });
         let now = self.clock.now_ms();
         let send = recheck.filter(|delay| {
@@ -495,7 +501,7 @@ impl<S: RecordStore> Gate<'_, S> {
             // source (the schedule, a duplicate event) does not start a
             // second chain unless it needs an earlier look.
             let due = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-            d.state.retrigger_at.is_none_or(|pending| pending <= now || pending > due)
+            d.state.retrigger_at.is_none_or(|pending| pending <= now + 1_000 || pending > due)
         });
         if let Some(delay) = send {
             d.state.retrigger_at = Some(now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
@@ -512,9 +518,7 @@ impl<S: RecordStore> Gate<'_, S> {
         };
         d.version = v;
         if !self.keep_alive(action, d).await? {
-            d.out.result = DriveResult::NotActive;
-            d.out.reason = Some(format!("{reason}; the hook holds no action any more"));
-            return Ok(d.out.clone());
+            return self.ended_meanwhile(action, d, &reason).await;
         }
         d.out.refused = refused;
         d.out.reason = Some(reason);
@@ -524,12 +528,33 @@ impl<S: RecordStore> Gate<'_, S> {
         Ok(d.out.clone())
     }
 
+    /// The hook holds the action no more (found while keeping it alive):
+    /// the record says so, as when the probe finds it over.
+    async fn ended_meanwhile(
+        &self,
+        action: &LifecycleAction,
+        d: &mut Drive,
+        reason: &str,
+    ) -> Result<Driven, GateError> {
+        let now = self.clock.now_ms();
+        d.state.done = Some(Outcome::NotActive);
+        d.state.step = format!("not active: the hook holds no action any more ({reason})");
+        d.record.action = Some(d.state.clone());
+        let gone = action.transition == Transition::Terminating && d.out.destination == Place::Ec2;
+        self.save(&action.instance_id, &d.record, d.version, gone.then(|| now / 1000 + GONE_RETENTION_SECS)).await?;
+        d.out.result = DriveResult::NotActive;
+        d.out.reason = Some(format!("{reason}; the hook holds no action any more"));
+        Ok(d.out.clone())
+    }
+
     /// Stops early (time or steps): saves, keeps the hook alive.
     async fn pause(&self, action: &LifecycleAction, mut d: Drive, reason: &str) -> Result<Driven, GateError> {
         d.record.action = Some(d.state.clone());
-        if self.save(&action.instance_id, &d.record, d.version, None).await?.is_some()
-            && self.keep_alive(action, &mut d).await?
-        {
+        if let Some(v) = self.save(&action.instance_id, &d.record, d.version, None).await? {
+            d.version = v;
+            if !self.keep_alive(action, &mut d).await? {
+                return self.ended_meanwhile(action, &mut d, reason).await;
+            }
             self.retrigger(action, std::time::Duration::from_secs(1), &mut d.out).await;
         }
         d.out.reason = Some(reason.to_owned());
@@ -565,6 +590,13 @@ impl<S: RecordStore> Gate<'_, S> {
         // Lost two races: the others counted their failures; this one stands.
         let (b, _) = self.store.breaker().await?;
         Ok(b.open(class, now).then(|| b.count(class, now)))
+    }
+
+    /// Asks for `action` to be driven again after `delay`; whether it was
+    /// queued (for an event the invocation could not reach in time).
+    pub async fn requeue(&self, action: &LifecycleAction, delay: std::time::Duration) -> bool {
+        let Some(queue) = &self.settings.retrigger else { return false };
+        Retrigger { sqs: &self.clients.sqs, queue_url: queue }.lifecycle(action, delay).await.is_ok()
     }
 
     /// Asks for this action to be driven again after `delay` (best effort:

@@ -217,7 +217,8 @@ impl<S: RecordStore> Gate<'_, S> {
                 ));
                 continue;
             }
-            match self.remove_departed(&id, &tg, gone.contains(&id)).await {
+            let waiting = fresh.get(&id).is_some_and(|(_, state, _)| state.ends_with(":Wait"));
+            match self.remove_departed(&id, &tg, gone.contains(&id), waiting).await {
                 Ok(true) => {
                     *done += 1;
                     report.deregistered.push((id, tg));
@@ -290,14 +291,11 @@ impl<S: RecordStore> Gate<'_, S> {
         if g.warm_pool_configuration().is_some() {
             waiting.extend(self.warm_pool(name).await?);
         }
+        let mut actions = Vec::new();
         for (id, state) in waiting {
             for (hook, transition) in &ours {
                 let Some(destination) = destination_in(&state, *transition) else { continue };
-                if self.clock.now_ms() >= self.until {
-                    report.truncated = true;
-                    return Ok(true);
-                }
-                let action = LifecycleAction {
+                actions.push(LifecycleAction {
                     auto_scaling_group_name: name.to_owned(),
                     lifecycle_hook_name: hook.clone(),
                     instance_id: id.clone(),
@@ -307,11 +305,36 @@ impl<S: RecordStore> Gate<'_, S> {
                     destination: Some(destination),
                     notification_metadata: None,
                     time_ms: None,
-                };
-                match self.drive(&action).await {
-                    Ok(driven) => report.driven.push(driven),
-                    Err(e) => report.failed(&id, "drive", &e),
-                }
+                });
+            }
+        }
+        // First keep every waiting action alive (one heartbeat each), so an
+        // instance at the end of a long list, or behind failing ones, never
+        // times out; then drive those our hooks hold (dry run: all of them).
+        let mut held = Vec::new();
+        for action in actions {
+            if self.clock.now_ms() >= self.until {
+                report.truncated = true;
+                return Ok(true);
+            }
+            if self.settings.dry_run {
+                held.push(action);
+                continue;
+            }
+            match self.heartbeat(&action).await {
+                Ok(true) => held.push(action),
+                Ok(false) => {} // another hook's, or over
+                Err(e) => report.failed(&action.instance_id, "heartbeat", &e),
+            }
+        }
+        for action in held {
+            if self.clock.now_ms() >= self.until {
+                report.truncated = true;
+                return Ok(true);
+            }
+            match self.drive(&action).await {
+                Ok(driven) => report.driven.push(driven),
+                Err(e) => report.failed(&action.instance_id, "drive", &e),
             }
         }
         Ok(false)
@@ -393,7 +416,11 @@ impl<S: RecordStore> Gate<'_, S> {
                 Err(e) if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) == Some("InvalidInstanceID.NotFound") => {
                     None
                 }
-                Err(e) => return Err(AwsError::from_sdk("DescribeInstances", e).into()),
+                Err(e) => {
+                    // Not known to be gone: no expiry, and the others go on.
+                    warn!(instance_id = %id, error = %AwsError::from_sdk("DescribeInstances", e), "could not tell whether the instance is gone");
+                    continue;
+                }
             };
             if state.as_deref().is_none_or(|s| s == "shutting-down" || s == "terminated") {
                 gone.insert(id.clone());
@@ -443,14 +470,14 @@ impl<S: RecordStore> Gate<'_, S> {
     /// Deregisters a departed instance from `tg` if fleetkeeper registered
     /// it and no lifecycle action of it is in progress (the gate does that
     /// one's deregistering). The item of an instance gone from EC2 expires.
-    async fn remove_departed(&self, id: &str, tg: &str, gone: bool) -> Result<bool, GateError> {
+    async fn remove_departed(&self, id: &str, tg: &str, gone: bool, waiting: bool) -> Result<bool, GateError> {
         let (mut record, version) = self.store.lifecycle(id).await?;
         if !record.registered.iter().any(|t| t == tg) {
             return Ok(false); // not ours to remove
         }
         let now = self.clock.now_ms();
-        if record.action.as_ref().is_some_and(|a| a.done.is_none() && a.global_deadline.is_none_or(|d| now < d)) {
-            return Ok(false); // the gate is driving it
+        if waiting && record.action.as_ref().is_some_and(|a| a.done.is_none()) {
+            return Ok(false); // the gate is driving it (it still waits on a hook)
         }
         self.deregister(tg, id).await?;
         record.registered.retain(|t| t != tg);

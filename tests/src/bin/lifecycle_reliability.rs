@@ -84,8 +84,9 @@ fn render(seeds: u64, concurrency: usize, reports: &[Report], wall_s: u64) -> St
          terminated and replaced, agents losing their connection and coming back, 10 to 120 s passing per round, \
          the {} s schedule firing) while the proxy faults that share of the function's calls: throttling, 500/503, \
          connections dropped before or after the call was served, calls hung past the attempt timeout, and SIGKILLs \
-         of the bootstrap; EventBridge loses half that share of the command status events. **Heal phase**: no \
-         faults, every agent back, at most K = {HEAL_SWEEPS} reconcile intervals.\n",
+         of the bootstrap; EventBridge loses half that share of the lifecycle and command status events. **Heal phase**: no \
+         faults, every agent back, at most K = {HEAL_SWEEPS} reconcile intervals. The hooks time out after 900 s, as deployed; \
+         a timeout counts as a broken action.\n",
         SWEEP_INTERVAL.as_secs()
     );
     let names: Vec<&str> = Report::default().invariants().iter().map(|(n, _)| *n).collect();
