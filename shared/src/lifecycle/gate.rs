@@ -522,8 +522,16 @@ impl<S: RecordStore> Gate<'_, S> {
         }
         d.out.refused = refused;
         d.out.reason = Some(reason);
-        if let Some(delay) = send {
-            self.retrigger(action, delay, &mut d.out).await;
+        if let Some(delay) = send
+            && !self.retrigger(action, delay, &mut d.out).await
+        {
+            // Not on its way after all: the next drive may queue one (best
+            // effort; the schedule continues the instance meanwhile).
+            d.state.retrigger_at = None;
+            d.record.action = Some(d.state.clone());
+            if let Some(v) = self.save(&action.instance_id, &d.record, d.version, None).await? {
+                d.version = v;
+            }
         }
         Ok(d.out.clone())
     }
@@ -601,13 +609,20 @@ impl<S: RecordStore> Gate<'_, S> {
 
     /// Asks for this action to be driven again after `delay` (best effort:
     /// the schedule is the backstop).
-    async fn retrigger(&self, action: &LifecycleAction, delay: std::time::Duration, out: &mut Driven) {
-        let Some(queue) = &self.settings.retrigger else { return };
+    /// Whether it was queued (`true` without a queue: nothing to wait for).
+    async fn retrigger(&self, action: &LifecycleAction, delay: std::time::Duration, out: &mut Driven) -> bool {
+        let Some(queue) = &self.settings.retrigger else { return true };
         let trigger = Retrigger { sqs: &self.clients.sqs, queue_url: queue };
         match trigger.lifecycle(action, delay).await {
-            Ok(()) => out.actions.push(format!("re-trigger in {} s", delay.as_secs())),
-            Err(e) => warn!(instance_id = %action.instance_id, error = %e,
-                "the delayed re-trigger could not be queued: the schedule continues this instance"),
+            Ok(()) => {
+                out.actions.push(format!("re-trigger in {} s", delay.as_secs()));
+                true
+            }
+            Err(e) => {
+                warn!(instance_id = %action.instance_id, error = %e,
+                    "the delayed re-trigger could not be queued: the schedule continues this instance");
+                false
+            }
         }
     }
 

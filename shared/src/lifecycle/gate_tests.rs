@@ -484,3 +484,23 @@ async fn the_health_wait_starts_when_the_instance_is_registered_not_when_it_was_
     assert!(d.reason.as_deref().unwrap_or_default().contains("initial"), "{d:?}");
     assert_eq!((calls.register.num_calls(), calls.complete.num_calls()), (2, 0));
 }
+
+#[tokio::test]
+async fn a_re_trigger_that_could_not_be_queued_is_not_counted_as_on_its_way() {
+    use TargetHealthStateEnum::Initial;
+    use aws_sdk_sqs::operation::send_message::SendMessageError;
+    let (mut clients, _) = clients("Pending:Wait", vec![Some(Initial)], ok_complete());
+    let refused = mock!(aws_sdk_sqs::Client::send_message)
+        .then_error(|| SendMessageError::generic(ErrorMetadata::builder().code("AccessDenied").build()));
+    clients.sqs = mock_client!(aws_sdk_sqs, &[&refused]);
+    let settings =
+        GateSettings { retrigger: Some("https://sqs.us-east-1.amazonaws.com/123456789012/q".into()), ..settings() };
+    let (store, clock) = (MemoryTable::default(), ManualClock::at(T0));
+    let d = gate(&clients, &store, &settings, &clock).drive(&action(Transition::Launching)).await.expect("drive");
+    assert_eq!(d.result.as_str(), "in_progress", "{d:?}");
+    assert_eq!(refused.num_calls(), 1);
+    use crate::lifecycle::store::RecordStore;
+    let (record, _) = store.lifecycle(ID).await.expect("record");
+    let at = record.action.and_then(|a| a.retrigger_at);
+    assert_eq!(at, None, "the next drive may queue one again, not wait for a message that never left");
+}
