@@ -79,6 +79,13 @@ impl Spec {
     }
 }
 
+/// The median of `v` (the upper one of an even count; 0 when empty), for
+/// the campaigns' tables.
+pub fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
 /// Rounds of the fault phase of a standard run.
 pub const ROUNDS: u32 = 12;
 
@@ -385,14 +392,7 @@ impl Run {
         } else if d < 0.8 {
             let desired = members.len() as i32 + 1;
             if desired <= 6 {
-                self.clients
-                    .autoscaling
-                    .set_desired_capacity()
-                    .auto_scaling_group_name(&self.fleet.asg_name)
-                    .desired_capacity(desired)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("set_desired_capacity: {e:?}"));
+                self.fleet.scale_to(&self.clients, desired).await;
             }
         } else if d < 0.9
             && let Some(id) = self.pick(&members).cloned()

@@ -420,6 +420,50 @@ impl Fleet {
             .collect()
     }
 
+    /// Sets the group's desired capacity.
+    pub async fn scale_to(&self, c: &Clients, n: i32) {
+        c.autoscaling
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.asg_name)
+            .desired_capacity(n)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("set_desired_capacity: {e:?}"));
+    }
+
+    /// Detaches `id` from the group (decrementing its desired capacity).
+    pub async fn detach(&self, c: &Clients, id: &str) {
+        c.autoscaling
+            .detach_instances()
+            .auto_scaling_group_name(&self.asg_name)
+            .instance_ids(id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("detach_instances: {e:?}"));
+    }
+
+    /// An instance's lifecycle state, in the group or in its warm pool.
+    pub async fn lifecycle_state(&self, c: &Clients, id: &str) -> Option<String> {
+        let mut all = self.members(c).await;
+        all.extend(self.pool(c).await);
+        all.into_iter().find(|m| m.id == id).map(|m| m.lifecycle_state)
+    }
+
+    /// Makes `id`'s lifecycle record unreadable (written by something else).
+    pub async fn corrupt_lifecycle_record(&self, c: &Clients, id: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        c.dynamodb
+            .put_item()
+            .table_name(&self.lock_table)
+            .item("pk", AttributeValue::S(format!("{}#instance#{id}", self.name)))
+            .item("lifecycle", AttributeValue::S("{not json".into()))
+            .item("lifecycle_version", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+    }
+
     /// The warm pool's instances (AWS lists them only through `DescribeWarmPool`).
     pub async fn pool(&self, c: &Clients) -> Vec<Member> {
         let out = c

@@ -243,14 +243,7 @@ impl Run {
     }
 
     async fn scale_to(&self, n: i32) {
-        self.clients
-            .autoscaling
-            .set_desired_capacity()
-            .auto_scaling_group_name(&self.fleet.asg_name)
-            .desired_capacity(n)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("set_desired_capacity: {e:?}"));
+        self.fleet.scale_to(&self.clients, n).await;
     }
 
     async fn in_service(&self) -> Vec<String> {

@@ -355,12 +355,9 @@ impl<S: RecordStore> Gate<'_, S> {
                 d.record.action = Some(d.state.clone());
                 // Recorded before registering: a rollback or the reconcile
                 // can always tell what fleetkeeper registered.
-                let Some(v) = self.save(id, &d.record, d.version, None).await? else {
-                    d.out.reason = Some(RACED.into());
-                    d.raced = true;
+                if !self.save_step(id, d).await? {
                     return Ok(Some(d.out.clone()));
-                };
-                d.version = v;
+                }
                 for tg in &target_groups {
                     self.register(tg, id).await?;
                     d.out.actions.push(format!("registered in {tg}"));
@@ -375,12 +372,9 @@ impl<S: RecordStore> Gate<'_, S> {
                 d.record.registered.retain(|t| !target_groups.contains(t));
                 d.state.drain_started_at.get_or_insert(now);
                 d.record.action = Some(d.state.clone());
-                let Some(v) = self.save(id, &d.record, d.version, None).await? else {
-                    d.out.reason = Some(RACED.into());
-                    d.raced = true;
+                if !self.save_step(id, d).await? {
                     return Ok(Some(d.out.clone()));
-                };
-                d.version = v;
+                }
                 d.seen.targets = None;
             }
             Next::Continue { warnings } => {
@@ -603,17 +597,23 @@ impl<S: RecordStore> Gate<'_, S> {
     /// Asks for `action` to be driven again after `delay`; whether it was
     /// queued (for an event the invocation could not reach in time).
     pub async fn requeue(&self, action: &LifecycleAction, delay: std::time::Duration) -> bool {
-        let Some(queue) = &self.settings.retrigger else { return false };
-        Retrigger { sqs: &self.clients.sqs, queue_url: queue }.lifecycle(action, delay).await.is_ok()
+        self.settings.retrigger.is_some() && self.send_retrigger(action, delay).await.is_ok()
+    }
+
+    /// Queues `action` to the re-trigger queue (none configured: nothing sent, `Ok`).
+    async fn send_retrigger(&self, action: &LifecycleAction, delay: std::time::Duration) -> Result<(), AwsError> {
+        let Some(queue) = &self.settings.retrigger else { return Ok(()) };
+        Retrigger { sqs: &self.clients.sqs, queue_url: queue }.lifecycle(action, delay).await
     }
 
     /// Asks for this action to be driven again after `delay` (best effort:
     /// the schedule is the backstop).
     /// Whether it was queued (`true` without a queue: nothing to wait for).
     async fn retrigger(&self, action: &LifecycleAction, delay: std::time::Duration, out: &mut Driven) -> bool {
-        let Some(queue) = &self.settings.retrigger else { return true };
-        let trigger = Retrigger { sqs: &self.clients.sqs, queue_url: queue };
-        match trigger.lifecycle(action, delay).await {
+        if self.settings.retrigger.is_none() {
+            return true;
+        }
+        match self.send_retrigger(action, delay).await {
             Ok(()) => {
                 out.actions.push(format!("re-trigger in {} s", delay.as_secs()));
                 true
@@ -686,6 +686,22 @@ impl<S: RecordStore> Gate<'_, S> {
         }
         c.command_id = Some(command_id);
         self.save(id, &record, version, None).await
+    }
+
+    /// Saves the drive's record; `false` when another writer moved it first
+    /// (the drive is marked raced: it reads the record again and re-plans).
+    async fn save_step(&self, id: &str, d: &mut Drive) -> Result<bool, GateError> {
+        match self.save(id, &d.record, d.version, None).await? {
+            Some(v) => {
+                d.version = v;
+                Ok(true)
+            }
+            None => {
+                d.out.reason = Some(RACED.into());
+                d.raced = true;
+                Ok(false)
+            }
+        }
     }
 
     pub(super) async fn save(

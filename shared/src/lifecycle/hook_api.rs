@@ -29,20 +29,16 @@ impl<S: RecordStore> Gate<'_, S> {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeLifecycleHooks", e))?;
-        let h = out.lifecycle_hooks().first();
-        let secs = h.and_then(|h| h.global_timeout()).unwrap_or(MAX_GLOBAL_TIMEOUT_S);
-        let obs = HookObs {
-            global_timeout_ms: u64::try_from(secs).unwrap_or(172_800) * 1000,
-            // AWS's default when none was set.
-            default_result: match h.and_then(|h| h.default_result()) {
-                Some("CONTINUE") => Completion::Continue,
-                _ => Completion::Abandon,
-            },
-        };
-        if let Ok(mut c) = self.cache.hooks.lock() {
-            c.insert(key, obs);
-        }
+        let obs = hook_obs(out.lifecycle_hooks().first());
+        self.remember_hook(group, hook, obs);
         Ok(obs)
+    }
+
+    /// Keeps a hook's settings for the rest of the invocation.
+    pub(super) fn remember_hook(&self, group: &str, hook: &str, obs: HookObs) {
+        if let Ok(mut c) = self.cache.hooks.lock() {
+            c.insert((group.to_owned(), hook.to_owned()), obs);
+        }
     }
 
     /// Heartbeats the action (by token when known, else by instance id);
@@ -92,6 +88,20 @@ impl<S: RecordStore> Gate<'_, S> {
             }
             Err(e) => Err(AwsError::from_sdk("CompleteLifecycleAction", e).into()),
         }
+    }
+}
+
+/// A hook's timeouts and default result as `DescribeLifecycleHooks` reports
+/// them (AWS's defaults for what it leaves out).
+pub(super) fn hook_obs(h: Option<&aws_sdk_autoscaling::types::LifecycleHook>) -> HookObs {
+    let secs = h.and_then(|h| h.global_timeout()).unwrap_or(MAX_GLOBAL_TIMEOUT_S);
+    HookObs {
+        global_timeout_ms: u64::try_from(secs).unwrap_or(172_800) * 1000,
+        // AWS's default when none was set.
+        default_result: match h.and_then(|h| h.default_result()) {
+            Some("CONTINUE") => Completion::Continue,
+            _ => Completion::Abandon,
+        },
     }
 }
 

@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use super::action::{destination_in, origin_in, out_of_service};
 use super::gate::{Driven, Gate, GateError};
-use super::plan::{Completion, Health, HookObs};
+use super::plan::Health;
 use super::store::RecordStore;
 use super::targets::health_of;
 use crate::error::AwsError;
@@ -255,17 +255,7 @@ impl<S: RecordStore> Gate<'_, S> {
             }
             ours.push((hook.to_owned(), transition));
             // The drives below need these settings: no second describe.
-            let obs = HookObs {
-                global_timeout_ms: u64::try_from(h.global_timeout().unwrap_or(172_800)).unwrap_or(172_800) * 1000,
-                default_result: if h.default_result() == Some("CONTINUE") {
-                    Completion::Continue
-                } else {
-                    Completion::Abandon
-                },
-            };
-            if let Ok(mut c) = self.cache.hooks.lock() {
-                c.insert((name.to_owned(), hook.to_owned()), obs);
-            }
+            self.remember_hook(name, hook, super::hook_api::hook_obs(Some(h)));
             let timeout = h.heartbeat_timeout().unwrap_or(3600);
             if u64::try_from(timeout).unwrap_or(0) <= floor {
                 warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
@@ -311,6 +301,8 @@ impl<S: RecordStore> Gate<'_, S> {
         // First keep every waiting action alive (one heartbeat each), so an
         // instance at the end of a long list, or behind failing ones, never
         // times out; then drive those our hooks hold (dry run: all of them).
+        // A drive probes again on purpose: by the record's token when it
+        // has one, which tells a stale action from the one in progress.
         let mut held = Vec::new();
         for action in actions {
             if self.clock.now_ms() >= self.until {

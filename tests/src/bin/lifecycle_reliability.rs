@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use fleetkeeper_tests::campaign::SWEEP_INTERVAL;
+use fleetkeeper_tests::campaign::{SWEEP_INTERVAL, median};
 use fleetkeeper_tests::lifecycle_campaign::{HEAL_SWEEPS, ROUNDS, Report, Spec, run};
 use futures::StreamExt;
 
@@ -55,11 +55,6 @@ async fn main() {
     if reports.iter().any(|r| !r.held()) {
         std::process::exit(1);
     }
-}
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 fn render(seeds: u64, concurrency: usize, reports: &[Report], wall_s: u64) -> String {

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use fleetkeeper_tests::campaign::{HEAL_SWEEPS, ROUNDS, Report, SWEEP_INTERVAL, Spec, run};
+use fleetkeeper_tests::campaign::{HEAL_SWEEPS, ROUNDS, Report, SWEEP_INTERVAL, Spec, median, run};
 use futures::StreamExt;
 
 struct Args {
@@ -81,11 +81,6 @@ async fn main() {
     if reports.iter().any(|r| !r.held()) {
         std::process::exit(1);
     }
-}
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 fn render(args: &Args, reports: &[Report], wall_s: u64) -> String {

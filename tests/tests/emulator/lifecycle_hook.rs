@@ -71,9 +71,7 @@ impl World {
 
     /// The instance's lifecycle state, in the group or in its warm pool.
     async fn state(&self, instance: &str) -> Option<String> {
-        let mut all = self.fleet.members(&self.clients).await;
-        all.extend(self.fleet.pool(&self.clients).await);
-        all.into_iter().find(|m| m.id == instance).map(|m| m.lifecycle_state)
+        self.fleet.lifecycle_state(&self.clients, instance).await
     }
 
     async fn targets(&self) -> Vec<String> {
@@ -208,14 +206,7 @@ async fn terminate_deregisters_then_continues() {
     w.finish_catch_up(&id, "Success").await;
     assert_eq!(w.targets().await, std::slice::from_ref(&id));
 
-    w.clients
-        .autoscaling
-        .set_desired_capacity()
-        .auto_scaling_group_name(&w.fleet.asg_name)
-        .desired_capacity(0)
-        .send()
-        .await
-        .expect("scale in");
+    w.fleet.scale_to(&w.clients, 0).await;
     assert_eq!(w.state(&id).await.as_deref(), Some("Terminating:Wait"));
     let left = w.handle(w.event_for(&id, "TERMINATING").await).await;
     let d = driven(&left);
@@ -325,15 +316,7 @@ async fn the_reconcile_repairs_registrations_and_removes_only_its_own_departed_t
     assert_eq!(w.targets().await, expected);
 
     // Our instance leaves the group (detached): its target goes, the stranger's stays.
-    w.clients
-        .autoscaling
-        .detach_instances()
-        .auto_scaling_group_name(&w.fleet.asg_name)
-        .instance_ids(&id)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .expect("detach");
+    w.fleet.detach(&w.clients, &id).await;
     let cleaned = w.handle(scheduled()).await;
     assert_eq!(cleaned["reconcile"]["deregistered"], json!([[id, w.fleet.target_group_arn]]), "{cleaned}");
     assert_eq!(w.targets().await, [stranger]);
@@ -500,16 +483,7 @@ async fn a_failing_message_of_a_batch_never_blocks_the_others_and_only_a_retryab
     let ids: Vec<String> = w.fleet.members(&w.clients).await.into_iter().map(|m| m.id).collect();
     let body = |e: Value| e["detail"].clone();
     // The first instance's record is unreadable: no retry can fix that.
-    w.clients
-        .dynamodb
-        .put_item()
-        .table_name(&w.fleet.lock_table)
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#instance#{}", w.fleet.name, ids[0])))
-        .item("lifecycle", aws_sdk_dynamodb::types::AttributeValue::S("{not json".into()))
-        .item("lifecycle_version", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .send()
-        .await
-        .expect("put_item");
+    w.fleet.corrupt_lifecycle_record(&w.clients, &ids[0]).await;
     let batch = sqs_batch(&[
         ("m-1", body(w.event_for(&ids[0], "LAUNCHING").await)),
         ("m-2", body(w.event_for(&ids[1], "LAUNCHING").await)),

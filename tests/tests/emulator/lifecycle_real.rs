@@ -32,9 +32,7 @@ fn lifecycle_replies(deliveries: &[fleetkeeper_tests::router::Delivery]) -> Vec<
 impl World {
     /// The instance's lifecycle state, in the group or in its warm pool.
     async fn lifecycle_state(&self, id: &str) -> Option<String> {
-        let mut all = self.fleet.members(&self.clients).await;
-        all.extend(self.fleet.pool(&self.clients).await);
-        all.into_iter().find(|m| m.id == id).map(|m| m.lifecycle_state)
+        self.fleet.lifecycle_state(&self.clients, id).await
     }
 
     /// The target group's targets that are not draining.
@@ -50,14 +48,7 @@ impl World {
     }
 
     async fn scale_to(&self, n: i32) {
-        self.clients
-            .autoscaling
-            .set_desired_capacity()
-            .auto_scaling_group_name(&self.fleet.asg_name)
-            .desired_capacity(n)
-            .send()
-            .await
-            .expect("set_desired_capacity");
+        self.fleet.scale_to(&self.clients, n).await;
     }
 
     /// Catch-up commands sent to `id`.
@@ -267,15 +258,7 @@ async fn a_missing_group_holds_back_every_deregistration() {
     let id = w.instances().await.remove(0);
     assert_eq!(w.serving_targets().await, std::slice::from_ref(&id), "registered by the reconcile");
 
-    w.clients
-        .autoscaling
-        .detach_instances()
-        .auto_scaling_group_name(&w.fleet.asg_name)
-        .instance_ids(&id)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .expect("detach");
+    w.fleet.detach(&w.clients, &id).await;
     let replies = lifecycle_replies(&w.tick().await.deliveries);
     let report = &replies[0]["reconcile"];
     assert_eq!(report["deregistered"], json!([]), "{report}");
@@ -422,16 +405,7 @@ async fn one_failing_instance_never_blocks_the_others() {
     w.router.route(Component::LifecycleHook, BoxedTarget(lifecycle));
     let ids = w.instances().await;
     // The first instance's record is unreadable (written by something else).
-    w.clients
-        .dynamodb
-        .put_item()
-        .table_name(&w.fleet.lock_table)
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#instance#{}", w.fleet.name, ids[0])))
-        .item("lifecycle", aws_sdk_dynamodb::types::AttributeValue::S("{not json".into()))
-        .item("lifecycle_version", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .send()
-        .await
-        .expect("put_item");
+    w.fleet.corrupt_lifecycle_record(&w.clients, &ids[0]).await;
     let replies = lifecycle_replies(&w.tick().await.deliveries);
     let report = replies.iter().find(|r| !r["reconcile"].is_null()).map(|r| &r["reconcile"]).expect("a reconcile");
     assert_eq!(report["errors"].as_array().map(Vec::len), Some(1), "{report}");
