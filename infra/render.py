@@ -68,6 +68,14 @@ def resource(scope: str) -> tuple[list[str], str | None]:
         return ["Resource:"] + [f'  - !Sub "{arn}:ec2:{here}:{kind}/*"' for kind in kinds], "HasFileSystem"
     if scope == "retrigger-queue":
         return ["Resource: !GetAtt LifecycleRetriggerQueue.Arn"], None
+    if scope == "sync-trigger-queue":
+        # codebase-sync's delayed-start queue (created with the codebase).
+        return ["Resource: !GetAtt SyncTriggerQueue.Arn"], "HasCodebase"
+    if scope == "release-marker":
+        # The marker object only. CodebasePrefix is empty or ends in "/", and
+        # the functions read <prefix><marker> (FLEET_CODEBASE_PREFIX is the
+        # same prefix with a leading "/", which they strip).
+        return [f'Resource: !Sub "{arn}:s3:::${{CodebaseBucket}}/${{CodebasePrefix}}${{ReleaseMarker}}"'], "HasReleaseMarker"
     raise SystemExit(f"render.py: unknown scope {scope!r} (add it here and in fleetkeeper::permissions)")
 
 

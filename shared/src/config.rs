@@ -57,6 +57,14 @@ pub mod vars {
     pub const RECONCILE_INTERVAL_SECONDS: &str = "FLEET_RECONCILE_INTERVAL_SECONDS";
     /// The SQS queue a function sends its own delayed re-triggers to (optional).
     pub const RETRIGGER_QUEUE_URL: &str = "FLEET_RETRIGGER_QUEUE_URL";
+    /// A wave starts once no relevant change happened for this many seconds.
+    pub const SYNC_QUIET_SECONDS: &str = "FLEET_SYNC_QUIET_SECONDS";
+    /// ... and never later than this many seconds after the first unsynced change.
+    pub const SYNC_MAX_DELAY_SECONDS: &str = "FLEET_SYNC_MAX_DELAY_SECONDS";
+    /// A key relative to the prefix: only a change to it requests a wave.
+    pub const RELEASE_MARKER: &str = "FLEET_RELEASE_MARKER";
+    /// The largest share of `current`'s files a release may lose (0 to 1).
+    pub const SYNC_MAX_SHRINK: &str = "FLEET_SYNC_MAX_SHRINK";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -200,7 +208,33 @@ pub struct Config {
     /// `FLEET_RETRIGGER_QUEUE_URL`: where a function queues its own delayed
     /// re-triggers (unset: the schedule is the only continuation).
     pub retrigger_queue_url: Option<String>,
+    /// How releases are cut: quiet period, marker, shrink guard.
+    pub release: ReleaseConfig,
 }
+
+/// How a release is cut from the codebase prefix (consistent releases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseConfig {
+    /// `FLEET_SYNC_QUIET_SECONDS` (default [`DEFAULT_QUIET_SECONDS`], or 0
+    /// with a release marker: the marker already says the upload is done).
+    pub quiet_seconds: u64,
+    /// `FLEET_SYNC_MAX_DELAY_SECONDS` (default [`DEFAULT_MAX_DELAY_SECONDS`]).
+    pub max_delay_seconds: u64,
+    /// `FLEET_RELEASE_MARKER`, relative to the prefix.
+    pub marker: Option<String>,
+    /// `FLEET_SYNC_MAX_SHRINK` as a percentage (default 50).
+    pub max_shrink_percent: u8,
+}
+
+/// The quiet period when `FLEET_SYNC_QUIET_SECONDS` is unset (and no marker
+/// is configured): see docs/consistent-releases.md for how it was chosen.
+pub const DEFAULT_QUIET_SECONDS: u64 = 60;
+
+/// The longest a trickle of changes holds a wave back by default.
+pub const DEFAULT_MAX_DELAY_SECONDS: u64 = 600;
+
+/// The share of `current`'s files a release may lose by default.
+pub const DEFAULT_MAX_SHRINK: &str = "0.5";
 
 /// Default bound on one attempt of an AWS call: a connection that hangs
 /// (no answer, no reset) is abandoned and the call retried by the SDK,
@@ -347,6 +381,8 @@ impl Config {
             }
         }
 
+        let release = release_config(&get)?;
+
         Ok(Config {
             component,
             fleet_name,
@@ -363,6 +399,7 @@ impl Config {
             aws_attempt_timeout_seconds,
             reconcile_interval_seconds,
             retrigger_queue_url,
+            release,
         })
     }
 
@@ -424,6 +461,51 @@ where
         params::check(vars::CODEBASE_REGION, &params::REGION, r)?;
     }
     Ok(CodebaseConfig { bucket, prefix, excludes, destination, document, region })
+}
+
+fn release_config(get: &impl Fn(&str) -> Option<String>) -> Result<ReleaseConfig, ConfigError> {
+    let marker = get(vars::RELEASE_MARKER).map(|m| m.trim_start_matches('/').to_owned());
+    if let Some(m) = &marker {
+        let segments_ok = m.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        if !params::MARKER.is_match(m) || !segments_ok {
+            return Err(invalid(
+                vars::RELEASE_MARKER,
+                "expected a key relative to the prefix (letters, digits, . _ - and /, no empty, . or .. segment)",
+                m,
+            ));
+        }
+    }
+    let default_quiet = if marker.is_some() { 0 } else { DEFAULT_QUIET_SECONDS };
+    let quiet_seconds = whole(get, vars::SYNC_QUIET_SECONDS, 0..=3_600, default_quiet, "whole seconds")?;
+    let max_delay_seconds =
+        whole(get, vars::SYNC_MAX_DELAY_SECONDS, 0..=86_400, DEFAULT_MAX_DELAY_SECONDS, "whole seconds")?;
+    if max_delay_seconds < quiet_seconds {
+        return Err(invalid(
+            vars::SYNC_MAX_DELAY_SECONDS,
+            &format!("must be at least FLEET_SYNC_QUIET_SECONDS ({quiet_seconds})"),
+            &max_delay_seconds.to_string(),
+        ));
+    }
+    let shrink = get(vars::SYNC_MAX_SHRINK).unwrap_or_else(|| DEFAULT_MAX_SHRINK.to_owned());
+    let max_shrink_percent = share_percent(&shrink).ok_or_else(|| {
+        invalid(vars::SYNC_MAX_SHRINK, "expected a share from 0 to 1 (0.5 = half), at most 2 decimals", &shrink)
+    })?;
+    Ok(ReleaseConfig { quiet_seconds, max_delay_seconds, marker, max_shrink_percent })
+}
+
+/// `0.25` as 25: a share from 0 to 1 with at most two decimals.
+fn share_percent(v: &str) -> Option<u8> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 2
+        || !(whole.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: u32 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let frac: u32 = format!("{frac:0<2}").parse().ok()?;
+    let percent = whole.checked_mul(100)?.checked_add(frac)?;
+    u8::try_from(percent).ok().filter(|p| *p <= 100)
 }
 
 fn list(value: Option<String>) -> Vec<String> {

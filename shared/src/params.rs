@@ -76,6 +76,12 @@ pattern!(MAX_ERRORS, "an SSM MaxErrors", r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|
 pattern!(GENERATION, "a generation number", r"^[0-9]{1,18}$");
 // The generation counter's lineage: 32 hex digits, or empty (unknown).
 pattern!(EPOCH, "a lineage", r"^([0-9a-f]{32})?$");
+// A release id: the marker's first line, or its ETag; empty when unknown.
+pattern!(RELEASE, "a release id", r"^([A-Za-z0-9][A-Za-z0-9._:+-]{0,127})?$");
+// The shrink guard: a percentage, `any` (lifted by request), or empty (none).
+pattern!(MAX_SHRINK, "a shrink guard", r"^(any|100|[0-9]{1,2})?$");
+// The release marker, a key relative to the prefix (segments checked apart).
+pattern!(MARKER, "a release marker key", r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,255}$");
 
 /// Checks a configured value, naming the variable on failure.
 pub fn check(var: &'static str, pattern: &Pattern, value: &str) -> Result<(), ConfigError> {

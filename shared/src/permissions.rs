@@ -34,6 +34,10 @@ pub enum Scope {
     NetworkInterfaces,
     /// The lifecycle function's own re-trigger queue.
     RetriggerQueue,
+    /// `codebase-sync`'s delayed-start queue (the quiet period).
+    SyncTriggerQueue,
+    /// The release marker object (`<bucket>/<prefix><FLEET_RELEASE_MARKER>`).
+    ReleaseMarker,
 }
 
 /// Actions granted together on one scope.
@@ -118,7 +122,7 @@ const MOUNT_TARGETS: [Grant; 3] = [
     },
 ];
 
-const SYNC: [Grant; 9] = [
+const SYNC: [Grant; 11] = [
     SSM_SEND[0],
     SSM_SEND[1],
     SSM_DOCUMENT,
@@ -136,6 +140,17 @@ const SYNC: [Grant; 9] = [
         actions: &["s3:ListBucket"],
         scope: Scope::CodebaseBucket,
         why: "the codebase's fingerprint (the lost-event backstop)",
+    },
+    Grant {
+        actions: &["sqs:SendMessage"],
+        scope: Scope::SyncTriggerQueue,
+        why: "queues codebase-sync's delayed start when the quiet period holds a wave back (DelaySeconds)",
+    },
+    Grant {
+        actions: &["s3:GetObject"],
+        scope: Scope::ReleaseMarker,
+        why: "reads the release marker (its first line names the release; HeadObject is its fingerprint), that \
+              object only",
     },
 ];
 
@@ -216,6 +231,8 @@ pub fn action_of(service: &str, operation: &str) -> String {
     let operation = match (service, operation) {
         // ListObjectsV2 is authorized as s3:ListBucket.
         ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
+        // HeadObject is authorized as s3:GetObject.
+        ("s3", "HeadObject") => "GetObject",
         (_, op) => op,
     };
     format!("{service}:{operation}")

@@ -318,6 +318,200 @@ def test_a_failed_sync_leaves_current_alone(bucket: str, tmp_path: Path) -> None
     assert releases(dest) == ["1"], "no half-made release is left behind"
 
 
+CODE = {"index.php": "v1", "lib/a.php": "a", "lib/b.php": "b"}
+REFUSED = "fleetkeeper: refused: "
+
+
+def empty_prefix(bucket: str) -> None:
+    """Deletes every object under app/, excluded ones included."""
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="app/").get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=o["Key"])
+
+
+def refusal(err: str) -> str:
+    """The one refusal line the functions read; it needs no JSON escaping."""
+    lines = [line for line in err.splitlines() if line.startswith(REFUSED)]
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert json.dumps(line) == f'"{line}"' and not set(line) & set("{}'`"), line
+    assert "current is kept" in line and "allow_shrink" in line, line
+    return line
+
+
+def assert_kept(dest: Path, release: str = "releases/1", content: dict[str, str] | None = None) -> None:
+    assert os.readlink(dest / "current") == release
+    assert files(dest / "current") == (CODE if content is None else content)
+    assert releases(dest) == [release.split("/")[1]], "no new release, no temporary release or list is left"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize("max_shrink", ["50", "100"])
+def test_an_emptied_prefix_is_refused_and_current_kept(bucket: str, tmp_path: Path, shell: str, max_shrink: str) -> None:
+    dest = tmp_path / "www"
+    code, _, err = run(bucket, dest, 1, shell=shell, extra={"SSM_max_shrink": max_shrink, "SSM_epoch": EPOCH_A, "SSM_release": "v1"})
+    assert code == 0, err
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, shell=shell, extra={"SSM_max_shrink": max_shrink, "SSM_epoch": EPOCH_B, "SSM_release": "v2"})
+    assert code == 65, (out, err)
+    line = refusal(err)
+    assert "empty" in line and "releases/1 has 3 files" in line, line
+    assert "synced" not in out
+    assert_kept(dest)
+    assert (dest / "current" / "media").is_symlink(), "shared/ stays linked"
+    assert (dest / ".fleetkeeper.epoch").read_text().strip() == EPOCH_A
+    assert (dest / ".fleetkeeper.release").read_text().strip() == "v1"
+
+
+def test_losing_more_than_max_shrink_is_refused_with_the_numbers(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    s3.delete_object(Bucket=bucket, Key="app/lib/a.php")
+    s3.delete_object(Bucket=bucket, Key="app/lib/b.php")
+    code, _, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "50"})
+    assert code == 65, err
+    line = refusal(err)
+    assert "loses 2 of the 3 files of current (67% > max_shrink 50%)" in line, line
+    assert_kept(dest)
+
+
+@pytest.mark.parametrize(
+    ("max_shrink", "switches"),
+    # One file of three lost is 33.3%.
+    [("50", True), ("34", True), ("100", True), ("33", False), ("0", False), ("08", False)],
+)
+def test_a_loss_within_max_shrink_switches(bucket: str, tmp_path: Path, max_shrink: str, switches: bool) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    s3.delete_object(Bucket=bucket, Key="app/lib/a.php")
+    code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": max_shrink})
+    if switches:
+        assert code == 0, err
+        assert os.readlink(dest / "current") == "releases/2"
+        assert files(dest / "current") == {"index.php": "v1", "lib/b.php": "b"}
+        assert "refused" not in err and "lifted" not in out
+        assert not [p for p in (dest / "releases").iterdir() if p.name.startswith(".")], "no list is left"
+    else:
+        assert code == 65, (out, err)
+        assert f"loses 1 of the 3 files of current (34% > max_shrink {int(max_shrink)}%)" in refusal(err)
+        assert_kept(dest)
+
+
+def test_renamed_files_count_as_lost_though_the_count_is_unchanged(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    for old, new in {"index.php": "main.php", "lib/a.php": "src/a.php", "lib/b.php": "src/b.php"}.items():
+        s3.delete_object(Bucket=bucket, Key=f"app/{old}")
+        s3.put_object(Bucket=bucket, Key=f"app/{new}", Body=b"renamed")
+    code, _, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "50"})
+    assert code == 65, err
+    assert "loses 3 of the 3 files of current (100% > max_shrink 50%)" in refusal(err)
+    assert_kept(dest)
+
+
+def test_any_lifts_the_guard_and_switches_to_an_empty_release(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1, extra={"SSM_max_shrink": "any"})[0] == 0
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "any"})
+    assert code == 0, err
+    assert "fleetkeeper: shrink guard lifted by request" in out.splitlines()
+    assert "refused" not in err
+    assert os.readlink(dest / "current") == "releases/2"
+    assert files(dest / "current") == {}
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_without_max_shrink_an_empty_release_becomes_current_as_before(bucket: str, tmp_path: Path, exported: bool) -> None:
+    # What an older function sends: no guard at all.
+    dest = tmp_path / "www"
+    extra = {"SSM_max_shrink": "", "SSM_release": ""} if exported else {}
+    assert run(bucket, dest, 1, extra=extra)[0] == 0
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, extra=extra)
+    assert code == 0, err
+    assert "generation 2 synced into releases/2 (0 files)" in out and "release" not in out.split("(0 files)")[1]
+    assert "lifted" not in out and "refused" not in err
+    assert os.readlink(dest / "current") == "releases/2"
+    assert files(dest / "current") == {}
+    assert not (dest / ".fleetkeeper.release").exists()
+
+
+def test_with_nothing_live_an_empty_prefix_is_not_refused(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 1, extra={"SSM_max_shrink": "50"})
+    assert code == 0, err
+    assert os.readlink(dest / "current") == "releases/1"
+    assert files(dest / "current") == {}
+    # An empty current has nothing to protect either.
+    code, _, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "0"})
+    assert code == 0, err
+    assert os.readlink(dest / "current") == "releases/2"
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_the_release_id_follows_current(bucket: str, tmp_path: Path, exported: bool) -> None:
+    dest = tmp_path / "www"
+    marker = dest / ".fleetkeeper.release"
+    code, out, err = run(bucket, dest, 1, extra={"SSM_release": "v2026.11.27-1", "SSM_max_shrink": "50"})
+    assert code == 0, err
+    assert "synced into releases/1 (3 files) (release v2026.11.27-1)" in out
+    assert marker.read_text() == "v2026.11.27-1\n"
+    # A different size: S3 timestamps have one-second granularity.
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 2")
+    code, out, err = run(bucket, dest, 2, extra={"SSM_release": "1.2.3+build:7", "SSM_max_shrink": "50"})
+    assert code == 0, err
+    assert "(release 1.2.3+build:7)" in out
+    assert marker.read_text() == "1.2.3+build:7\n", "replaced by the next sync's id"
+    assert not [n for n in os.listdir(dest / "current") if n.startswith(".")], "nothing is written into the served tree"
+    assert not (dest / ".fleetkeeper.release.tmp").exists()
+    # A refused sync leaves it as it was.
+    empty_prefix(bucket)
+    code, _, err = run(bucket, dest, 3, extra={"SSM_release": "v3", "SSM_max_shrink": "50"})
+    assert code == 65, err
+    assert marker.read_text() == "1.2.3+build:7\n"
+    assert os.readlink(dest / "current") == "releases/2"
+    # The lock was released by the refusal's exit. A sync without an id:
+    # the release of current is unknown.
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 4 after all")
+    code, out, err = run(bucket, dest, 4, extra={"SSM_release": ""} if exported else {})
+    assert code == 0, err
+    assert os.readlink(dest / "current") == "releases/4"
+    assert files(dest / "current") == {"index.php": "version 4 after all"}
+    assert not marker.exists(), "removed when the sync sends no id"
+    assert "(release" not in out
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SSM_release", "x;rm"),
+        ("SSM_release", "$(id)"),
+        ("SSM_release", "../etc"),
+        ("SSM_release", ".hidden"),
+        ("SSM_release", "v1 2"),
+        ("SSM_release", "v1\nreboot"),
+        ("SSM_release", "r" + "0" * 128),
+        ("SSM_max_shrink", "101"),
+        ("SSM_max_shrink", "-1"),
+        ("SSM_max_shrink", "ANY"),
+        ("SSM_max_shrink", "50%"),
+        ("SSM_max_shrink", "008"),
+        ("SSM_max_shrink", "1;rm"),
+    ],
+)
+def test_a_hostile_value_that_bypasses_ssm_fails_closed(bucket: str, tmp_path: Path, name: str, value: str) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1, extra={"SSM_release": "v1"})[0] == 0
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, extra={name: value})
+    assert code == 2, (out, err)
+    assert f"{name[4:]} is not" in err
+    assert not [line for line in err.splitlines() if line.startswith(REFUSED)], "a bad value is a failure, not a refusal"
+    assert_kept(dest)
+    assert (dest / ".fleetkeeper.release").read_text() == "v1\n"
+
+
 def test_the_script_never_references_a_parameter_in_braces() -> None:
     assert "{{" not in SCRIPT, "the agent substitutes {{ }} even with ENV_VAR interpolation"
     for name, spec in DOCUMENT["parameters"].items():

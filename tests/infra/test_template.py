@@ -40,7 +40,7 @@ POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sq
 IMPLIED = {
     "lifecycle-hook": ON_FAILURE | POLL,  # and the re-trigger queue's event source mapping
     "mount-targets": ON_FAILURE,
-    "codebase-sync": POLL,  # the upload queue's event source mapping
+    "codebase-sync": POLL,  # the upload and trigger queues' event source mappings
     "sync-completion": ON_FAILURE,
 }
 #: What a scope's Resource must name (the statement's Sid starts with it).
@@ -55,6 +55,8 @@ SCOPE_MARKS = {
     "FileSystem": ":file-system/${FileSystemId}",
     "NetworkInterfaces": ":network-interface/*",
     "RetriggerQueue": '"LifecycleRetriggerQueue"',
+    "SyncTriggerQueue": '"SyncTriggerQueue"',
+    "ReleaseMarker": ":s3:::${CodebaseBucket}/${CodebasePrefix}${ReleaseMarker}",
 }
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 #: Every optional feature on: the transform then shows every statement.
@@ -330,9 +332,18 @@ def known_false_positive(finding: Any) -> bool:
 # The environment the template gives the functions, run through the contract
 # ---------------------------------------------------------------------------
 
-#: Parameter sets a user may deploy: everything on, the bare gate, EFS only.
+#: What a ``Ref`` to a queue gives (its URL).
+QUEUE_URLS = {
+    "LifecycleRetriggerQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/web-LifecycleRetriggerQueue-1ABC",
+    "SyncTriggerQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/web-SyncTriggerQueue-1ABC",
+}
+#: Parameter sets a user may deploy: everything on, the bare gate, EFS only,
+#: release-marker mode, a long quiet period.
 DEPLOYMENTS = {
     "everything": PARAMETERS | {"SyncExcludes": "media/*,.env", "SyncMaxConcurrency": "10%", "CodebaseRegion": "eu-west-1"},
+    "release marker": PARAMETERS
+    | {"ReleaseMarker": "releases/.release", "SyncQuietSeconds": "0", "SyncMaxDelaySeconds": "300", "SyncMaxShrink": ".25"},
+    "slow uploads": PARAMETERS | {"SyncQuietSeconds": "900", "SyncMaxDelaySeconds": "3600", "SyncMaxShrink": "1"},
     "bare": {"FleetName": "web", "GroupName1": "web-a"},
     "efs only": {"FleetName": "web", "GroupName1": "web-a", "FileSystemId": "fs-0123456789abcdef0", "MountTargetSecurityGroups": "sg-0123456789abcdef0"},
 }
@@ -358,7 +369,7 @@ def evaluate(source: dict[str, Any], value: Any, params: dict[str, Any], conditi
         if fn == "Ref":
             if arg in params:
                 return params[arg]
-            return {"LockTable": "web-LockTable-1ABC", "SyncDocument": f"{params['FleetName']}-codebase-sync"}[arg]
+            return {"LockTable": "web-LockTable-1ABC", "SyncDocument": f"{params['FleetName']}-codebase-sync", **QUEUE_URLS}[arg]
         if fn == "Fn::Sub":
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(params[m.group(1)]), arg)
         if fn == "Fn::Join":
@@ -380,28 +391,49 @@ def evaluate(source: dict[str, Any], value: Any, params: dict[str, Any], conditi
     return value
 
 
-def environment(source: dict[str, Any], given: dict[str, str]) -> tuple[dict[str, str], dict[str, bool]]:
-    params = parameters_of(source, given)
+def conditions_of(source: dict[str, Any], params: dict[str, Any]) -> dict[str, bool]:
     conditions: dict[str, bool] = {}
     for name, expr in source["Conditions"].items():  # in order: later ones use earlier ones
         conditions[name] = bool(evaluate(source, expr, params, conditions))
-    env = source["Globals"]["Function"]["Environment"]["Variables"]
-    return {k: str(evaluate(source, v, params, conditions)) for k, v in env.items()}, conditions
+    return conditions
+
+
+def environments(source: dict[str, Any], given: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The environment of each function the stack creates under ``given``:
+    the Globals, then the function's own variables (as SAM merges them)."""
+    params = parameters_of(source, given)
+    conditions = conditions_of(source, params)
+    out: dict[str, dict[str, str]] = {}
+    for function, logical in FUNCTIONS.items():
+        resource = source["Resources"][logical]
+        if not conditions.get(resource.get("Condition", ""), True):
+            continue
+        env = dict(source["Globals"]["Function"]["Environment"]["Variables"])
+        env.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
+        out[function] = {k: str(evaluate(source, v, params, conditions)) for k, v in env.items()}
+    return out
+
+
+def config_check(envs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Each function's verdict on its environment, as its cold start gives it."""
+    checker = ROOT / "target" / "debug" / "config-check"
+    done = subprocess.run([str(checker)], input=json.dumps(envs), capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
 def test_every_function_the_stack_creates_accepts_its_environment(source: dict[str, Any], deployment: str) -> None:
     given = DEPLOYMENTS[deployment]
     for name, value in given.items():
-        pattern = source["Parameters"][name].get("AllowedPattern")
+        p = source["Parameters"][name]
+        pattern = p.get("AllowedPattern")
         assert pattern is None or re.fullmatch(pattern, value), f"{deployment}: {name}={value!r} is refused by the template"
-    env, conditions = environment(source, given)
-    created = [f for f, logical in FUNCTIONS.items() if conditions.get(source["Resources"][logical].get("Condition", ""), True)]
-    assert "lifecycle-hook" in created
-    checker = ROOT / "target" / "debug" / "config-check"
-    done = subprocess.run([str(checker)], input=json.dumps({f: env for f in created}), capture_output=True, text=True, check=True)
-    verdicts = json.loads(done.stdout)
-    assert verdicts == {f: None for f in created}, f"{deployment}: {verdicts}"
+        if p["Type"] == "Number":
+            assert p.get("MinValue", 0) <= int(value) <= p.get("MaxValue", int(value)), f"{deployment}: {name}={value}"
+    envs = environments(source, given)
+    assert "lifecycle-hook" in envs
+    verdicts = config_check(envs)
+    assert verdicts == {f: None for f in envs}, f"{deployment}: {verdicts}"
 
 
 def test_the_template_refuses_what_the_functions_would_refuse(source: dict[str, Any]) -> None:
@@ -439,3 +471,195 @@ def test_the_lifecycle_function_re_triggers_itself_through_its_own_queue(source:
     timeout = resources["LifecycleHookFunction"]["Properties"]["Timeout"]
     assert queue["VisibilityTimeout"] >= 6 * timeout
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+
+
+# ---------------------------------------------------------------------------
+# Consistent releases: the quiet period's queue, the marker, the shrink guard
+# ---------------------------------------------------------------------------
+
+#: The release variables and the parameters they come from.
+RELEASE_PARAMETERS = {
+    "FLEET_SYNC_QUIET_SECONDS": "SyncQuietSeconds",
+    "FLEET_SYNC_MAX_DELAY_SECONDS": "SyncMaxDelaySeconds",
+    "FLEET_RELEASE_MARKER": "ReleaseMarker",
+    "FLEET_SYNC_MAX_SHRINK": "SyncMaxShrink",
+}
+SYNC_FUNCTIONS = ("codebase-sync", "sync-completion")
+
+
+@pytest.mark.parametrize("deployment", ["everything", "release marker", "slow uploads"])
+def test_the_release_parameters_reach_both_sync_functions(source: dict[str, Any], deployment: str) -> None:
+    given = DEPLOYMENTS[deployment]
+    envs = environments(source, given)
+    wanted = {var: str(given.get(param, source["Parameters"][param]["Default"])) for var, param in RELEASE_PARAMETERS.items()}
+    for function in SYNC_FUNCTIONS:
+        assert {var: envs[function][var] for var in RELEASE_PARAMETERS} == wanted, f"{deployment}: {function}"
+
+
+def test_the_release_defaults_are_the_functions_own(source: dict[str, Any]) -> None:
+    config = (ROOT / "shared" / "src" / "config.rs").read_text()
+
+    def const(name: str) -> str:
+        (found,) = re.findall(r"pub const " + name + r": [^=]+= ([^;]+);", config)
+        return found.strip('"')
+
+    p = source["Parameters"]
+    assert str(p["SyncQuietSeconds"]["Default"]) == const("DEFAULT_QUIET_SECONDS")
+    assert str(p["SyncMaxDelaySeconds"]["Default"]) == const("DEFAULT_MAX_DELAY_SECONDS")
+    assert p["SyncMaxShrink"]["Default"] == const("DEFAULT_MAX_SHRINK")
+    assert p["ReleaseMarker"]["Default"] == ""
+
+
+@pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
+def test_each_function_re_triggers_through_its_own_queue(source: dict[str, Any], deployment: str) -> None:
+    envs = environments(source, DEPLOYMENTS[deployment])
+    wanted = {
+        "lifecycle-hook": QUEUE_URLS["LifecycleRetriggerQueue"],
+        "mount-targets": "",
+        "codebase-sync": QUEUE_URLS["SyncTriggerQueue"],
+        "sync-completion": QUEUE_URLS["SyncTriggerQueue"],
+    }
+    assert {f: env["FLEET_RETRIGGER_QUEUE_URL"] for f, env in envs.items()} == {f: wanted[f] for f in envs}, deployment
+    # The sync functions refuse to start without it while the quiet period
+    # is above 0 (SyncSettings, which config-check does not reach).
+    for function in SYNC_FUNCTIONS:
+        if function in envs and int(envs[function]["FLEET_SYNC_QUIET_SECONDS"]) > 0:
+            assert envs[function]["FLEET_RETRIGGER_QUEUE_URL"], f"{deployment}: {function}"
+
+
+def test_both_sync_functions_send_codebase_syncs_delayed_start_to_its_queue(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    for logical in ("CodebaseSyncFunction", "SyncCompletionFunction"):
+        assert resources[logical]["Condition"] == resources["SyncTriggerQueue"]["Condition"] == "HasCodebase", logical
+        env = resources[logical]["Properties"]["Environment"]["Variables"]
+        assert env["FLEET_RETRIGGER_QUEUE_URL"] == {"Ref": "SyncTriggerQueue"}, logical
+    lifecycle = resources["LifecycleHookFunction"]["Properties"]["Environment"]["Variables"]
+    assert lifecycle["FLEET_RETRIGGER_QUEUE_URL"] == {"Ref": "LifecycleRetriggerQueue"}
+    assert "Environment" not in resources["MountTargetsFunction"]["Properties"]
+    assert source["Globals"]["Function"]["Environment"]["Variables"]["FLEET_RETRIGGER_QUEUE_URL"] == ""
+
+
+def test_codebase_sync_consumes_its_trigger_queue(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    mappings = {
+        r["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: r
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert {queue: r["Properties"]["FunctionName"] for queue, r in mappings.items()} == {
+        "UploadQueue": {"Ref": "CodebaseSyncFunction"},
+        "LifecycleRetriggerQueue": {"Ref": "LifecycleHookFunction"},
+        "SyncTriggerQueue": {"Ref": "CodebaseSyncFunction"},
+    }
+    esm = mappings["SyncTriggerQueue"]
+    assert esm["Condition"] == "HasCodebase"
+    assert "FunctionResponseTypes" not in esm["Properties"], "codebase-sync fails the whole invocation: it reports no item failures"
+    assert esm["Properties"]["BatchSize"] == 10
+    # Every poller of codebase-sync fits in its reserved concurrency: a
+    # message waits in its queue instead of being throttled towards the DLQ.
+    reserved = resources["CodebaseSyncFunction"]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"][1]
+    pollers = [r["Properties"]["ScalingConfig"]["MaximumConcurrency"] for r in mappings.values() if r["Properties"]["FunctionName"] == {"Ref": "CodebaseSyncFunction"}]
+    assert sum(pollers) <= reserved, (pollers, reserved)
+
+
+def test_the_sync_trigger_queue_is_encrypted_and_outlives_the_function(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    queue = resources["SyncTriggerQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * resources["CodebaseSyncFunction"]["Properties"]["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+    assert queue["MessageRetentionPeriod"] > 900, "a message outlives its longest delay (DelaySeconds <= 900)"
+
+
+def queue_of(resource: Any) -> str:
+    """The queue a statement's ``Fn::GetAtt`` Resource names."""
+    assert isinstance(resource, dict) and set(resource) == {"Fn::GetAtt"}, resource
+    target = resource["Fn::GetAtt"]
+    return target[0] if isinstance(target, list) else target.split(".")[0]
+
+
+def test_each_role_sends_and_polls_only_its_own_queues(transformed: dict[str, Any]) -> None:
+    sends = {
+        "lifecycle-hook": {"LifecycleRetriggerQueue", "EventsDeadLetterQueue"},  # + its on-failure destination
+        "mount-targets": {"EventsDeadLetterQueue"},
+        "codebase-sync": {"SyncTriggerQueue"},
+        "sync-completion": {"SyncTriggerQueue", "EventsDeadLetterQueue"},
+    }
+    polls = {
+        "lifecycle-hook": {"LifecycleRetriggerQueue"},
+        "mount-targets": set(),
+        "codebase-sync": {"UploadQueue", "SyncTriggerQueue"},
+        "sync-completion": set(),
+    }
+    for function, logical in FUNCTIONS.items():
+        role = statements(transformed["Resources"][f"{logical}Role"])
+        sent = {queue_of(s["Resource"]) for s in role if "sqs:SendMessage" in actions_of(s)}
+        polled = {queue_of(s["Resource"]) for s in role if "sqs:ReceiveMessage" in actions_of(s)}
+        assert (sent, polled) == (sends[function], polls[function]), function
+
+
+def test_the_release_marker_grant_is_that_object_only_and_only_with_a_marker(
+    source: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    marker_arn = "arn:${AWS::Partition}:s3:::${CodebaseBucket}/${CodebasePrefix}${ReleaseMarker}"
+    for function, logical in FUNCTIONS.items():
+        role = transformed["Resources"][f"{logical}Role"]
+        raw = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        gets = [s for s in raw if "s3:GetObject" in json.dumps(s)]
+        if function not in SYNC_FUNCTIONS:
+            assert not gets, f"{function}: {gets}"
+            continue
+        (grant,) = gets
+        condition, statement, otherwise = grant["Fn::If"]
+        assert (condition, otherwise) == ("HasReleaseMarker", {"Ref": "AWS::NoValue"}), function
+        assert actions_of(statement) == ["s3:GetObject"], function
+        assert statement["Resource"] == {"Fn::Sub": marker_arn}, function
+        assert "Condition" not in statement
+    # Only with a codebase and a marker.
+    assert source["Conditions"]["HasReleaseMarker"] == {
+        "Fn::And": [{"Condition": "HasCodebase"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReleaseMarker"}, ""]}]}]
+    }
+    for given in (PARAMETERS, {"FleetName": "web", "GroupName1": "web-a", "ReleaseMarker": ".release"}):
+        assert not conditions_of(source, parameters_of(source, given))["HasReleaseMarker"], given
+    # The ARN names the very key the functions read: <prefix><marker>, with
+    # the prefix as FLEET_CODEBASE_PREFIX gives it (a leading "/" stripped).
+    for prefix in ("app/", ""):
+        given = DEPLOYMENTS["release marker"] | {"CodebasePrefix": prefix}
+        params = parameters_of(source, given)
+        assert conditions_of(source, params)["HasReleaseMarker"]
+        env = environments(source, given)["codebase-sync"]
+        key = env["FLEET_CODEBASE_PREFIX"].lstrip("/") + env["FLEET_RELEASE_MARKER"]
+        arn = evaluate(source, {"Fn::Sub": marker_arn.replace("${AWS::Partition}", "aws")}, params, {})
+        assert arn == f"arn:aws:s3:::{given['CodebaseBucket']}/{key}", (prefix, arn, key)
+
+
+def test_the_release_parameters_admit_only_what_the_functions_accept(source: dict[str, Any]) -> None:
+    p = source["Parameters"]
+    base = environments(source, DEPLOYMENTS["everything"])["codebase-sync"]
+
+    def verdict(overrides: dict[str, str]) -> Any:
+        return config_check({"codebase-sync": base | overrides})["codebase-sync"]
+
+    quiet, delay = p["SyncQuietSeconds"], p["SyncMaxDelaySeconds"]
+    for q, d in ((quiet["MinValue"], delay["MinValue"]), (quiet["MaxValue"], delay["MaxValue"])):
+        assert verdict({"FLEET_SYNC_QUIET_SECONDS": str(q), "FLEET_SYNC_MAX_DELAY_SECONDS": str(d)}) is None, (q, d)
+    assert verdict({"FLEET_SYNC_QUIET_SECONDS": str(quiet["MaxValue"] + 1), "FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"])})
+    assert verdict({"FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"] + 1)})
+    # A template cannot compare two parameters: their descriptions say it.
+    assert verdict({"FLEET_SYNC_QUIET_SECONDS": "120", "FLEET_SYNC_MAX_DELAY_SECONDS": "60"})
+    assert "SyncMaxDelaySeconds" in quiet["Description"] and "SyncQuietSeconds" in delay["Description"]
+
+    shrink = p["SyncMaxShrink"]["AllowedPattern"]
+    for value in ("0", "1", "0.5", ".5", ".25", "0.05", "0.99", "1.0", "1.00"):
+        assert re.fullmatch(shrink, value) and verdict({"FLEET_SYNC_MAX_SHRINK": value}) is None, value
+    for value in ("1.5", "2", "0.123", "1.01", ".", "-0.1", "0,5", "50%"):
+        assert not re.fullmatch(shrink, value) and verdict({"FLEET_SYNC_MAX_SHRINK": value}), value
+
+    marker = p["ReleaseMarker"]["AllowedPattern"]
+    for value in ("", ".release", "release", "releases/current.txt", "...", "a/.b/..c", "x" * 256):
+        assert re.fullmatch(marker, value) and verdict({"FLEET_RELEASE_MARKER": value}) is None, value
+    for value in ("x" * 257, "a//b", "a/", "./a", "a/./b", "../a", "a/..", ".", "..", "a b", "a*b", "a\\b"):
+        assert not re.fullmatch(marker, value) and verdict({"FLEET_RELEASE_MARKER": value}), value
+    # The functions strip a leading "/"; the template refuses it, so that the
+    # IAM grant (<prefix><marker>) never names a key with a doubled slash.
+    assert not re.fullmatch(marker, "/.release")

@@ -36,14 +36,20 @@ pub fn form_encode(key: &str) -> String {
 }
 
 /// An S3 notification (direct Lambda invocation) with one `ObjectCreated:Put`
-/// record per key, keys form-encoded as S3 sends them.
+/// record per key, keys form-encoded as S3 sends them (long ago: no quiet
+/// period holds it back).
 pub fn s3_notification(bucket: &str, keys: &[String]) -> Value {
+    s3_notification_at(bucket, keys, "2026-11-01T00:00:00.000Z")
+}
+
+/// The same, with `eventTime` `event_time` (ISO 8601, milliseconds).
+pub fn s3_notification_at(bucket: &str, keys: &[String], event_time: &str) -> Value {
     let records: Vec<Value> = keys
         .iter()
         .map(|k| {
             json!({
                 "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                "eventTime": "2026-11-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "eventTime": event_time, "eventName": "ObjectCreated:Put",
                 "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "203.0.113.1"},
                 "responseElements": {},
                 "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
@@ -52,6 +58,16 @@ pub fn s3_notification(bucket: &str, keys: &[String]) -> Value {
         })
         .collect();
     json!({ "Records": records })
+}
+
+/// An SQS event source mapping's invocation with one message of `body`.
+pub fn sqs_message(message_id: &str, body: &str, queue_arn: &str) -> Value {
+    json!({"Records": [{
+        "messageId": message_id, "receiptHandle": format!("{message_id}-1"), "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000",
+            "SenderId": "AROAFUNCTION", "ApproximateFirstReceiveTimestamp": "1700000000000"},
+        "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": "us-east-1"
+    }]})
 }
 
 /// An EventBridge "EC2 Command Status-change Notification".

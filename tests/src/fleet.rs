@@ -86,6 +86,9 @@ pub struct Fleet {
     pub target_group_arn: String,
     /// The lifecycle function's re-trigger queue (`FLEET_RETRIGGER_QUEUE_URL`).
     pub retrigger_queue_url: String,
+    /// `codebase-sync`'s delayed-start queue (the sync functions'
+    /// `FLEET_RETRIGGER_QUEUE_URL`, as the template sets it per function).
+    pub sync_queue_url: String,
     /// The EFS file system.
     pub file_system_id: String,
     /// The lock table.
@@ -291,15 +294,21 @@ impl Fleet {
 
         let lock_table = lock_table(c, &format!("{name}-locks")).await;
 
-        let retrigger_queue_url = c
-            .sqs
-            .create_queue()
-            .queue_name(format!("{name}-retrigger"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
-            .queue_url
-            .unwrap_or_default();
+        let queue = |suffix: &str| {
+            let name = format!("{name}-{suffix}");
+            async move {
+                c.sqs
+                    .create_queue()
+                    .queue_name(name)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+                    .queue_url
+                    .unwrap_or_default()
+            }
+        };
+        let retrigger_queue_url = queue("retrigger").await;
+        let sync_queue_url = queue("sync-trigger").await;
 
         let bucket = name.to_lowercase();
         c.s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| panic!("create_bucket: {e:?}"));
@@ -316,6 +325,7 @@ impl Fleet {
             terminate_hook,
             target_group_arn,
             retrigger_queue_url,
+            sync_queue_url,
             file_system_id,
             lock_table,
             bucket,
@@ -324,8 +334,24 @@ impl Fleet {
         }
     }
 
+    /// The environment of `component`: [`Fleet::env`], with the sync
+    /// functions' own queue for delayed starts and the quiet period of
+    /// `quiet_s` seconds (the template's per-function override).
+    pub fn sync_env(&self, component: fleetkeeper::Component, quiet_s: u64) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.retain(|(k, _)| k != vars::SYNC_QUIET_SECONDS);
+        env.push((vars::SYNC_QUIET_SECONDS.to_owned(), quiet_s.to_string()));
+        if matches!(component, fleetkeeper::Component::CodebaseSync | fleetkeeper::Component::SyncCompletion) {
+            env.retain(|(k, _)| k != vars::RETRIGGER_QUEUE_URL);
+            env.push((vars::RETRIGGER_QUEUE_URL.to_owned(), self.sync_queue_url.clone()));
+        }
+        env
+    }
+
     /// The fleetkeeper environment of this fleet: every variable of the
     /// configuration contract, so one environment serves every function.
+    /// Waves start at once (`FLEET_SYNC_QUIET_SECONDS` 0): the tests of
+    /// consistent releases use [`Fleet::sync_env`].
     pub fn env(&self) -> Vec<(String, String)> {
         [
             (vars::FLEET_NAME, self.name.as_str()),
@@ -341,6 +367,7 @@ impl Fleet {
             (vars::SYNC_DOCUMENT, self.document.as_str()),
             (vars::LOCK_TABLE, self.lock_table.as_str()),
             (vars::RETRIGGER_QUEUE_URL, self.retrigger_queue_url.as_str()),
+            (vars::SYNC_QUIET_SECONDS, "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -251,7 +251,10 @@ impl Router {
             out.extend(self.deliver_async(event).await);
         }
         out.extend(self.deliver_queue().await);
-        out.extend(self.deliver_retriggers().await);
+        let lifecycle = self.fleet.retrigger_queue_url.clone();
+        out.extend(self.deliver_retriggers(Component::LifecycleHook, &lifecycle).await);
+        let sync = self.fleet.sync_queue_url.clone();
+        out.extend(self.deliver_retriggers(Component::CodebaseSync, &sync).await);
         self.log.extend(out.iter().cloned());
         out
     }
@@ -260,20 +263,20 @@ impl Router {
     /// clock), as the event source mapping delivers them: a batch of up to
     /// 10; a message the reply names in `batchItemFailures` (or every one,
     /// on a function error) stays for redelivery, the others are deleted.
-    async fn deliver_retriggers(&mut self) -> Vec<Delivery> {
-        if !self.targets.contains_key(&Component::LifecycleHook) {
+    async fn deliver_retriggers(&mut self, to: Component, url: &str) -> Vec<Delivery> {
+        if !self.targets.contains_key(&to) {
             return Vec::new();
         }
-        let url = self.fleet.retrigger_queue_url.clone();
         let received = self
             .sqs
             .receive_message()
-            .queue_url(&url)
+            .queue_url(url)
             .max_number_of_messages(10)
             .visibility_timeout(720)
             .send()
             .await
             .unwrap_or_else(|e| panic!("receive from {url}: {e:?}"));
+        let queue = url.rsplit('/').next().unwrap_or_default().to_owned();
         let messages = received.messages();
         if messages.is_empty() {
             return Vec::new();
@@ -290,13 +293,13 @@ impl Router {
                         "SenderId": "AROALCHOOK", "ApproximateFirstReceiveTimestamp": "1700000000000"},
                     "messageAttributes": {},
                     "eventSource": "aws:sqs",
-                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:{account}:{}-retrigger", self.fleet.name),
+                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:{account}:{queue}"),
                     "awsRegion": "us-east-1"
                 })
             })
             .collect();
         let what = format!("re-trigger batch of {}", records.len());
-        let Some(target) = self.targets.get_mut(&Component::LifecycleHook) else { return Vec::new() };
+        let Some(target) = self.targets.get_mut(&to) else { return Vec::new() };
         let reply = target.invoke(json!({ "Records": records })).await;
         let all: Vec<String> = messages.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect();
         let failed = failed_items(&reply, all);
@@ -307,14 +310,23 @@ impl Router {
             if let Some(handle) = m.receipt_handle() {
                 self.sqs
                     .delete_message()
-                    .queue_url(&url)
+                    .queue_url(url)
                     .receipt_handle(handle)
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("delete from {url}: {e:?}"));
             }
         }
-        vec![Delivery { to: Component::LifecycleHook, path: Path::Sqs, what, attempt: 1, reply }]
+        vec![Delivery { to, path: Path::Sqs, what, attempt: 1, reply }]
+    }
+
+    /// Invokes `component` with `payload` as an operator does (an async
+    /// invocation, retried on error like any other).
+    pub async fn invoke(&mut self, component: Component, payload: Value) -> Option<Delivery> {
+        let event = AsyncEvent { to: component, what: "manual".into(), payload, attempt: 1 };
+        let delivery = self.deliver_async(event).await;
+        self.log.extend(delivery.iter().cloned());
+        delivery
     }
 
     /// A schedule fires for every scheduled function.

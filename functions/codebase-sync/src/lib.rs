@@ -1,12 +1,18 @@
-//! `codebase-sync`: bursts of uploads become one fenced sync wave.
+//! `codebase-sync`: bursts of uploads become one fenced sync wave of a
+//! settled codebase.
 //!
 //! One invocation with relevant S3 events (created or removed objects in the
-//! codebase bucket, under its prefix, not excluded) makes **one** demand write
-//! and **one** try at starting a wave; `{"action": "sync"}` forces one. The
-//! winner sends the sync document to every instance `InService` in a managed
-//! group and `Online` in SSM; losers return at once: their demand is counted
-//! and the running wave's follow-up covers it. Nothing from an event reaches
-//! the command.
+//! codebase bucket, under its prefix, not excluded; in release-marker mode
+//! only the marker being written) makes **one** demand write, stamped with
+//! the changes' S3 event times, and **one** try at starting a wave. The wave
+//! starts once no change happened for the quiet period (or the first
+//! unsynced change reached the max delay); until then the invocation queues
+//! its own delayed start (`{"action": "sync-due"}`, one at a time) and
+//! returns. `{"action": "sync"}` starts at once (`"allow_shrink": true`
+//! also lifts the instances' shrink guard for it). The winner sends the sync
+//! document to every instance `InService` in a managed group and `Online` in
+//! SSM; losers return at once: their demand is counted and the running
+//! wave's follow-up covers it. Nothing from an event reaches the command.
 
 use std::time::Duration;
 
@@ -14,14 +20,16 @@ use fleetkeeper::deadline;
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
 use fleetkeeper::ssm_document::new_epoch;
-use fleetkeeper::sync::codebase::relevance;
-use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncFunction, SyncSettings, Trigger};
-use fleetkeeper::sync::state::Op;
+use fleetkeeper::sync::codebase::{marker_relevance, relevance};
+use fleetkeeper::sync::run::{
+    SettleOutcome, StartOutcome, StartWhen, SyncFunction, SyncSettings, Trigger, TriggerState,
+};
+use fleetkeeper::sync::state::{ChangeTimes, Op};
 use fleetkeeper::sync::store::{Applied, FleetStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The function's state, built once per cold start.
 pub type Function = SyncFunction;
@@ -40,6 +48,10 @@ pub struct Summary {
     pub relevant: usize,
     /// A manual sync's reason, when one was asked for.
     pub manual: Option<String>,
+    /// The manual sync lifted the instances' shrink guard.
+    pub allow_shrink: bool,
+    /// The delayed start this invocation handled (due at, epoch ms).
+    pub due: Option<u64>,
     /// Events skipped, by reason.
     pub skipped: Skips,
     /// `requested_gen` after this invocation's demand.
@@ -53,11 +65,31 @@ pub struct Summary {
 /// Whether an event is demand for this fleet, or why not.
 pub fn classify(event: &Event, settings: &SyncSettings) -> Result<(), Skip> {
     match event {
-        Event::S3(change) => relevance(change, &settings.codebase, &settings.excludes),
+        Event::S3(change) => {
+            relevance(change, &settings.codebase, &settings.excludes)?;
+            match settings.marker_key() {
+                Some(marker) => marker_relevance(change, &marker),
+                None => Ok(()),
+            }
+        }
         Event::S3Test(_) => Err(Skip::new(SkipReason::TestNotification, "s3:TestEvent")),
-        Event::Manual(m) if m.action == ManualAction::Sync => Ok(()),
+        Event::Manual(m) if matches!(m.action, ManualAction::Sync | ManualAction::SyncDue) => Ok(()),
         other => Err(not_for_this_function(other)),
     }
+}
+
+/// The event times of the S3 changes in `demand`, each at most `now` (a
+/// change without a time, or stamped by a clock ahead of ours, counts as
+/// happening now: never earlier than it did).
+fn change_times(demand: &[events::Received], now: u64) -> Option<ChangeTimes> {
+    let times: Vec<u64> = demand
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::S3(c) => Some(c.time_ms.map_or(now, |t| t.min(now))),
+            _ => None,
+        })
+        .collect();
+    Some(ChangeTimes { oldest: *times.iter().min()?, newest: *times.iter().max()? })
 }
 
 /// Handles one invocation.
@@ -66,7 +98,11 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let events = received.len();
     let (demand, skipped) = triage(received, |e| classify(e, &f.settings));
     let manual = demand.iter().find_map(|r| match &r.event {
-        Event::Manual(m) => Some(m.reason.clone().unwrap_or_else(|| "no reason given".into())),
+        Event::Manual(m) if m.action == ManualAction::Sync => Some(m.clone()),
+        _ => None,
+    });
+    let due = demand.iter().find_map(|r| match &r.event {
+        Event::Manual(m) if m.action == ManualAction::SyncDue => Some(m.due.unwrap_or_default()),
         _ => None,
     });
     let relevant = demand.iter().filter(|r| matches!(r.event, Event::S3(_))).count();
@@ -74,7 +110,9 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         function: "codebase-sync",
         events,
         relevant,
-        manual: manual.clone(),
+        manual: manual.as_ref().map(|m| m.reason.clone().unwrap_or_else(|| "no reason given".into())),
+        allow_shrink: manual.as_ref().is_some_and(|m| m.allow_shrink),
+        due,
         skipped,
         requested_gen: None,
         recovered: None,
@@ -84,23 +122,38 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         info!(events, skipped = summary.skipped.total(), "no relevant change");
         return Ok(summary);
     }
-    let budget = deadline::budget(event.context.deadline, f.deps.clock.now_ms(), MAX_WORK);
+    let now = f.deps.clock.now_ms();
+    let budget = deadline::budget(event.context.deadline, now, MAX_WORK);
     let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
-    let reason = match &manual {
-        Some(r) => format!("manual: {r}"),
-        None => "upload".to_owned(),
+    let (reason, when) = match &summary.manual {
+        Some(r) => (format!("manual: {r}"), StartWhen::Now),
+        None if relevant > 0 => ("upload".to_owned(), StartWhen::Quiet { due: None }),
+        None => ("quiet period over".to_owned(), StartWhen::Quiet { due }),
     };
     if f.settings.dry_run {
-        summary.wave = Some(cx.start(&reason).await.map_err(Box::new)?);
+        summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
         return Ok(summary);
     }
-    // One demand write per invocation, however many records it holds.
-    let item = match f.store.apply(&Op::Demand { count: 1, epoch: new_epoch() }).await.map_err(Box::new)? {
-        Applied::Won(item) => item,
-        Applied::Lost(r) => return Err(format!("demand refused: {r:?}").into()),
+    let item = if relevant > 0 || manual.is_some() {
+        if summary.allow_shrink {
+            // Before the demand: every wave that covers it sees the lift.
+            let next = f.store.load().await.map_err(Box::new)?.map_or(0, |i| i.requested_gen) + 1;
+            f.store.apply(&Op::AllowShrink { generation: next }).await.map_err(Box::new)?;
+            warn!(generation = next, "allow_shrink: the instances' shrink guard is lifted for this sync");
+        }
+        // One demand write per invocation, however many records it holds.
+        let op = Op::Demand { count: 1, epoch: new_epoch(), changes: change_times(&demand, now) };
+        let item = match f.store.apply(&op).await.map_err(Box::new)? {
+            Applied::Won(item) => *item,
+            Applied::Lost(r) => return Err(format!("demand refused: {r:?}").into()),
+        };
+        summary.requested_gen = Some(item.requested_gen);
+        info!(relevant, requested_gen = item.requested_gen, manual = manual.is_some(), "demand recorded");
+        item
+    } else {
+        // A delayed start: the demand is on record already.
+        f.store.load().await.map_err(Box::new)?.unwrap_or_default()
     };
-    summary.requested_gen = Some(item.requested_gen);
-    info!(relevant, requested_gen = item.requested_gen, manual = manual.is_some(), "demand recorded");
     if let Some(wave) = &item.wave {
         if wave.lease_expires_at >= f.deps.clock.now_ms() {
             // The running wave's follow-up covers this demand.
@@ -125,6 +178,17 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
             return Ok(summary);
         }
     }
-    summary.wave = Some(cx.start(&reason).await.map_err(Box::new)?);
+    // Still changing, and a delayed start is on its way: the demand is on
+    // record and that start looks again (no write that would only be refused).
+    let now = f.deps.clock.now_ms();
+    if when == (StartWhen::Quiet { due: None })
+        && let Some(until) = f.settings.quiet().until(&item).filter(|u| now < *u)
+        && let Some(pending) = item.trigger_at.filter(|t| *t >= now)
+    {
+        info!(until, pending, "quiet period: a delayed start is already on its way");
+        summary.wave = Some(StartOutcome::Waiting { until, trigger: TriggerState::OnItsWay { due: pending } });
+        return Ok(summary);
+    }
+    summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
     Ok(summary)
 }

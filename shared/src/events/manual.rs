@@ -1,6 +1,11 @@
-//! Manual payloads: `{"action": "sync", "reason": "..."}`,
-//! `{"action": "reconcile"}`, `{"action": "sweep"}`. The reason is free text
-//! for the logs and the wave record; it never reaches a command.
+//! Manual payloads: `{"action": "sync", "reason": "...", "allow_shrink":
+//! true}`, `{"action": "reconcile"}`, `{"action": "sweep"}`; and the sync's
+//! own delayed start, `{"action": "sync-due", "due": <epoch ms>}`, which
+//! `codebase-sync` queues for itself when a quiet period holds a wave back.
+//! The reason is free text for the logs and the wave record; it never
+//! reaches a command. `allow_shrink` lifts the instances' shrink guard for
+//! the generation this sync requests: only a JSON `true` does, and only on a
+//! sync (anything else is refused as malformed, never guessed).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -17,6 +22,9 @@ pub enum ManualAction {
     Reconcile,
     /// Run the sync sweep now (`sync-completion`).
     Sweep,
+    /// Start the wave a quiet period held back, if it is quiet now
+    /// (`codebase-sync`'s own delayed trigger).
+    SyncDue,
 }
 
 /// A manual invocation.
@@ -26,6 +34,10 @@ pub struct ManualRequest {
     pub action: ManualAction,
     /// Why, as given (at most 256 bytes).
     pub reason: Option<String>,
+    /// Lift the shrink guard for this sync (`"allow_shrink": true`).
+    pub allow_shrink: bool,
+    /// When a delayed start was due, epoch ms (`sync-due`).
+    pub due: Option<u64>,
 }
 
 /// Longest reason kept.
@@ -36,6 +48,7 @@ pub(super) fn parse(value: &Value) -> Event {
         Some("sync") => ManualAction::Sync,
         Some("reconcile") => ManualAction::Reconcile,
         Some("sweep") => ManualAction::Sweep,
+        Some("sync-due") => ManualAction::SyncDue,
         Some(other) => {
             let mut other = format!("{other:?}");
             truncate(&mut other, 40);
@@ -48,5 +61,14 @@ pub(super) fn parse(value: &Value) -> Event {
         truncate(&mut r, MAX_REASON);
         r
     });
-    Event::Manual(ManualRequest { action, reason })
+    let allow_shrink = match value.get("allow_shrink") {
+        None => false,
+        Some(Value::Bool(b)) if action == ManualAction::Sync => *b,
+        Some(_) if action != ManualAction::Sync => {
+            return Event::skipped(SkipReason::Malformed, "allow_shrink is only for a sync");
+        }
+        Some(_) => return Event::skipped(SkipReason::Malformed, "allow_shrink is not true or false"),
+    };
+    let due = value.get("due").and_then(Value::as_u64);
+    Event::Manual(ManualRequest { action, reason, allow_shrink, due })
 }

@@ -116,6 +116,9 @@ pub enum SkipReason {
     TestNotification,
     /// A manual action this function does not know.
     UnknownAction,
+    /// A codebase change in release-marker mode that is not the marker: it
+    /// waits for the marker (`FLEET_RELEASE_MARKER`).
+    AwaitingReleaseMarker,
 }
 
 impl Skip {
@@ -293,7 +296,10 @@ fn parse_eventbridge(value: &Value) -> Event {
         Err(e) => return Event::skipped(SkipReason::Malformed, format!("EventBridge envelope: {e}")),
     };
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
-        ("aws.s3", _) => s3::from_eventbridge(&envelope.detail_type, &envelope.detail),
+        ("aws.s3", _) => {
+            let time_ms = envelope.time.and_then(|t| u64::try_from(t.timestamp_millis()).ok());
+            s3::from_eventbridge(&envelope.detail_type, &envelope.detail, time_ms)
+        }
         ("aws.autoscaling", "EC2 Instance-launch Lifecycle Action" | "EC2 Instance-terminate Lifecycle Action") => {
             let time_ms = envelope.time.and_then(|t| u64::try_from(t.timestamp_millis()).ok());
             autoscaling::lifecycle_from_eventbridge(&envelope.detail, time_ms)

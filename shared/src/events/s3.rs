@@ -32,6 +32,18 @@ pub struct S3Change {
     pub change: S3ChangeKind,
     /// The sequencer, when sent (orders events of one key).
     pub sequencer: Option<String>,
+    /// When S3 made the change, epoch ms, as the event says (a notification
+    /// record's `eventTime`, milliseconds; an EventBridge event's `time`,
+    /// whole seconds, taken as the end of its second so that a quiet period
+    /// measured from it is never short).
+    pub time_ms: Option<u64>,
+}
+
+/// An ISO 8601 event time as epoch ms.
+fn event_time_ms(time: &str) -> Option<u64> {
+    use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+    let t = DateTime::from_str(time, DateTimeFormat::DateTime).ok()?;
+    u64::try_from(t.to_millis().ok()?).ok()
 }
 
 /// `s3:TestEvent`.
@@ -69,12 +81,13 @@ pub(super) fn from_notification_record(record: &Value) -> Event {
             key: decode_notification_key(key),
             change,
             sequencer: object.and_then(|o| str_field(o, "sequencer")),
+            time_ms: str_field(record, "eventTime").and_then(|t| event_time_ms(&t)),
         }),
         _ => Event::skipped(SkipReason::Malformed, "S3 record without bucket or key"),
     }
 }
 
-pub(super) fn from_eventbridge(detail_type: &str, detail: &Value) -> Event {
+pub(super) fn from_eventbridge(detail_type: &str, detail: &Value, time_ms: Option<u64>) -> Event {
     let change = match detail_type {
         "Object Created" => S3ChangeKind::Created,
         "Object Deleted" => S3ChangeKind::Removed,
@@ -91,6 +104,9 @@ pub(super) fn from_eventbridge(detail_type: &str, detail: &Value) -> Event {
             key: key.to_owned(),
             change,
             sequencer: object.and_then(|o| str_field(o, "sequencer")),
+            // EventBridge times are whole seconds: the change happened
+            // within that second, so its end bounds it from above.
+            time_ms: time_ms.map(|t| t - t % 1000 + 999),
         }),
         _ => Event::skipped(SkipReason::Malformed, "S3 EventBridge detail without bucket or key"),
     }

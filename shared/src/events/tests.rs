@@ -99,6 +99,7 @@ fn s3_notification_keys_are_form_decoded() {
             key: "app/public/my file+v1=ü.php".into(),
             change: S3ChangeKind::Created,
             sequencer: Some("0055AED6DCD90281E5".into()),
+            time_ms: Some(1_793_491_200_123),
         })
     );
     let Event::S3(removed) = &all[1] else { panic!() };
@@ -140,6 +141,8 @@ fn eventbridge_keys_are_never_decoded() {
     let Event::S3(c) = only("s3-eventbridge-created.json") else { panic!() };
     assert_eq!(c.key, "app/my+file%41.php");
     assert_eq!(c.change, S3ChangeKind::Created);
+    // `time` is whole seconds: the change is taken at the end of its second.
+    assert_eq!(c.time_ms, Some(1_793_491_200_999));
 }
 
 #[test]
@@ -218,7 +221,12 @@ fn other_autoscaling_events_name_their_group() {
 fn manual_sync_keeps_a_clean_reason() {
     assert_eq!(
         only("manual-sync.json"),
-        Event::Manual(ManualRequest { action: ManualAction::Sync, reason: Some("hotfix 4711 deployed by ops".into()) })
+        Event::Manual(ManualRequest {
+            action: ManualAction::Sync,
+            reason: Some("hotfix 4711 deployed by ops".into()),
+            allow_shrink: false,
+            due: None,
+        })
     );
     for (action, expected) in [("reconcile", ManualAction::Reconcile), ("sweep", ManualAction::Sweep)] {
         let Event::Manual(m) = parse(&json!({ "action": action })).remove(0).event else { panic!() };
@@ -227,6 +235,32 @@ fn manual_sync_keeps_a_clean_reason() {
     let long = "x".repeat(10_000);
     let Event::Manual(m) = parse(&json!({"action": "sync", "reason": long})).remove(0).event else { panic!() };
     assert!(m.reason.expect("reason").len() <= 260);
+}
+
+#[test]
+fn allow_shrink_must_be_said_plainly() {
+    let Event::Manual(m) = parse(&json!({"action": "sync", "allow_shrink": true})).remove(0).event else { panic!() };
+    assert!(m.allow_shrink);
+    let Event::Manual(m) = parse(&json!({"action": "sync", "allow_shrink": false})).remove(0).event else { panic!() };
+    assert!(!m.allow_shrink);
+    for loose in [json!("true"), json!(1), json!("yes"), json!(null)] {
+        let event = parse(&json!({"action": "sync", "allow_shrink": loose})).remove(0).event;
+        assert!(
+            matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed),
+            "{loose}: a guard is lifted only by a JSON true: {event:?}"
+        );
+    }
+    let event = parse(&json!({"action": "sweep", "allow_shrink": true})).remove(0).event;
+    assert!(matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed), "only a sync lifts it");
+}
+
+#[test]
+fn a_delayed_start_names_when_it_is_due() {
+    let Event::Manual(m) = parse(&json!({"action": "sync-due", "due": 1_700_000_000_000_u64})).remove(0).event else {
+        panic!()
+    };
+    assert_eq!((m.action, m.due), (ManualAction::SyncDue, Some(1_700_000_000_000)));
+    assert!(!m.allow_shrink);
 }
 
 #[test]

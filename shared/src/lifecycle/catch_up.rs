@@ -33,9 +33,15 @@ impl<S: RecordStore> Gate<'_, S> {
         settings: &CatchUpSettings,
     ) -> Result<Sent, GateError> {
         let document = ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
-        let parameters =
-            SyncParameters::new(&settings.codebase, &settings.destination, &c.epoch, c.generation, &settings.region)
-                .to_ssm(Some(&document))?;
+        let parameters = SyncParameters::new(
+            &settings.codebase,
+            &settings.destination,
+            &c.epoch,
+            c.generation,
+            &settings.region,
+            ssm_document::CATCH_UP_MAX_SHRINK,
+        )
+        .to_ssm(Some(&document))?;
         let sent =
             ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, comment(id, c), self.clock)
                 .await?;

@@ -173,9 +173,13 @@ impl<S: RecordStore> Gate<'_, S> {
     }
 
     pub(super) async fn catch_up_status(&self, command_id: &str, id: &str) -> Result<CatchUpState, GateError> {
-        let (status, _) = crate::ssm_document::run::invocation_status(&self.clients.ssm, command_id, id).await?;
+        let (status, _, refused) =
+            crate::ssm_document::run::invocation_status(&self.clients.ssm, command_id, id).await?;
         Ok(match status {
             CommandStatus::Success => CatchUpState::Succeeded,
+            // (A warm-pool instance coming back with a release its guard
+            // will not shrink: it stays out of service, like any failure.)
+            _ if refused.is_some() => CatchUpState::Failed(format!("release refused: {}", refused.unwrap_or_default())),
             s if s.is_terminal() => CatchUpState::Failed(format!("{s:?}")),
             _ => CatchUpState::Running,
         })

@@ -30,6 +30,30 @@ pub enum InstanceResult {
     /// `DeliveryTimedOut`, refused at send, offline): not a failure of the
     /// release nor of the host; the sweep catches it up once reachable.
     Unreachable,
+    /// The instance's shrink guard refused the release (exit
+    /// [`REFUSED_EXIT`]): `current` was kept. A release failure, never the
+    /// host's: it does not count toward quarantine.
+    Refused,
+}
+
+/// The document's exit status when its shrink guard refuses a release.
+pub const REFUSED_EXIT: i32 = 65;
+
+/// How the document's refusal line starts (on standard error).
+pub const REFUSED_PREFIX: &str = "fleetkeeper: refused: ";
+
+/// Why the shrink guard refused, when an invocation's exit status and
+/// output say it did (both must: another failure may exit 65 too).
+pub fn refusal(response_code: i32, output: &str) -> Option<String> {
+    if response_code != REFUSED_EXIT {
+        return None;
+    }
+    let line = output.lines().find_map(|l| l.trim().strip_prefix(REFUSED_PREFIX))?;
+    let mut why: String = line.chars().filter(|c| !c.is_control()).take(300).collect();
+    if why.is_empty() {
+        why = "the shrink guard refused the release".into();
+    }
+    Some(why)
 }
 
 /// One terminal invocation, by its `Status` and `StatusDetails`, as an
@@ -118,7 +142,8 @@ pub fn next_record(mut r: InstanceRecord, at: Synced<'_>, result: InstanceResult
                 r.quarantined_since = Some(now);
             }
         }
-        InstanceResult::NotAttempted | InstanceResult::Gone | InstanceResult::Unreachable => {}
+        InstanceResult::NotAttempted | InstanceResult::Gone | InstanceResult::Unreachable | InstanceResult::Refused => {
+        }
     }
     r
 }
@@ -508,9 +533,10 @@ impl Table {
                 written(self.update(&pk, format!("SET {iid} = {idv} ADD {failures} {one}"), None, e, false).await?)
             }
             // Nothing changes: read, never create an item.
-            InstanceResult::NotAttempted | InstanceResult::Gone | InstanceResult::Unreachable => {
-                self.get(&pk).await?.unwrap_or_default()
-            }
+            InstanceResult::NotAttempted
+            | InstanceResult::Gone
+            | InstanceResult::Unreachable
+            | InstanceResult::Refused => self.get(&pk).await?.unwrap_or_default(),
         };
         let mut record = if attrs.is_empty() { InstanceRecord::fresh(id) } else { parse_instance(&attrs)? };
         record.instance_id = id.to_owned();

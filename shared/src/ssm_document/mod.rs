@@ -29,7 +29,7 @@ pub const MAX_INSTANCE_IDS: usize = 50;
 /// The document's parameters, with the pattern each must match. The SSM
 /// document (`infra/sync-document.yaml`) declares the same `allowedPattern`s;
 /// a test holds the two to each other.
-pub const PARAMETERS: [(&str, &Pattern); 7] = [
+pub const PARAMETERS: [(&str, &Pattern); 9] = [
     ("bucket", &params::BUCKET),
     ("prefix", &params::PREFIX),
     ("destination", &params::DESTINATION),
@@ -37,12 +37,14 @@ pub const PARAMETERS: [(&str, &Pattern); 7] = [
     ("generation", &params::GENERATION),
     ("region", &params::REGION),
     ("epoch", &params::EPOCH),
+    ("release", &params::RELEASE),
+    ("max_shrink", &params::MAX_SHRINK),
 ];
 
 /// Parameters added after the first document: each has a default in the
 /// document that keeps the old behaviour, and is left out when a document
 /// version that does not declare it is pinned (an upgrade in progress).
-pub const OPTIONAL: [&str; 1] = ["epoch"];
+pub const OPTIONAL: [&str; 3] = ["epoch", "release", "max_shrink"];
 
 /// A parameter that does not match its pattern, or that the pinned
 /// document lacks: nothing is sent.
@@ -118,11 +120,48 @@ pub struct SyncParameters {
     pub region: String,
     /// The generation's lineage.
     pub epoch: String,
+    /// The release id (empty: unknown).
+    pub release: String,
+    /// The shrink guard: [`Guard`].
+    pub guard: Guard,
+}
+
+/// The guard of a catch-up (an instance behind the fleet, or a launch):
+/// only an empty release is refused. The fleet already took the releases in
+/// between, each within the guard; measured against an instance's older
+/// `current` their shrinkage adds up and would refuse a legitimate catch-up.
+pub const CATCH_UP_MAX_SHRINK: u8 = 100;
+
+/// What the instances' shrink guard allows (the `max_shrink` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// No release may lose more than this percentage of `current`'s files,
+    /// nor be empty while `current` is not.
+    MaxShrink(u8),
+    /// Lifted by the operator's request (`allow_shrink`).
+    Lifted,
+}
+
+impl Guard {
+    fn parameter(self) -> String {
+        match self {
+            Guard::MaxShrink(p) => p.min(100).to_string(),
+            Guard::Lifted => "any".to_owned(),
+        }
+    }
 }
 
 impl SyncParameters {
     /// The parameters of `codebase` for `generation` of lineage `epoch`.
-    pub fn new(codebase: &CodebaseConfig, destination: &str, epoch: &str, generation: u64, region: &str) -> Self {
+    /// (No release id; the guard at `max_shrink` percent.)
+    pub fn new(
+        codebase: &CodebaseConfig,
+        destination: &str,
+        epoch: &str,
+        generation: u64,
+        region: &str,
+        max_shrink: u8,
+    ) -> Self {
         SyncParameters {
             bucket: codebase.bucket.clone(),
             prefix: codebase.prefix.clone(),
@@ -131,6 +170,8 @@ impl SyncParameters {
             generation,
             region: region.to_owned(),
             epoch: epoch.to_owned(),
+            release: String::new(),
+            guard: Guard::MaxShrink(max_shrink),
         }
     }
 
@@ -146,6 +187,8 @@ impl SyncParameters {
             self.generation.to_string(),
             self.region.clone(),
             self.epoch.clone(),
+            self.release.clone(),
+            self.guard.parameter(),
         ];
         let mut out = HashMap::new();
         for ((name, pattern), value) in PARAMETERS.iter().zip(values) {
@@ -156,6 +199,7 @@ impl SyncParameters {
                 && !doc.declared.contains(*name)
             {
                 if OPTIONAL.contains(name) {
+                    // (An older document has no guard and keeps no release id.)
                     continue;
                 }
                 return Err(ParamError::Undeclared { name, document: doc.name.clone(), version: doc.version.clone() });
@@ -236,7 +280,7 @@ mod tests {
 
     #[test]
     fn parameters_are_configured_values_and_the_generation() {
-        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 42, "us-east-1").to_ssm(None).expect("valid");
+        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 42, "us-east-1", 50).to_ssm(None).expect("valid");
         assert_eq!(p["bucket"], ["code-bucket"]);
         assert_eq!(p["prefix"], ["app/"]);
         assert_eq!(p["destination"], ["/var/www"]);
@@ -244,17 +288,24 @@ mod tests {
         assert_eq!(p["generation"], ["42"]);
         assert_eq!(p["region"], ["us-east-1"]);
         assert_eq!(p["epoch"], [EPOCH]);
+        assert_eq!(p["release"], [""]);
+        assert_eq!(p["max_shrink"], ["50"]);
         assert_eq!(p.len(), PARAMETERS.len());
+        let mut lifted = SyncParameters::new(&codebase(), "/var/www", EPOCH, 42, "us-east-1", 50);
+        lifted.guard = Guard::Lifted;
+        lifted.release = "v2026.11.27-1".into();
+        let p = lifted.to_ssm(None).expect("valid");
+        assert_eq!((p["max_shrink"][0].as_str(), p["release"][0].as_str()), ("any", "v2026.11.27-1"));
     }
 
     #[test]
     fn a_pinned_document_without_a_new_parameter_gets_the_old_set() {
         let all: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
         let old: Vec<&str> = all.iter().copied().filter(|n| !OPTIONAL.contains(n)).collect();
-        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        let p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1", 50);
         assert_eq!(p.to_ssm(Some(&pinned(&all))).expect("new").len(), all.len());
         let sent = p.to_ssm(Some(&pinned(&old))).expect("old document");
-        assert!(!sent.contains_key("epoch") && sent.len() == old.len(), "{sent:?}");
+        assert!(OPTIONAL.iter().all(|o| !sent.contains_key(*o)) && sent.len() == old.len(), "{sent:?}");
         let broken: Vec<&str> = old.iter().copied().filter(|n| *n != "bucket").collect();
         assert!(matches!(p.to_ssm(Some(&pinned(&broken))), Err(ParamError::Undeclared { name: "bucket", .. })));
     }
@@ -265,13 +316,13 @@ mod tests {
             Err(ParamError::Pattern { name, .. }) => Some(name),
             _ => None,
         };
-        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1", 50);
         p.destination = "/var/www; reboot".into();
         assert_eq!(name(p.to_ssm(None)), Some("destination"));
-        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1", 50);
         p.region = "$(id)".into();
         assert_eq!(name(p.to_ssm(None)), Some("region"));
-        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1");
+        let mut p = SyncParameters::new(&codebase(), "/var/www", EPOCH, 1, "us-east-1", 50);
         p.epoch = "x; reboot".into();
         assert_eq!(name(p.to_ssm(None)), Some("epoch"));
     }

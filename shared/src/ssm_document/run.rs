@@ -241,14 +241,22 @@ pub async fn invocation_status(
     ssm: &aws_sdk_ssm::Client,
     command_id: &str,
     instance_id: &str,
-) -> Result<(CommandStatus, String), AwsError> {
+) -> Result<(CommandStatus, String, Option<String>), AwsError> {
     match ssm.get_command_invocation().command_id(command_id).instance_id(instance_id).send().await {
-        Ok(out) => Ok((
-            CommandStatus::parse(out.status().map(|s| s.as_str()).unwrap_or("Pending")),
-            out.status_details().unwrap_or_default().to_owned(),
-        )),
+        Ok(out) => {
+            let output = format!(
+                "{}\n{}",
+                out.standard_output_content().unwrap_or_default(),
+                out.standard_error_content().unwrap_or_default()
+            );
+            Ok((
+                CommandStatus::parse(out.status().map(|s| s.as_str()).unwrap_or("Pending")),
+                out.status_details().unwrap_or_default().to_owned(),
+                crate::ssm_document::history::refusal(out.response_code(), &output),
+            ))
+        }
         Err(SdkError::ServiceError(ctx)) if ctx.err().is_invocation_does_not_exist() => {
-            Ok((CommandStatus::Pending, "Pending".to_owned()))
+            Ok((CommandStatus::Pending, "Pending".to_owned(), None))
         }
         Err(e) => Err(AwsError::from_sdk("GetCommandInvocation", e)),
     }

@@ -10,6 +10,10 @@
 //! is resumed from its record; one with no record is judged on the commands
 //! found by their `Comment`, once its lease expired.
 //!
+//! A wave whose release an instance's shrink guard refused ends
+//! [`WaveEnd::Refused`]: `current` was kept there, nobody is blamed, and the
+//! generation waits for new demand (or a sync with `allow_shrink`).
+//!
 //! A wave fails as a release (or configuration) failure, not the hosts'
 //! fault, when more than half of the instances it ran on failed: then nobody's
 //! failures count toward quarantine (a circuit breaker: a bad release or a
@@ -38,6 +42,8 @@ pub struct InvocationView {
     /// the invocation was pending: the wave stops waiting for it
     /// ([`InstanceResult::Unreachable`]; the sweep catches it up later).
     pub unreachable: bool,
+    /// The shrink guard refused the release there, and why.
+    pub refused: Option<String>,
 }
 
 impl InvocationView {
@@ -49,6 +55,7 @@ impl InvocationView {
             details: details.to_owned(),
             gone: false,
             unreachable: false,
+            refused: None,
         }
     }
 
@@ -61,6 +68,7 @@ impl InvocationView {
         match (self.gone, self.unreachable) {
             (true, _) => InstanceResult::Gone,
             (_, true) if !self.status.is_terminal() => InstanceResult::Unreachable,
+            _ if self.refused.is_some() && self.status.is_terminal() => InstanceResult::Refused,
             _ => instance_result(&self.status, &self.details),
         }
     }
@@ -111,6 +119,13 @@ pub enum Blame {
         /// What stood in the way.
         reason: String,
     },
+    /// The instances' shrink guard refused the release (`current` kept).
+    Refused {
+        /// Instances that refused it.
+        refused: usize,
+        /// Why, as the first of them said.
+        reason: String,
+    },
 }
 
 impl Blame {
@@ -126,6 +141,9 @@ impl Blame {
                 )
             }
             Blame::Configuration { reason } => format!("configuration failure: {reason}"),
+            Blame::Refused { refused, reason } => format!(
+                "release refused by the shrink guard on {refused} instance(s): {reason}; to switch anyway, invoke codebase-sync with {{\"action\": \"sync\", \"allow_shrink\": true}}"
+            ),
         }
     }
 }
@@ -233,14 +251,21 @@ pub fn settle(
             results.push((id.clone(), InstanceResult::NotAttempted));
         }
     }
-    Settlement::Done(judge(results))
+    let refusal = commands.iter().flat_map(|c| &c.invocations).find_map(|i| i.refused.clone());
+    Settlement::Done(judge(results, refusal))
 }
 
-/// The end and the blame of a wave from its instances' results.
-pub fn judge(results: Vec<(String, InstanceResult)>) -> WaveResult {
+/// The end and the blame of a wave from its instances' results; `refusal`
+/// is why the first refusing instance refused.
+pub fn judge(results: Vec<(String, InstanceResult)>, refusal: Option<String>) -> WaveResult {
     let count = |r: InstanceResult| results.iter().filter(|(_, x)| *x == r).count();
     let (synced, failed, unreachable) =
         (count(InstanceResult::Synced), count(InstanceResult::Failed), count(InstanceResult::Unreachable));
+    let refused = count(InstanceResult::Refused);
+    if refused > 0 {
+        let reason = refusal.unwrap_or_else(|| "the shrink guard refused the release".into());
+        return WaveResult { end: WaveEnd::Refused, results, blame: Some(Blame::Refused { refused, reason }) };
+    }
     let attempted = synced + failed;
     let blame = if failed > 0 && failed * 2 > attempted {
         Some(Blame::Release { failed, attempted })
@@ -261,8 +286,9 @@ fn rank(r: InstanceResult) -> u8 {
         InstanceResult::Synced => 0,
         InstanceResult::Gone => 1,
         InstanceResult::Unreachable => 2,
-        InstanceResult::Failed => 3,
-        InstanceResult::NotAttempted => 4,
+        InstanceResult::Refused => 3,
+        InstanceResult::Failed => 4,
+        InstanceResult::NotAttempted => 5,
     }
 }
 

@@ -90,6 +90,9 @@ impl Command {
                     details: format!("{s:?}"),
                     gone: false,
                     unreachable: false,
+                    // The first instance of a chunk refuses a failing
+                    // release (its shrink guard): a refused wave.
+                    refused: (*s == CommandStatus::Failed && i.ends_with("-0")).then(|| "guard".to_owned()),
                 })
                 .collect(),
         }
@@ -153,7 +156,7 @@ impl World {
     }
 
     fn upload(&mut self, chunks: u8) {
-        self.apply(&Op::Demand { count: 1, epoch: "e".into() }).expect("demand always applies");
+        self.apply(&Op::Demand { count: 1, epoch: "e".into(), changes: None }).expect("demand always applies");
         self.demand_since_start = true;
         self.try_start(chunks);
     }
@@ -161,7 +164,7 @@ impl World {
     fn try_start(&mut self, chunks: u8) {
         let id = format!("w{}", self.next_wave);
         self.next_wave += 1;
-        let op = Op::Start { wave_id: id.clone(), now: self.now, lease_ms: LEASE };
+        let op = Op::Start { wave_id: id.clone(), now: self.now, lease_ms: LEASE, quiet: None };
         if let Ok(next) = self.apply(&op) {
             // Never two waves in flight.
             for c in &self.commands {
@@ -498,5 +501,121 @@ proptest! {
         prop_assert_eq!(wave.target, 1 + u64::from(burst), "the follow-up covers the whole burst");
         world.drain();
         prop_assert_eq!(world.starts, 2, "caught up: no more waves");
+    }
+}
+
+/// The quiet period in a timed world: uploads at random times, waves that
+/// take a while, delayed starts due when the quiet period ends (the only
+/// continuation: no sweep). Every start happens only once the codebase was
+/// quiet for `quiet` (or its first unsynced change is `max_delay` old); a
+/// start is never later than the trigger that was due; and all demand
+/// completes.
+fn quiet_world(gaps: &[u64], quiet: u64, max_delay: u64, wave_ms: u64) -> Result<(u32, FleetItem), TestCaseError> {
+    use super::state::{ChangeTimes, Quiet};
+    let rule = Quiet { quiet_ms: quiet, max_delay_ms: max_delay };
+    let mut item: Option<FleetItem> = None;
+    let mut uploads: Vec<u64> = Vec::new();
+    let mut t = 1_000_000;
+    for g in gaps {
+        t += g;
+        uploads.push(t);
+    }
+    let mut next_upload = 0;
+    let mut running: Option<(String, u64)> = None; // wave id, ends at
+    let mut starts = 0;
+    let mut waves = 0u32;
+    let try_start = |item: &mut Option<FleetItem>, now: u64, due: Option<u64>, starts: &mut u32| -> Option<String> {
+        let current = item.clone().unwrap_or_default();
+        *starts += 1;
+        let id = format!("w{starts}");
+        match apply(Some(&current), &Op::Start { wave_id: id.clone(), now, lease_ms: LEASE, quiet: Some(rule) }) {
+            Ok(next) => {
+                let quiet_since = current.last_change_at.is_none_or(|l| now >= l + quiet);
+                let forced = current.unsynced_since.is_some_and(|f| now >= f + max_delay);
+                assert!(quiet_since || forced, "a wave started at {now} within the quiet period: {current:?}");
+                *item = Some(next);
+                Some(id)
+            }
+            Err(Refusal::Quiet { until }) => {
+                assert!(until > now);
+                if let Ok(next) = apply(item.as_ref(), &Op::Trigger { at: until, now, replacing: due }) {
+                    *item = Some(next);
+                }
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    for _ in 0..10_000 {
+        let trigger = item.as_ref().and_then(|i| i.trigger_at);
+        let upload = uploads.get(next_upload).copied();
+        let end = running.as_ref().map(|(_, e)| *e);
+        let Some(now) = [trigger, upload, end].into_iter().flatten().min() else { break };
+        if upload == Some(now) {
+            next_upload += 1;
+            let changes = Some(ChangeTimes { oldest: now, newest: now });
+            item = Some(apply(item.as_ref(), &Op::Demand { count: 1, epoch: "e".into(), changes }).expect("demand"));
+            if running.is_none()
+                && let Some(id) = try_start(&mut item, now, None, &mut starts)
+            {
+                running = Some((id, now + wave_ms));
+                waves += 1;
+            }
+        } else if end == Some(now) {
+            let (id, _) = running.take().expect("running");
+            item = Some(apply(item.as_ref(), &Op::Finish { wave_id: id, end: WaveEnd::Success }).expect("finish"));
+            if item.as_ref().is_some_and(|i| i.requested_gen > i.completed_gen)
+                && let Some(id) = try_start(&mut item, now, None, &mut starts)
+            {
+                running = Some((id, now + wave_ms));
+                waves += 1;
+            }
+        } else {
+            // The delayed start is due (and consumed).
+            let due = trigger;
+            if let Some(i) = item.as_mut() {
+                i.trigger_at = None;
+            }
+            if running.is_none()
+                && item.as_ref().is_some_and(|i| i.requested_gen > i.completed_gen)
+                && let Some(id) = try_start(&mut item, now, due, &mut starts)
+            {
+                running = Some((id, now + wave_ms));
+                waves += 1;
+            }
+        }
+    }
+    let item = item.unwrap_or_default();
+    prop_assert!(running.is_none() && next_upload == uploads.len(), "the world did not settle");
+    prop_assert_eq!(item.completed_gen, item.requested_gen, "demand was lost: {:?}", item);
+    Ok((waves, item))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_quiet_period_holds_waves_until_the_codebase_settles_and_loses_nothing(
+        gaps in prop::collection::vec(0u64..90_000, 1..120),
+        quiet in 1u64..60_000,
+        extra in 0u64..600_000,
+        wave_ms in 1u64..200_000,
+    ) {
+        let (waves, _) = quiet_world(&gaps, quiet, quiet + extra, wave_ms)?;
+        // Each wave needs the codebase to settle (a gap of `quiet`), the max
+        // delay, or the end of a wave: never one per upload.
+        let settled = gaps.iter().skip(1).filter(|g| **g >= quiet).count() as u32 + 1;
+        let forced = (gaps.iter().sum::<u64>() / (quiet + extra)) as u32 + 1;
+        let ends = (gaps.iter().sum::<u64>() / wave_ms) as u32 + 1;
+        prop_assert!(waves <= settled + forced + ends, "{} waves for {} settled bursts", waves, settled);
+    }
+
+    #[test]
+    fn a_deploy_of_uploads_closer_than_the_quiet_period_is_one_wave(
+        gaps in prop::collection::vec(0u64..120, 1..500),
+    ) {
+        // 500 files within about 30 s, quiet 60 s, max delay 600 s.
+        let (waves, _) = quiet_world(&gaps, 60_000, 600_000, 30_000)?;
+        prop_assert_eq!(waves, 1);
     }
 }

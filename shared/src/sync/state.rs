@@ -16,7 +16,18 @@
 //!   deleted item) never makes them skip a sync as "superseded";
 //! * `failed_gen` / `failed_attempts` remember the last failed generation: it
 //!   is retried automatically once, then only new demand or a manual sync
-//!   (which is new demand) starts a wave.
+//!   (which is new demand) starts a wave. A release the instances refused
+//!   (their shrink guard) is not retried automatically at all;
+//! * the quiet period (`FLEET_SYNC_QUIET_SECONDS`): `last_change_at` is the
+//!   newest relevant change's S3 event time, `unsynced_since` the first
+//!   change no wave has taken yet. A wave starts only once no change
+//!   happened for the quiet period, or the first unsynced change is
+//!   `FLEET_SYNC_MAX_DELAY_SECONDS` old (a trickle still syncs); a manual
+//!   sync starts at once. `trigger_at` is the delayed start on its way (one
+//!   at a time);
+//! * `allow_shrink_gen`: a manual sync with `allow_shrink` lifts the
+//!   instances' shrink guard for waves up to its generation (a wave allows
+//!   it while `completed_gen < allow_shrink_gen <= target`).
 //!
 //! Each transition is one conditional write in [`super::store`]; here it is
 //! a function from the current item to the next one, or a [`Refusal`]. The
@@ -88,6 +99,54 @@ pub struct FleetItem {
     pub fingerprint_failed: Option<Fingerprint>,
     /// The counter's lineage (see the module docs); empty until the item exists.
     pub epoch: String,
+    /// The newest relevant change, by its S3 event time, epoch ms.
+    pub last_change_at: Option<u64>,
+    /// The first change no wave has taken yet, epoch ms (cleared by `Start`).
+    pub unsynced_since: Option<u64>,
+    /// When the delayed start on its way is due, epoch ms.
+    pub trigger_at: Option<u64>,
+    /// The generation whose sync lifted the shrink guard (0: none).
+    pub allow_shrink_gen: u64,
+}
+
+impl FleetItem {
+    /// Whether a wave targeting `target` now may shrink the release (a
+    /// manual sync with `allow_shrink` it covers that has not succeeded yet).
+    pub fn allows_shrink(&self, target: u64) -> bool {
+        self.allow_shrink_gen > self.completed_gen && self.allow_shrink_gen <= target
+    }
+}
+
+/// The quiet period a start waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet {
+    /// No change for this long, ms (0: no quiet period).
+    pub quiet_ms: u64,
+    /// ... or the first unsynced change is this old, ms.
+    pub max_delay_ms: u64,
+}
+
+impl Quiet {
+    /// When a wave may start given `item`'s changes (`None`: at once).
+    pub fn until(&self, item: &FleetItem) -> Option<u64> {
+        if self.quiet_ms == 0 {
+            return None;
+        }
+        let quiet_end = item.last_change_at?.saturating_add(self.quiet_ms);
+        Some(match item.unsynced_since {
+            Some(first) => quiet_end.min(first.saturating_add(self.max_delay_ms)),
+            None => quiet_end,
+        })
+    }
+}
+
+/// The event times of one invocation's relevant changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeTimes {
+    /// The oldest, epoch ms.
+    pub oldest: u64,
+    /// The newest, epoch ms.
+    pub newest: u64,
 }
 
 /// How a wave ended, as decided from SSM's answers.
@@ -100,6 +159,10 @@ pub enum WaveEnd {
     Failure,
     /// Nothing was ever sent (the sender died first): nobody's fault.
     Abandoned,
+    /// The instances' shrink guard refused the release: `completed_gen`
+    /// stays, nobody's fault, and it is not retried without new demand (the
+    /// same content would be refused again).
+    Refused,
 }
 
 /// Why a transition was not applied.
@@ -139,6 +202,16 @@ pub enum Refusal {
     Sent,
     /// Another invocation sends this wave now (it was resumed).
     NotSender,
+    /// The quiet period holds the wave back until `until` (epoch ms).
+    Quiet {
+        /// When it may start.
+        until: u64,
+    },
+    /// A delayed start is already on its way.
+    TriggerPending {
+        /// When it is due, epoch ms.
+        at: u64,
+    },
 }
 
 /// A transition: what it needs to know.
@@ -151,6 +224,14 @@ pub enum Op {
         count: u64,
         /// A fresh lineage, kept only if the item has none yet.
         epoch: String,
+        /// The changes' event times (`None`: no S3 change, e.g. a manual sync).
+        changes: Option<ChangeTimes>,
+    },
+    /// Lift the shrink guard for waves up to `generation` (a manual sync
+    /// with `allow_shrink`, written before its demand).
+    AllowShrink {
+        /// The generation the sync will request (at least).
+        generation: u64,
     },
     /// Take the lease for a new wave targeting `requested_gen`.
     Start {
@@ -160,6 +241,24 @@ pub enum Op {
         now: u64,
         /// Lease length, ms.
         lease_ms: u64,
+        /// The quiet period to respect (`None`: start at once).
+        quiet: Option<Quiet>,
+    },
+    /// Note a delayed start due at `at`, unless another one is on its way
+    /// (one not yet due at `now`, other than `replacing`: the trigger that
+    /// is being handled).
+    Trigger {
+        /// When it is due, epoch ms.
+        at: u64,
+        /// Now, epoch ms.
+        now: u64,
+        /// The trigger this invocation handles, if any.
+        replacing: Option<u64>,
+    },
+    /// Forget the delayed start due at `at` (it could not be queued).
+    ClearTrigger {
+        /// When it was due.
+        at: u64,
     },
     /// Append command ids (after each chunk); `sent` after the last; the
     /// codebase fingerprint once the winner took it.
@@ -232,7 +331,11 @@ impl Op {
     /// The wave this transition must be holding, if any.
     pub fn holder(&self) -> Option<&str> {
         match self {
-            Op::Demand { .. } | Op::Start { .. } => None,
+            Op::Demand { .. }
+            | Op::Start { .. }
+            | Op::AllowShrink { .. }
+            | Op::Trigger { .. }
+            | Op::ClearTrigger { .. } => None,
             Op::RecordCommands { wave_id, .. }
             | Op::Renew { wave_id, .. }
             | Op::Finish { wave_id, .. }
@@ -245,18 +348,55 @@ impl Op {
 
 /// Applies `op` to the current item (`None`: no item yet).
 pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal> {
-    if let Op::Demand { count, epoch } = op {
+    if let Op::Demand { count, epoch, changes } = op {
         let mut next = current.cloned().unwrap_or_default();
         next.requested_gen += count;
         if next.epoch.is_empty() {
             next.epoch.clone_from(epoch);
         }
+        if let Some(c) = changes {
+            next.last_change_at = Some(next.last_change_at.map_or(c.newest, |t| t.max(c.newest)));
+            next.unsynced_since.get_or_insert(c.oldest);
+        }
         return Ok(next);
     }
     let item = current.cloned().unwrap_or_default();
-    if let Op::Start { wave_id, now, lease_ms } = op {
+    match op {
+        Op::AllowShrink { generation } => {
+            let mut next = item;
+            next.allow_shrink_gen = next.allow_shrink_gen.max(*generation);
+            return Ok(next);
+        }
+        Op::Trigger { at, now, replacing } => {
+            if let Some(pending) = item.trigger_at
+                && pending >= *now
+                && Some(pending) != *replacing
+            {
+                return Err(Refusal::TriggerPending { at: pending });
+            }
+            let mut next = item;
+            next.trigger_at = Some(*at);
+            return Ok(next);
+        }
+        Op::ClearTrigger { at } => {
+            if item.trigger_at != Some(*at) {
+                return Err(Refusal::TriggerPending { at: item.trigger_at.unwrap_or_default() });
+            }
+            let mut next = item;
+            next.trigger_at = None;
+            return Ok(next);
+        }
+        _ => {}
+    }
+    if let Op::Start { wave_id, now, lease_ms, quiet } = op {
         start_refusal(&item)?;
+        if let Some(until) = quiet.and_then(|q| q.until(&item))
+            && *now < until
+        {
+            return Err(Refusal::Quiet { until });
+        }
         let mut next = item;
+        next.unsynced_since = None;
         next.wave = Some(Wave {
             id: wave_id.clone(),
             target: next.requested_gen,
@@ -321,7 +461,11 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             }
             finish(&mut next, &wave, *end);
         }
-        Op::Demand { .. } | Op::Start { .. } => {}
+        Op::Demand { .. }
+        | Op::Start { .. }
+        | Op::AllowShrink { .. }
+        | Op::Trigger { .. }
+        | Op::ClearTrigger { .. } => {}
     }
     Ok(next)
 }
@@ -358,6 +502,13 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
                 item.fingerprint_failed = wave.fingerprint;
             }
         }
+        WaveEnd::Refused => {
+            item.failed_gen = wave.target;
+            item.failed_attempts = item.failed_attempts.max(MAX_ATTEMPTS);
+            if wave.fingerprint.is_some() {
+                item.fingerprint_failed = wave.fingerprint;
+            }
+        }
         WaveEnd::Abandoned => {}
     }
     item.wave = None;
@@ -368,11 +519,11 @@ mod tests {
     use super::*;
 
     fn start(id: &str, now: u64) -> Op {
-        Op::Start { wave_id: id.into(), now, lease_ms: 1_000 }
+        Op::Start { wave_id: id.into(), now, lease_ms: 1_000, quiet: None }
     }
 
     fn demand(count: u64) -> Op {
-        Op::Demand { count, epoch: "e1".into() }
+        Op::Demand { count, epoch: "e1".into(), changes: None }
     }
 
     fn finish_op(id: &str, end: WaveEnd) -> Op {
@@ -459,7 +610,7 @@ mod tests {
             demand(1),
             start("w1", 0),
             finish_op("w1", WaveEnd::Failure),
-            Op::Start { wave_id: "w2".into(), now: 1, lease_ms: 10 },
+            Op::Start { wave_id: "w2".into(), now: 1, lease_ms: 10, quiet: None },
             Op::RecordCommands {
                 wave_id: "w2".into(),
                 sender: "w2".into(),
@@ -543,8 +694,10 @@ mod tests {
 
     #[test]
     fn the_lineage_is_written_once_with_the_item() {
-        let (item, _) =
-            run(&[Op::Demand { count: 0, epoch: "first".into() }, Op::Demand { count: 1, epoch: "second".into() }]);
+        let (item, _) = run(&[
+            Op::Demand { count: 0, epoch: "first".into(), changes: None },
+            Op::Demand { count: 1, epoch: "second".into(), changes: None },
+        ]);
         let item = item.expect("item");
         assert_eq!((item.epoch.as_str(), item.requested_gen), ("first", 1), "count 0 only creates the item");
     }
@@ -596,5 +749,111 @@ mod tests {
         let next = apply(Some(&item), &start("w2", 1)).expect("retry");
         let next = apply(Some(&next), &finish_op("w2", WaveEnd::Success)).expect("success");
         assert_eq!(next.fingerprint_failed, None);
+    }
+
+    fn upload(at: u64) -> Op {
+        Op::Demand { count: 1, epoch: "e1".into(), changes: Some(ChangeTimes { oldest: at, newest: at }) }
+    }
+
+    const QUIET: Quiet = Quiet { quiet_ms: 30_000, max_delay_ms: 300_000 };
+
+    fn quiet_start(id: &str, now: u64) -> Op {
+        Op::Start { wave_id: id.into(), now, lease_ms: 1_000, quiet: Some(QUIET) }
+    }
+
+    #[test]
+    fn a_wave_waits_until_no_change_happened_for_the_quiet_period() {
+        let (item, results) = run(&[upload(1_000), upload(5_000), quiet_start("w1", 20_000)]);
+        assert_eq!(results[2], Err(Refusal::Quiet { until: 35_000 }), "quiet from the newest change");
+        let item = item.expect("item");
+        assert_eq!((item.last_change_at, item.unsynced_since), (Some(5_000), Some(1_000)));
+        assert_eq!(apply(Some(&item), &quiet_start("w1", 34_999)), Err(Refusal::Quiet { until: 35_000 }));
+        let started = apply(Some(&item), &quiet_start("w1", 35_000)).expect("quiet now");
+        assert_eq!(started.wave.map(|w| w.target), Some(2));
+        assert_eq!(started.unsynced_since, None, "the wave took every change so far");
+        assert_eq!(started.last_change_at, Some(5_000));
+    }
+
+    #[test]
+    fn a_late_event_never_moves_the_newest_change_back() {
+        let (item, _) = run(&[upload(9_000), upload(2_000)]);
+        let item = item.expect("item");
+        assert_eq!((item.last_change_at, item.unsynced_since), (Some(9_000), Some(9_000)));
+    }
+
+    #[test]
+    fn a_trickle_still_syncs_after_the_max_delay() {
+        let mut ops = Vec::new();
+        for t in (0..=400_000).step_by(10_000) {
+            ops.push(upload(1_000 + t));
+        }
+        let (item, _) = run(&ops);
+        let item = item.expect("item");
+        assert_eq!(QUIET.until(&item), Some(301_000), "first unsynced change plus the max delay");
+        assert!(apply(Some(&item), &quiet_start("w1", 301_000)).is_ok());
+    }
+
+    #[test]
+    fn a_manual_start_or_no_quiet_period_starts_at_once() {
+        let (item, results) = run(&[upload(1_000), start("w1", 1_001)]);
+        assert_eq!(results[1], Ok(()));
+        assert!(item.and_then(|i| i.wave).is_some());
+        let none = Quiet { quiet_ms: 0, max_delay_ms: 0 };
+        let (_, results) =
+            run(&[upload(1_000), Op::Start { wave_id: "w1".into(), now: 1_001, lease_ms: 1, quiet: Some(none) }]);
+        assert_eq!(results[1], Ok(()));
+        // Demand without a change (a manual sync coalesced into a wave) has nothing to wait for.
+        let (_, results) = run(&[demand(1), quiet_start("w1", 1)]);
+        assert_eq!(results[1], Ok(()));
+    }
+
+    #[test]
+    fn one_delayed_start_is_on_its_way_at_a_time() {
+        let trigger = |at, now, replacing| Op::Trigger { at, now, replacing };
+        let (item, results) = run(&[
+            upload(0),
+            trigger(30_000, 1, None),
+            trigger(31_000, 2, None),
+            trigger(40_000, 30_000, Some(30_000)),
+            trigger(50_000, 40_001, None),
+        ]);
+        assert_eq!(results[1], Ok(()));
+        assert_eq!(results[2], Err(Refusal::TriggerPending { at: 30_000 }), "one on its way");
+        assert_eq!(results[3], Ok(()), "the trigger being handled queues the next");
+        assert_eq!(results[4], Ok(()), "one past due was delivered or lost: a new one may go");
+        let item = item.expect("item");
+        assert_eq!(item.trigger_at, Some(50_000));
+        assert_eq!(
+            apply(Some(&item), &Op::ClearTrigger { at: 40_000 }),
+            Err(Refusal::TriggerPending { at: 50_000 }),
+            "only its own"
+        );
+        let cleared = apply(Some(&item), &Op::ClearTrigger { at: 50_000 }).expect("cleared");
+        assert_eq!(cleared.trigger_at, None);
+    }
+
+    #[test]
+    fn allow_shrink_covers_waves_up_to_its_generation_until_one_succeeds() {
+        let (item, _) = run(&[demand(1), Op::AllowShrink { generation: 2 }, demand(1), start("w1", 0)]);
+        let item = item.expect("item");
+        assert!(item.allows_shrink(2));
+        let failed = apply(Some(&item), &finish_op("w1", WaveEnd::Failure)).expect("failed");
+        assert!(failed.allows_shrink(2), "a retry still may");
+        let done =
+            apply(Some(&failed), &start("w2", 1)).and_then(|i| apply(Some(&i), &finish_op("w2", WaveEnd::Success)));
+        let done = done.expect("synced");
+        assert!(!done.allows_shrink(3), "spent once synced");
+        let before = apply(None, &Op::AllowShrink { generation: 5 }).expect("allow");
+        assert!(!before.allows_shrink(4), "not for a wave below it");
+    }
+
+    #[test]
+    fn a_refused_release_waits_for_new_demand() {
+        let (item, results) = run(&[demand(1), start("w1", 0), finish_op("w1", WaveEnd::Refused), start("w2", 1)]);
+        assert_eq!(results[3], Err(Refusal::Held { generation: 1, attempts: MAX_ATTEMPTS }), "no automatic retry");
+        let item = item.expect("item");
+        assert_eq!(item.completed_gen, 0);
+        let next = apply(Some(&item), &demand(1)).and_then(|i| apply(Some(&i), &start("w3", 2)));
+        assert_eq!(next.expect("new demand").wave.map(|w| w.target), Some(2));
     }
 }

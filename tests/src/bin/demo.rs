@@ -15,7 +15,7 @@ use std::time::Instant;
 use fleetkeeper::{Clients, Component};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::agent::{Agent, AgentRun};
-use fleetkeeper_tests::emulator::Caller;
+use fleetkeeper_tests::emulator::{Caller, TestClock};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
 use fleetkeeper_tests::router::{Delivery, Router};
 use fleetkeeper_tests::runtime::LambdaProcess;
@@ -52,7 +52,13 @@ struct Demo {
     router: Router,
     agent: Agent,
     hosts: PathBuf,
+    clock: TestClock,
+    /// Seconds the emulator's clock was moved forward so far.
+    skipped_s: u64,
 }
+
+/// The quiet period the demo deploys with (the default).
+const QUIET_S: u64 = fleetkeeper::config::DEFAULT_QUIET_SECONDS;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -60,7 +66,8 @@ async fn main() -> ExitCode {
     let emulator = Emulator::from_env();
     let clients = emulator.clients().await;
     println!("fleetkeeper demo against the embedded AWS emulator at {}", emulator.url());
-    println!("(real time, emulator-fast timelines: instances, agents and mount targets are ready at once here)");
+    println!("(real time, emulator-fast timelines: instances, agents and mount targets are ready at once here;");
+    println!(" the quiet period's waits pass on the emulator's clock, shown as [clock +N s])");
 
     t.scene("A web tier launches");
     let spec = FleetSpec { instances: 3, ..FleetSpec::default() };
@@ -82,14 +89,18 @@ async fn main() -> ExitCode {
     }
 
     let hosts = std::env::temp_dir().join(format!("fleetkeeper-demo-{}", std::process::id()));
-    let env = fleet.env();
+    let clock = TestClock::new(&emulator).await;
     let mut router = Router::new(&emulator, &fleet).await;
     for component in Component::ALL {
-        router.route(component, LambdaProcess::start_function(&emulator, component, &env).await);
+        // As deployed: the sync functions with the default quiet period and
+        // codebase-sync's own delayed-start queue.
+        let mut env = fleet.sync_env(component, QUIET_S);
+        env.extend(emulator.aws_env_for(component));
+        router.route(component, LambdaProcess::start_on_clock(component, &env, &clock).await);
     }
     t.say("the four functions run as real bootstraps; the router delivers AWS's events, the local agent runs the document");
     let agent = Agent::new(&emulator, &fleet.document, &hosts).await;
-    let mut demo = Demo { t, emulator, clients, fleet, router, agent, hosts };
+    let mut demo = Demo { t, emulator, clients, fleet, router, agent, hosts, clock, skipped_s: 0 };
 
     demo.gate_in().await;
     demo.mount_targets().await;
@@ -182,28 +193,57 @@ impl Demo {
         self.t.expect(zones.len() == 3, "a mount target in each of the three AZs");
     }
 
+    /// Moves the emulator's clock forward (the functions, S3 event times and
+    /// SQS delays all follow it).
+    async fn skip(&mut self, seconds: u64, why: &str) {
+        self.clock.advance(std::time::Duration::from_secs(seconds)).await;
+        self.skipped_s += seconds;
+        self.t.say(format!("[clock +{} s] {seconds} s pass: {why}", self.skipped_s));
+    }
+
+    async fn item(&self) -> fleetkeeper::sync::state::FleetItem {
+        let table =
+            fleetkeeper::store::Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name);
+        fleetkeeper::sync::store::FleetStore::load(&table).await.ok().flatten().unwrap_or_default()
+    }
+
     async fn burst(&mut self) {
-        self.t.scene("A burst of 40 uploads becomes one sync wave plus one follow-up");
+        self.t.scene(&format!(
+            "A deploy of 40 uploads becomes one sync wave once the codebase is quiet for {QUIET_S} s, plus one follow-up"
+        ));
+        let mut waves: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut early = 0;
         for batch in 1..=4 {
             let keys: Vec<String> = (0..10).map(|n| format!("releases/b{batch}/file-{n}.php")).collect();
             upload(&self.clients, &self.fleet, &keys).await;
+            self.t.say(format!(
+                "10 objects uploaded (batch {batch} of 4): S3 events go to EventBridge, the rule queues them in SQS"
+            ));
+            let (_, runs) = self.settle().await;
+            early += runs.len();
+            if batch < 4 {
+                self.skip(5, "the deploy is still uploading").await;
+            }
         }
-        self.t.say("40 objects uploaded: S3 sends 40 events to EventBridge, the rule queues them in SQS");
-        let (deliveries, runs) = self.settle().await;
-        let batches = deliveries.iter().filter(|d| d.to == Component::CodebaseSync).count();
-        let waves: std::collections::BTreeSet<&str> =
-            runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.as_str()).collect();
-        let item = fleetkeeper::sync::store::FleetStore::load(&fleetkeeper::store::Table::new(
-            self.clients.dynamodb.clone(),
-            &self.fleet.lock_table,
-            &self.fleet.name,
-        ))
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        self.t.expect(early == 0, "no instance synced while the deploy was uploading");
+        self.skip(QUIET_S + 1, "no change since the last upload").await;
+        // The delayed start arrives and sends the wave; 10 more uploads land
+        // before any instance ran it.
+        for d in self.router.pump().await {
+            self.say_delivery(&d);
+        }
+        let running = self.item().await.wave.map(|w| w.target);
+        let keys: Vec<String> = (0..10).map(|n| format!("releases/b5/file-{n}.php")).collect();
+        upload(&self.clients, &self.fleet, &keys).await;
+        self.t.say("10 more objects uploaded while the wave runs");
+        let (_, runs) = self.settle().await;
+        waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        self.skip(QUIET_S + 1, "the follow-up waits for quiet too").await;
+        let (_, runs) = self.settle().await;
+        waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        let item = self.item().await;
         self.t.say(format!(
-            "{batches} SQS batch(es) -> waves of generation(s) {waves:?}; lock table: requested_gen {}, completed_gen {}, wave running: {}",
+            "waves of generation(s) {waves:?}; lock table: requested_gen {}, completed_gen {}, wave running: {}",
             item.requested_gen,
             item.completed_gen,
             item.wave.is_some()
@@ -223,6 +263,7 @@ impl Demo {
                 ));
             }
         }
+        self.t.expect(running.is_some(), "the wave started once the codebase was quiet");
         self.t.expect(waves.len() == 2, "exactly one wave and one follow-up");
         self.t
             .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
@@ -368,6 +409,14 @@ fn describe_start(wave: &Value) -> String {
             wave["command_ids"].as_array().map(Vec::len).unwrap_or_default()
         ),
         "coalesced" => format!("coalesced into running wave {short} (generation {})", wave["target"]),
+        "waiting" => {
+            let trigger = match wave["trigger"]["trigger"].as_str().unwrap_or_default() {
+                "queued" => "delayed start queued",
+                "on_its_way" => "a delayed start is on its way",
+                _ => "the sweep starts it",
+            };
+            format!("quiet period: the wave waits for the codebase to settle ({trigger})")
+        }
         "" => "nothing".to_owned(),
         other => other.to_owned(),
     }

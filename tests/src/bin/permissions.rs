@@ -31,6 +31,8 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::FileSystem => "file-system",
         Scope::NetworkInterfaces => "network-interfaces",
         Scope::RetriggerQueue => "retrigger-queue",
+        Scope::SyncTriggerQueue => "sync-trigger-queue",
+        Scope::ReleaseMarker => "release-marker",
     }
 }
 

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use fleetkeeper::Component;
 use fleetkeeper::clock::{Clock, SharedClock};
+use fleetkeeper::config::vars;
 use fleetkeeper::ssm_document::history::RunHistory;
 use fleetkeeper::store::Table;
 use fleetkeeper::sync::state::FleetItem;
 use fleetkeeper::sync::store::{FleetStore, WaveRecord};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::emulator::TestClock;
-use fleetkeeper_tests::events::{command_status, s3_notification, scheduled};
+use fleetkeeper_tests::events::{command_status, s3_notification, s3_notification_at, scheduled, sqs_message};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
 use fleetkeeper_tests::inprocess::{deps_with_clock, invocation, set_var};
 use fleetkeeper_tests::runtime::LambdaProcess;
@@ -369,10 +370,15 @@ async fn hostile_keys_never_reach_the_command() {
         ("epoch".into(), vec![epoch]),
         ("excludes".into(), vec!["media/*".into()]),
         ("generation".into(), vec!["1".into()]),
+        ("max_shrink".into(), vec!["50".into()]),
         ("prefix".into(), vec![w.fleet.prefix.clone()]),
         ("region".into(), vec!["us-east-1".into()]),
+        ("release".into(), vec![String::new()]),
     ];
-    assert_eq!(sent[0].parameters, expected, "only configured values, the generation and its lineage");
+    assert_eq!(
+        sent[0].parameters, expected,
+        "only configured values, the generation, its lineage, the guard and the release (none without a marker)"
+    );
     let all = format!("{:?} {}", sent[0].parameters, sent[0].comment);
     for needle in ["reboot", "passwd", "line2", "{{", "$SSM"] {
         assert!(!all.contains(needle), "{needle} leaked into the command: {all}");
@@ -476,6 +482,66 @@ async fn both_real_bootstraps_run_a_wave_through_the_runtime_api() {
 
 /// Quarantines `bad` with one failed wave (`FLEET_SYNC_QUARANTINE_AFTER=1`);
 /// the retry syncs `good` alone.
+#[tokio::test]
+async fn the_real_bootstrap_waits_for_quiet_then_starts_from_its_own_delayed_message() {
+    // The deployed wiring with short settings: a 2 s quiet period, the
+    // delayed start on the sync queue, both bootstraps on the test clock.
+    let w = World::new(2).await;
+    let mut env = w.env.clone();
+    set_var(&mut env, vars::SYNC_QUIET_SECONDS, "2");
+    set_var(&mut env, vars::RETRIGGER_QUEUE_URL, &w.fleet.sync_queue_url);
+    let start = async |component| {
+        let mut env = env.clone();
+        env.extend(w.emulator.aws_env_for(component));
+        LambdaProcess::start_on_clock(component, &env, &w.clock).await
+    };
+    let mut dispatcher = start(Component::CodebaseSync).await;
+    let mut completion = start(Component::SyncCompletion).await;
+    let now = aws_smithy_types::DateTime::from_millis(i64::try_from(w.clock.now_ms()).expect("ms"))
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .expect("time");
+    let keys = vec![format!("{}index.php", w.fleet.prefix)];
+    let answer = dispatcher.invoke(s3_notification_at(&w.fleet.bucket, &keys, &now)).await.response();
+    assert_eq!(answer["wave"]["outcome"], "waiting", "{answer}");
+    assert_eq!(answer["wave"]["trigger"]["trigger"], "queued", "{answer}");
+    assert!(w.sent().await.is_empty(), "nothing sent during the quiet period");
+    let receive = || async {
+        w.clients
+            .sqs
+            .receive_message()
+            .queue_url(&w.fleet.sync_queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive")
+            .messages()
+            .to_vec()
+    };
+    assert!(receive().await.is_empty(), "the delayed start is not due yet");
+    w.clock.advance(Duration::from_secs(3)).await;
+    let due = receive().await;
+    assert_eq!(due.len(), 1, "one delayed start");
+    let body = due[0].body().unwrap_or_default();
+    assert!(body.contains("\"sync-due\""), "{body}");
+    let arn = format!(
+        "arn:aws:sqs:us-east-1:{}:{}",
+        w.emulator.account(),
+        w.fleet.sync_queue_url.rsplit('/').next().unwrap_or_default()
+    );
+    let answer = dispatcher.invoke(sqs_message("m-1", body, &arn)).await.response();
+    assert_eq!(answer["wave"]["outcome"], "started", "{answer}");
+    assert_eq!(answer["wave"]["reason"], "quiet period over", "{answer}");
+    let sent = w.sent().await;
+    assert_eq!(sent.len(), 1);
+    w.end(&sent[0].id, None, "Success").await;
+    let done = completion.invoke(command_status(&sent[0].id, &w.fleet.document, "Success")).await.response();
+    assert_eq!(done["settled"]["end"], "success", "{done}");
+    let item = w.item().await;
+    assert_eq!((item.completed_gen, item.requested_gen), (1, 1));
+    dispatcher.stop().await;
+    completion.stop().await;
+}
+
 async fn quarantine_one(w: &World) -> (String, String) {
     let members = w.members().await;
     let (bad, good) = (members[0].clone(), members[1].clone());

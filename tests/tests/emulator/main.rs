@@ -7,6 +7,7 @@ mod ground;
 mod lifecycle_hook;
 mod lifecycle_real;
 mod mount_targets;
+mod releases;
 mod reliability;
 mod runtime_harness;
 mod sync_real;

@@ -225,9 +225,13 @@ async fn only_the_winner_lists_the_codebase() {
 async fn a_dead_senders_wave_is_taken_over_by_its_comment() {
     let mut w = World::new(plain(1)).await;
     let store = w.store();
-    store.apply(&Op::Demand { count: 1, epoch: fleetkeeper::ssm_document::new_epoch() }).await.expect("demand");
+    store
+        .apply(&Op::Demand { count: 1, epoch: fleetkeeper::ssm_document::new_epoch(), changes: None })
+        .await
+        .expect("demand");
     let now = w.clock.now_ms() + 123; // never a whole second
-    let started = store.apply(&Op::Start { wave_id: "dead".into(), now, lease_ms: 60_000 }).await.expect("start");
+    let started =
+        store.apply(&Op::Start { wave_id: "dead".into(), now, lease_ms: 60_000, quiet: None }).await.expect("start");
     assert!(matches!(started, fleetkeeper::sync::store::Applied::Won(_)));
     store
         .put_wave(&WaveRecord {

@@ -42,6 +42,9 @@ pub struct Settled {
     pub runs: Vec<AgentRun>,
 }
 
+/// A change to a function's environment.
+type Tweak<'a> = dyn Fn(&mut Vec<(String, String)>) + 'a;
+
 pub struct World {
     pub emulator: Emulator,
     pub clients: fleetkeeper::Clients,
@@ -71,17 +74,46 @@ impl World {
         document: &str,
         tweak: impl FnOnce(&mut Vec<(String, String)>),
     ) -> World {
+        let tweak = std::sync::Mutex::new(Some(tweak));
+        World::build(spec, document, None, &|env| {
+            // The same environment for every function: tweaked once.
+            if let Some(t) = tweak.lock().ok().and_then(|mut t| t.take()) {
+                t(env);
+            }
+        })
+        .await
+    }
+
+    /// A fleet of `spec` whose waves wait for a quiet period of `quiet_s`
+    /// seconds (the sync functions' own delayed-start queue, as deployed),
+    /// each function's environment changed by `tweak`.
+    pub async fn with_quiet(spec: FleetSpec, quiet_s: u64, tweak: impl Fn(&mut Vec<(String, String)>)) -> World {
+        World::build(spec, "infra/sync-document.yaml", Some(quiet_s), &tweak).await
+    }
+
+    async fn build(spec: FleetSpec, document: &str, quiet_s: Option<u64>, tweak: &Tweak<'_>) -> World {
         let emulator = Emulator::from_env();
         let clients = emulator.clients().await;
         let fleet = Fleet::provision(&clients, &spec).await;
         create_sync_document_from(&clients, &fleet, document).await;
         upload(&clients, &fleet, &["index.php".into()]).await;
-        let mut env = fleet.env();
-        tweak(&mut env);
+        let env_of = |component| {
+            let mut env = match quiet_s {
+                Some(q) => fleet.sync_env(component, q),
+                None => fleet.env(),
+            };
+            tweak(&mut env);
+            env
+        };
         let clock = TestClock::new(&emulator).await;
         let mut router = Router::new(&emulator, &fleet).await;
+        let mut env = Vec::new();
         for component in Component::ALL {
-            router.route(component, in_process(&emulator, component, &env, &clock).await);
+            let component_env = env_of(component);
+            router.route(component, in_process(&emulator, component, &component_env, &clock).await);
+            if component == Component::CodebaseSync || env.is_empty() {
+                env = component_env;
+            }
         }
         let hosts = TempDir::new();
         let agent = Agent::new(&emulator, &fleet.document, &hosts.0).await;
@@ -138,6 +170,28 @@ impl World {
     /// A wave record.
     pub async fn wave(&self, id: &str) -> WaveRecord {
         self.store().wave(id).await.expect("wave").unwrap_or_else(|| panic!("no record of wave {id}"))
+    }
+
+    /// Every wave record of this fleet, oldest first.
+    pub async fn waves(&self) -> Vec<WaveRecord> {
+        let prefix = format!("{}#wave#", self.fleet.name);
+        let mut ids = Vec::new();
+        let mut pages = self.clients.dynamodb.scan().table_name(&self.fleet.lock_table).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for item in page.expect("scan").items() {
+                if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok())
+                    && let Some(id) = pk.strip_prefix(&prefix)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        let mut records = Vec::new();
+        for id in ids {
+            records.push(self.wave(&id).await);
+        }
+        records.sort_by_key(|r| r.started_at);
+        records
     }
 
     /// The instance's live tree: where `current` points, if anywhere.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{info, warn};
 
-use super::{SettleOutcome, StartOutcome, SyncContext, SyncError, Trigger};
+use super::{SettleOutcome, StartOutcome, StartWhen, SyncContext, SyncError, Trigger};
 use crate::ssm_document::history::{InstanceResult, Synced};
 use crate::sync::decide::{CommandView, Settlement, WaveResult, settle, transition};
 use crate::sync::state::{FleetItem, Op, Refusal, Wave, WaveEnd, start_refusal};
@@ -104,7 +104,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             return Ok(SettleOutcome::Sending { wave_id: wave.id });
         };
         let item = match self.store.apply(&op).await? {
-            Applied::Won(item) => item,
+            Applied::Won(item) => *item,
             Applied::Lost(Refusal::LeaseLive { .. }) => return Ok(SettleOutcome::Sending { wave_id: wave.id }),
             // The SDK retried a Finish or TakeOver whose first attempt committed: ours.
             Applied::Lost(Refusal::Stale { current: None })
@@ -160,7 +160,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
             WaveEnd::Abandoned if item.requested_gen == wave.target => "restart after a dead sender",
             _ => "follow-up",
         };
-        Ok(Some(self.start(reason).await?))
+        // A follow-up waits for the changes made during the wave to settle.
+        Ok(Some(self.start(reason, StartWhen::Quiet { due: None }).await?))
     }
 
     /// Writes the instances' results and the finished wave record; returns
@@ -236,5 +237,6 @@ fn ended_as_ours(after: &FleetItem, wave: &Wave, op: &Op) -> bool {
         WaveEnd::Success => after.completed_gen >= wave.target,
         WaveEnd::Failure => after.failed_gen == wave.target,
         WaveEnd::Abandoned => true,
+        WaveEnd::Refused => after.failed_gen == wave.target,
     }
 }

@@ -29,10 +29,10 @@ use thiserror::Error;
 
 use super::codebase::Excludes;
 use super::decide::{Blame, Settlement};
-use super::state::{Refusal, WaveEnd};
+use super::state::{Quiet, Refusal, WaveEnd};
 use crate::Clients;
 use crate::clock::Clock;
-use crate::config::{CodebaseConfig, Config, ConfigError, RateControls, vars};
+use crate::config::{CodebaseConfig, Config, ConfigError, RateControls, ReleaseConfig, vars};
 use crate::error::AwsError;
 use crate::ssm_document::ParamError;
 use crate::ssm_document::history::InstanceRecord;
@@ -69,6 +69,23 @@ pub struct SyncSettings {
     /// The codebase bucket's region (`FLEET_CODEBASE_REGION`, else the
     /// functions' own): the document's `region` and the fingerprint's client.
     pub region: String,
+    /// Quiet period, release marker, shrink guard.
+    pub release: ReleaseConfig,
+    /// Where the delayed start of a quiet wave is queued (`codebase-sync`'s
+    /// own queue): required while the quiet period is above 0.
+    pub trigger_queue_url: Option<String>,
+}
+
+impl SyncSettings {
+    /// The quiet period a start from S3 changes waits for.
+    pub fn quiet(&self) -> Quiet {
+        Quiet { quiet_ms: self.release.quiet_seconds * 1000, max_delay_ms: self.release.max_delay_seconds * 1000 }
+    }
+
+    /// The release marker's full key, in marker mode.
+    pub fn marker_key(&self) -> Option<String> {
+        self.release.marker.as_ref().map(|m| format!("{}{m}", self.codebase.prefix))
+    }
 }
 
 impl SyncSettings {
@@ -82,6 +99,22 @@ impl SyncSettings {
             reason: e.to_string(),
             value: codebase.excludes.join(","),
         })?;
+        if let Some(marker) = &config.release.marker
+            && excludes.excludes(marker)
+        {
+            return Err(ConfigError::Invalid {
+                var: vars::RELEASE_MARKER,
+                reason: "FLEET_SYNC_EXCLUDES excludes it: no release would ever be requested".into(),
+                value: marker.clone(),
+            });
+        }
+        if config.release.quiet_seconds > 0 && config.retrigger_queue_url.is_none() {
+            return Err(ConfigError::Missing {
+                var: vars::RETRIGGER_QUEUE_URL,
+                component: config.component,
+                why: " while FLEET_SYNC_QUIET_SECONDS is above 0 (the delayed start of a quiet wave; or set it to 0)",
+            });
+        }
         Ok(SyncSettings {
             fleet: config.fleet_name.clone().ok_or_else(|| missing(vars::FLEET_NAME))?,
             asg_names: config.asg_names.clone(),
@@ -95,6 +128,8 @@ impl SyncSettings {
             rate: config.rate.clone(),
             quarantine_after: config.quarantine_after,
             dry_run: config.dry_run,
+            release: config.release.clone(),
+            trigger_queue_url: config.retrigger_queue_url.clone(),
         })
     }
 }
@@ -243,10 +278,19 @@ pub enum StartOutcome {
     },
     /// Everything requested is synced.
     CaughtUp,
-    /// The requested generation failed twice: waiting for new demand.
+    /// The requested generation failed twice, or its release was refused:
+    /// waiting for new demand.
     Held {
         /// The generation.
         generation: u64,
+    },
+    /// The quiet period holds the wave back: the codebase is still changing.
+    Waiting {
+        /// When it may start (no change for the quiet period, or the first
+        /// unsynced change reached the max delay), epoch ms.
+        until: u64,
+        /// The delayed start.
+        trigger: TriggerState,
     },
     /// Dry run: nothing written.
     DryRun {
@@ -254,6 +298,40 @@ pub enum StartOutcome {
         refusal: Option<Refusal>,
         /// The instances a wave would have been sent to.
         instances: Vec<String>,
+    },
+}
+
+/// When a start may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartWhen {
+    /// At once (a manual sync).
+    Now,
+    /// Once the codebase is quiet (`FLEET_SYNC_QUIET_SECONDS`); `due`: the
+    /// delayed start this invocation handles, if any.
+    Quiet {
+        /// When the delayed start being handled was due, epoch ms.
+        due: Option<u64>,
+    },
+}
+
+/// The delayed start of a wave the quiet period holds back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "trigger", rename_all = "snake_case")]
+pub enum TriggerState {
+    /// Queued by this invocation.
+    Queued {
+        /// When it is due, epoch ms.
+        due: u64,
+    },
+    /// One is already on its way (it looks again when due).
+    OnItsWay {
+        /// When it is due, epoch ms.
+        due: u64,
+    },
+    /// None could be queued: the sweep starts the wave once it is quiet.
+    NotQueued {
+        /// Why.
+        why: String,
     },
 }
 
@@ -385,6 +463,17 @@ pub struct SweepReport {
     pub fingerprint_changed: bool,
     /// Catch-ups of instances behind the fleet, and recoveries.
     pub catch_ups: Vec<CatchUpReport>,
+}
+
+impl<S> SyncContext<'_, S> {
+    /// The codebase's fingerprint: the prefix's, or in marker mode the marker's.
+    pub(super) async fn fingerprint(&self) -> Result<super::state::Fingerprint, AwsError> {
+        let s = self.settings;
+        match s.marker_key() {
+            Some(key) => super::codebase::marker_fingerprint(&self.clients.s3, &s.codebase.bucket, &key).await,
+            None => super::codebase::fingerprint(&self.clients.s3, &s.codebase, &s.excludes).await,
+        }
+    }
 }
 
 fn refused(refusal: Refusal) -> StartOutcome {

@@ -10,6 +10,7 @@ use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use super::{COMMENT_LOOKBACK_MS, SyncContext, SyncError};
 use crate::error::AwsError;
 use crate::events::CommandStatus;
+use crate::ssm_document::history::refusal;
 use crate::ssm_document::run::invoked_after;
 use crate::ssm_document::wave_comment;
 use crate::sync::decide::InvocationView;
@@ -64,10 +65,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(found)
     }
 
-    /// A command's invocations (every page).
+    /// A command's invocations (every page), with their plugins' exit
+    /// status and output (`Details`): how a shrink guard's refusal is told
+    /// apart from a failure.
     pub(super) async fn invocations(&self, command_id: &str) -> Result<Vec<InvocationView>, SyncError> {
         let mut out = Vec::new();
-        let mut pages = self.clients.ssm.list_command_invocations().command_id(command_id).into_paginator().send();
+        let mut pages =
+            self.clients.ssm.list_command_invocations().command_id(command_id).details(true).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(p) => p,
@@ -76,11 +80,16 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 Err(e) => return Err(AwsError::from_sdk("ListCommandInvocations", e).into()),
             };
             for inv in page.command_invocations() {
-                out.push(InvocationView::new(
+                let mut view = InvocationView::new(
                     inv.instance_id().unwrap_or_default(),
                     inv.status().map(|s| s.as_str()).unwrap_or("Pending"),
                     inv.status_details().unwrap_or_default(),
-                ));
+                );
+                view.refused = inv
+                    .command_plugins()
+                    .iter()
+                    .find_map(|p| refusal(p.response_code(), p.output().unwrap_or_default()));
+                out.push(view);
             }
         }
         Ok(out)

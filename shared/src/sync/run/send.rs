@@ -11,11 +11,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use tracing::{info, warn};
 
-use super::{CHUNK_BUDGET_MS, EXPIRY_MARGIN_MS, StartOutcome, SyncContext, SyncError, WaveStarted, refused};
+use super::{
+    CHUNK_BUDGET_MS, EXPIRY_MARGIN_MS, StartOutcome, StartWhen, SyncContext, SyncError, TriggerState, WaveStarted,
+    refused,
+};
 use crate::config::RateControls;
 use crate::ssm_document::run::{DELIVERY_TIMEOUT_S, Sent, command, resolve, send_once};
-use crate::ssm_document::{MAX_INSTANCE_IDS, PinnedDocument, SyncParameters, chunk_rates, chunks, wave_comment};
-use crate::sync::codebase::fingerprint;
+use crate::ssm_document::{Guard, MAX_INSTANCE_IDS, PinnedDocument, SyncParameters, chunk_rates, chunks, wave_comment};
+use crate::sync::codebase::release_id;
 use crate::sync::decide::Blame;
 use crate::sync::state::{FleetItem, Op, Refusal, Wave, WaveEnd, start_refusal};
 use crate::sync::store::{Applied, FleetStore, WaveRecord};
@@ -51,11 +54,23 @@ impl ChunkSent {
 }
 
 impl<S: FleetStore> SyncContext<'_, S> {
-    /// Tries to start a wave for what is requested, then sends it.
-    pub async fn start(&self, reason: &str) -> Result<StartOutcome, SyncError> {
+    /// Tries to start a wave for what is requested, then sends it. A start
+    /// `when` quiet that the quiet period holds back queues the delayed
+    /// start (one at a time) and reports when the wave may start.
+    pub async fn start(&self, reason: &str, when: StartWhen) -> Result<StartOutcome, SyncError> {
         let s = self.settings;
+        let quiet = match when {
+            StartWhen::Now => None,
+            StartWhen::Quiet { .. } => Some(s.quiet()),
+        };
         if s.dry_run {
-            let refusal = self.store.load().await?.and_then(|i| start_refusal(&i).err());
+            let item = self.store.load().await?;
+            let refusal = item.as_ref().and_then(|i| {
+                start_refusal(i).err().or_else(|| {
+                    let until = quiet.and_then(|q| q.until(i))?;
+                    (self.clock.now_ms() < until).then_some(Refusal::Quiet { until })
+                })
+            });
             let instances = if refusal.is_none() { self.eligible().await?.instances } else { Vec::new() };
             return Ok(StartOutcome::DryRun { refusal, instances });
         }
@@ -65,12 +80,20 @@ impl<S: FleetStore> SyncContext<'_, S> {
         for _ in 0..3 {
             let wave_id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
-            let op = Op::Start { wave_id: wave_id.clone(), now, lease_ms: self.sender_lease_ms(now) };
+            let op = Op::Start { wave_id: wave_id.clone(), now, lease_ms: self.sender_lease_ms(now), quiet };
             let item = match self.store.apply(&op).await? {
-                Applied::Won(item) => item,
+                Applied::Won(item) => *item,
                 // The SDK retried a Start whose first attempt committed: ours.
                 Applied::Lost(Refusal::Busy { wave_id: holder, .. }) if holder == wave_id => {
                     self.store.load().await?.unwrap_or_default()
+                }
+                Applied::Lost(Refusal::Quiet { until }) => {
+                    let due = match when {
+                        StartWhen::Quiet { due } => due,
+                        StartWhen::Now => None,
+                    };
+                    let waiting = self.hold_until(until, due).await?;
+                    return Ok(last.unwrap_or(waiting));
                 }
                 Applied::Lost(refusal) => return Ok(last.unwrap_or_else(|| refused(refusal))),
             };
@@ -84,6 +107,44 @@ impl<S: FleetStore> SyncContext<'_, S> {
             }
         }
         Ok(last.unwrap_or(StartOutcome::CaughtUp))
+    }
+
+    /// The quiet period holds a wave back until `until`: queues the delayed
+    /// start for then, unless one is already on its way (`due`: the one
+    /// this invocation handles, which it replaces). A start that cannot be
+    /// queued is left to the sweep (latency, never a lost sync: the demand
+    /// is recorded).
+    async fn hold_until(&self, until: u64, due: Option<u64>) -> Result<StartOutcome, SyncError> {
+        let now = self.clock.now_ms();
+        let trigger = match self.store.apply(&Op::Trigger { at: until, now, replacing: due }).await? {
+            Applied::Lost(Refusal::TriggerPending { at }) => TriggerState::OnItsWay { due: at },
+            Applied::Lost(other) => TriggerState::NotQueued { why: format!("{other:?}") },
+            Applied::Won(_) => match self.queue_start(until, now).await {
+                Ok(()) => TriggerState::Queued { due: until },
+                Err(why) => {
+                    warn!(until, why, "could not queue the delayed start: the sweep starts the wave");
+                    if let Err(e) = self.store.apply(&Op::ClearTrigger { at: until }).await {
+                        warn!(error = %e, "could not clear the delayed start: the next one is queued once it is due");
+                    }
+                    TriggerState::NotQueued { why }
+                }
+            },
+        };
+        info!(until, ?trigger, "quiet period: the wave waits for the codebase to settle");
+        Ok(StartOutcome::Waiting { until, trigger })
+    }
+
+    /// Sends `codebase-sync` its own delayed start, due at `until`.
+    async fn queue_start(&self, until: u64, now: u64) -> Result<(), String> {
+        let Some(url) = &self.settings.trigger_queue_url else {
+            return Err(format!("{} is not set", crate::config::vars::RETRIGGER_QUEUE_URL));
+        };
+        let body = serde_json::json!({ "action": "sync-due", "due": until, "reason": "quiet period over" });
+        let delay = std::time::Duration::from_millis(until.saturating_sub(now).div_ceil(1000) * 1000);
+        crate::trigger::Retrigger { sqs: &self.clients.sqs, queue_url: url }
+            .send(&body, delay)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Releases a wave that could not be sent at all: its demand is still
@@ -103,9 +164,14 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let prepared = async {
             let eligible = self.eligible().await?;
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
-            Ok::<_, SyncError>((eligible, document))
+            // In marker mode the marker names the release (read once, by the winner).
+            let release = match s.marker_key() {
+                Some(key) => release_id(&self.clients.s3, &s.codebase.bucket, &key).await?,
+                None => None,
+            };
+            Ok::<_, SyncError>((eligible, document, release))
         };
-        let (eligible, document) = match prepared.await {
+        let (eligible, document, release) = match prepared.await {
             Ok(p) => p,
             Err(e) => {
                 self.release(wave, &e.to_string()).await;
@@ -145,8 +211,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
             not_online: eligible.not_online.clone(),
             too_old: eligible.too_old.clone(),
             busy: eligible.busy.clone(),
+            release: release.clone(),
+            allow_shrink: item.allows_shrink(wave.target),
             ..WaveRecord::default()
         };
+        if record.allow_shrink {
+            warn!(wave_id = %wave.id, generation = wave.target, "the shrink guard is lifted for this wave (allow_shrink)");
+        }
         let mut report = WaveStarted {
             wave_id: wave.id.clone(),
             target: wave.target,
@@ -198,7 +269,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         // The codebase's fingerprint (the lost-event backstop), taken by the
         // winner only, within a share of the time left.
         let listing = self.clock.left_until(self.until) / 3;
-        let fp = match tokio::time::timeout(listing, fingerprint(&self.clients.s3, &s.codebase, &s.excludes)).await {
+        let fp = match tokio::time::timeout(listing, self.fingerprint()).await {
             Ok(fp) => Some(fp?),
             Err(_) => {
                 warn!(wave_id = %wave.id, "listing the codebase took too long: this wave records no fingerprint");
@@ -280,8 +351,19 @@ impl<S: FleetStore> SyncContext<'_, S> {
         mut report: WaveStarted,
     ) -> Result<WaveStarted, SyncError> {
         let s = self.settings;
-        let parameters = SyncParameters::new(&s.codebase, &s.destination, &record.epoch, wave.target, &s.region)
-            .to_ssm(Some(document))?;
+        let mut parameters = SyncParameters::new(
+            &s.codebase,
+            &s.destination,
+            &record.epoch,
+            wave.target,
+            &s.region,
+            s.release.max_shrink_percent,
+        );
+        parameters.release = record.release.clone().unwrap_or_default();
+        if record.allow_shrink {
+            parameters.guard = Guard::Lifted;
+        }
+        let parameters = parameters.to_ssm(Some(document))?;
         let skip: BTreeSet<&String> = covered.iter().chain(&record.gone).chain(&record.unreachable).collect();
         let todo: Vec<String> = record.instances.iter().filter(|i| !skip.contains(i)).cloned().collect();
         let parts = chunks(&todo);

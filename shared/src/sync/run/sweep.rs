@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 use tracing::{info, warn};
 
 use super::{
-    COMMENT_LOOKBACK_MS, CatchUpReport, MAX_CATCH_UPS_PER_SWEEP, RECOVERY_SPACING_MS, StartOutcome, SweepReport,
-    SyncContext, SyncError, Trigger,
+    COMMENT_LOOKBACK_MS, CatchUpReport, MAX_CATCH_UPS_PER_SWEEP, RECOVERY_SPACING_MS, StartOutcome, StartWhen,
+    SweepReport, SyncContext, SyncError, Trigger,
 };
 use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, PENDING, Synced, instance_result};
 use crate::ssm_document::run::{
@@ -27,8 +27,7 @@ use crate::ssm_document::run::{
 };
 use crate::ssm_document::{SyncParameters, new_epoch};
 use crate::store::StoreError;
-use crate::sync::codebase::fingerprint;
-use crate::sync::state::{Fingerprint, FleetItem, Op, Refusal, start_refusal};
+use crate::sync::state::{ChangeTimes, Fingerprint, FleetItem, Op, Refusal, start_refusal};
 use crate::sync::store::FleetStore;
 
 impl<S: FleetStore> SyncContext<'_, S> {
@@ -42,7 +41,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
             None => Some(None),
             Some(item) => match start_refusal(item) {
                 Ok(()) => {
-                    report.started = Some(self.start("sweep: demand without a wave").await?);
+                    let due = StartWhen::Quiet { due: None };
+                    report.started = Some(self.start("sweep: demand without a wave", due).await?);
                     None
                 }
                 Err(Refusal::CaughtUp) => Some(item.fingerprint_synced),
@@ -66,8 +66,10 @@ impl<S: FleetStore> SyncContext<'_, S> {
         reference: Option<Fingerprint>,
     ) -> Result<(), SyncError> {
         let s = self.settings;
-        let now = fingerprint(&self.clients.s3, &s.codebase, &s.excludes).await?;
+        let now = self.fingerprint().await?;
         let changed = match reference {
+            // In marker mode a missing marker releases nothing.
+            _ if s.release.marker.is_some() && now.count == 0 => false,
             Some(fp) => fp != now,
             None => now.count > 0,
         };
@@ -80,8 +82,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
             report.started = Some(StartOutcome::DryRun { refusal: None, instances: self.eligible().await?.instances });
             return Ok(());
         }
-        self.store.apply(&Op::Demand { count: 1, epoch: new_epoch() }).await?;
-        report.started = Some(self.start("sweep: codebase changed").await?);
+        // The newest change is the newest object's (the marker's): the
+        // quiet period runs from it, like from an event's time.
+        let at = now.newest_ms.min(self.clock.now_ms());
+        let changes = (now.count > 0).then_some(ChangeTimes { oldest: at, newest: at });
+        self.store.apply(&Op::Demand { count: 1, epoch: new_epoch(), changes }).await?;
+        report.started = Some(self.start("sweep: codebase changed", StartWhen::Quiet { due: None }).await?);
         Ok(())
     }
 
@@ -173,8 +179,15 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let s = self.settings;
         let prepared = async {
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
-            let parameters = SyncParameters::new(&s.codebase, &s.destination, &item.epoch, generation, &s.region)
-                .to_ssm(Some(&document))?;
+            let parameters = SyncParameters::new(
+                &s.codebase,
+                &s.destination,
+                &item.epoch,
+                generation,
+                &s.region,
+                crate::ssm_document::CATCH_UP_MAX_SHRINK,
+            )
+            .to_ssm(Some(&document))?;
             Ok::<_, SyncError>((document, parameters))
         };
         let (document, parameters) = match prepared.await {
@@ -362,7 +375,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         now: u64,
     ) -> Result<CatchUpReport, SyncError> {
         let id = &r.instance_id;
-        let (status, details) = invocation_status(&self.clients.ssm, command, id).await?;
+        let (status, details, refused) = invocation_status(&self.clients.ssm, command, id).await?;
         let report = |action: &str| CatchUpReport {
             instance_id: id.clone(),
             action: action.to_owned(),
@@ -376,6 +389,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let lifetime_ms = (u64::try_from(DELIVERY_TIMEOUT_S).unwrap_or(3600) + DEFAULT_EXECUTION_TIMEOUT_S) * 1000;
         let stale = now > sent_at + lifetime_ms + COMMENT_LOOKBACK_MS;
         let result = match (status.is_terminal(), stale) {
+            (true, _) if refused.is_some() => InstanceResult::Refused,
             (true, _) => instance_result(&status, &details),
             (false, true) => InstanceResult::Unreachable,
             (false, false) => return Ok(report("running")),
@@ -389,9 +403,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let action = match result {
             InstanceResult::Synced => "synced",
             InstanceResult::Failed => "failed",
+            InstanceResult::Refused => "refused",
             _ => "unreachable",
         };
-        if result == InstanceResult::Failed {
+        if let Some(why) = &refused {
+            warn!(instance_id = %id, recovery, why, "catch-up refused by the instance's shrink guard: current kept");
+        } else if result == InstanceResult::Failed {
             warn!(instance_id = %id, recovery, "catch-up failed");
         } else {
             info!(instance_id = %id, action, recovery, "catch-up ended");

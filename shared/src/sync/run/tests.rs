@@ -43,6 +43,13 @@ fn settings() -> SyncSettings {
         quarantine_after: 3,
         dry_run: false,
         region: "us-east-1".into(),
+        release: crate::config::ReleaseConfig {
+            quiet_seconds: 0,
+            max_delay_seconds: 600,
+            marker: None,
+            max_shrink_percent: 50,
+        },
+        trigger_queue_url: None,
     }
 }
 
@@ -143,7 +150,10 @@ async fn invalid_instance_id_drops_the_offenders_and_retries_the_chunk_once() {
         region: "us-east-1".into(),
     };
     let store = MemoryTable::default();
-    store.apply(&Op::Demand { count: 1, epoch: "0123456789abcdef0123456789abcdef".into() }).await.expect("demand");
+    store
+        .apply(&Op::Demand { count: 1, epoch: "0123456789abcdef0123456789abcdef".into(), changes: None })
+        .await
+        .expect("demand");
     let settings = settings();
     let clock = ManualClock::at(1_000);
     let cx = SyncContext {
@@ -155,7 +165,9 @@ async fn invalid_instance_id_drops_the_offenders_and_retries_the_chunk_once() {
         deadline: u64::MAX,
     };
 
-    let StartOutcome::Started(wave) = cx.start("upload").await.expect("start") else { panic!("not started") };
+    let StartOutcome::Started(wave) = cx.start("upload", StartWhen::Now).await.expect("start") else {
+        panic!("not started")
+    };
     assert_eq!(wave.instances, ["i-a", "i-b"]);
     assert_eq!(wave.gone, ["i-b"]);
     assert_eq!(wave.command_ids, ["cmd-1"]);

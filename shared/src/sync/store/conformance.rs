@@ -74,17 +74,46 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
             _ => format!("r{}", rng.below(1000)),
         }
     };
-    let end = |rng: &mut Rng| match rng.below(3) {
+    let end = |rng: &mut Rng| match rng.below(4) {
         0 => WaveEnd::Success,
         1 => WaveEnd::Failure,
+        2 => WaveEnd::Refused,
         _ => WaveEnd::Abandoned,
     };
-    match rng.below(9) {
-        0 | 1 => Op::Demand { count: rng.below(3), epoch: format!("{:032x}", rng.below(3)) },
+    let changes = |rng: &mut Rng| {
+        (rng.below(3) > 0).then(|| {
+            let oldest = now.saturating_sub(rng.below(3_000));
+            state::ChangeTimes { oldest, newest: oldest + rng.below(2_000) }
+        })
+    };
+    let quiet = |rng: &mut Rng| match rng.below(3) {
+        0 => None,
+        1 => Some(state::Quiet { quiet_ms: rng.below(3) * 1_000, max_delay_ms: 2_000 + rng.below(3) * 1_000 }),
+        // Bounds larger than the clock: nothing below zero may hold.
+        _ => Some(state::Quiet { quiet_ms: now + 1 + rng.below(1_000), max_delay_ms: now + 1 }),
+    };
+    match rng.below(12) {
+        0 | 1 => Op::Demand { count: rng.below(3), epoch: format!("{:032x}", rng.below(3)), changes: changes(rng) },
         2 => {
             *next_id += 1;
-            Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000 }
+            Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, quiet: quiet(rng) }
         }
+        9 => Op::AllowShrink { generation: rng.below(6) },
+        10 => {
+            let pending = current.and_then(|i| i.trigger_at);
+            let replacing = match rng.below(3) {
+                0 => pending,
+                1 => Some(now + rng.below(3) * 500),
+                _ => None,
+            };
+            Op::Trigger { at: now + rng.below(4) * 500, now, replacing }
+        }
+        11 => Op::ClearTrigger {
+            at: match (current.and_then(|i| i.trigger_at), rng.below(2)) {
+                (Some(t), 0) => t,
+                _ => now + rng.below(4) * 500,
+            },
+        },
         3 => Op::RecordCommands {
             sender: pick_sender(rng),
             wave_id: pick_id(rng),
@@ -106,11 +135,12 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
 }
 
 fn random_result(rng: &mut Rng) -> InstanceResult {
-    match rng.below(6) {
+    match rng.below(7) {
         0 | 1 => InstanceResult::Synced,
         2 => InstanceResult::Failed,
         3 => InstanceResult::NotAttempted,
         4 => InstanceResult::Gone,
+        5 => InstanceResult::Refused,
         _ => InstanceResult::Unreachable,
     }
 }
@@ -132,7 +162,7 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
             0..=5 => {
                 let op = random_op(&mut rng, model.fleet.as_ref(), &model.old_waves, &mut model.next_id, now);
                 let expected = match state::apply(model.fleet.as_ref(), &op) {
-                    Ok(next) => Applied::Won(next),
+                    Ok(next) => Applied::Won(Box::new(next)),
                     Err(refusal) => Applied::Lost(refusal),
                 };
                 let got = store.apply(&op).await.map_err(|e| at(&format!("{op:?}: {e}")))?;
@@ -145,7 +175,7 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     {
                         model.old_waves.push(before.id.clone());
                     }
-                    model.fleet = Some(next);
+                    model.fleet = Some(*next);
                 }
                 let loaded = store.load().await.map_err(|e| at(&e.to_string()))?;
                 if loaded != model.fleet {

@@ -4,8 +4,11 @@
 //! `Demand`, `Start`, `RecordCommands` and `Renew` are pure expressions
 //! (`Start` copies `requested_gen` into `running_gen` inside the write, so no
 //! demand can slip between a read and the write; its condition is the exact
-//! negation of [`state::start_refusal`], held to it by the conformance
-//! properties). `Finish` and `TakeOver` read the item, compute the next one
+//! negation of [`state::start_refusal`] and of the quiet period, held to it by
+//! the conformance properties). DynamoDB has no `max()`: a `Demand` moves
+//! `last_change_at` only on condition that it is older, and when that
+//! condition alone fails it is written again without it (a late event never
+//! moves the newest change back); `AllowShrink` likewise only raises. `Finish` and `TakeOver` read the item, compute the next one
 //! with the pure function, and write it on condition that the same wave
 //! still holds the lease (and, for a take-over, that its lease expired):
 //! only the holder can change what they write.
@@ -36,6 +39,10 @@ const A_FAILED_ATTEMPTS: &str = "failed_attempts";
 const A_FP_FAILED: &str = "fingerprint_failed";
 const A_EPOCH: &str = fleet_attrs::EPOCH;
 const A_SENDER: &str = "sender";
+const A_LAST_CHANGE: &str = "last_change_at";
+const A_UNSYNCED: &str = "unsynced_since";
+const A_TRIGGER: &str = "trigger_at";
+const A_ALLOW_SHRINK: &str = "allow_shrink_gen";
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
     AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
@@ -58,6 +65,45 @@ impl Table {
     }
 }
 
+impl Table {
+    /// `Demand`: one write, or two when a late event's time must not move
+    /// `last_change_at` back (`raise` false: the second, without it).
+    async fn demand(
+        &self,
+        count: u64,
+        epoch: &str,
+        changes: Option<state::ChangeTimes>,
+        raise: bool,
+    ) -> Result<Applied, StoreError> {
+        let mut e = Expr::default();
+        let (schema, completed, requested, ep) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
+        let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(count)));
+        let epv = e.v("epoch", AttributeValue::S(epoch.to_owned()));
+        let mut set = format!(
+            "{schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv})"
+        );
+        let mut condition = format!("(attribute_not_exists({schema}) OR {schema} <= {s})");
+        if let Some(t) = changes {
+            let (unsynced, oldest) = (e.n(A_UNSYNCED), e.v("oldest", num(t.oldest)));
+            set.push_str(&format!(", {unsynced} = if_not_exists({unsynced}, {oldest})"));
+            if raise {
+                let (last, newest) = (e.n(A_LAST_CHANGE), e.v("newest", num(t.newest)));
+                set.push_str(&format!(", {last} = {newest}"));
+                condition.push_str(&format!(" AND (attribute_not_exists({last}) OR {last} < {newest})"));
+            }
+        }
+        let op = Op::Demand { count, epoch: epoch.to_owned(), changes };
+        match self.fleet_update(format!("SET {set} ADD {requested} {c}"), Some(condition), e).await? {
+            Ok(item) => Ok(Applied::Won(Box::new(item))),
+            // (An item of a newer schema fails to parse before this.)
+            Err(Some(old)) if raise && old.last_change_at.zip(changes).is_some_and(|(last, t)| last >= t.newest) => {
+                Box::pin(self.demand(count, epoch, changes, false)).await
+            }
+            Err(old) => Ok(Applied::Lost(refusal(old, &op)?)),
+        }
+    }
+}
+
 /// Classifies a failed condition from the item as it was.
 fn refusal(old: Option<FleetItem>, op: &Op) -> Result<Refusal, StoreError> {
     match state::apply(old.as_ref(), op) {
@@ -76,19 +122,31 @@ impl FleetStore for Table {
     async fn apply(&self, op: &Op) -> Result<Applied, StoreError> {
         let mut e = Expr::default();
         let (update, condition) = match op {
-            Op::Demand { count, epoch } => {
-                let (schema, completed, requested, ep) =
-                    (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
-                let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
-                let epv = e.v("epoch", AttributeValue::S(epoch.clone()));
-                (
-                    format!(
-                        "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv}) ADD {requested} {c}"
-                    ),
-                    Some(format!("attribute_not_exists({schema}) OR {schema} <= {s}")),
-                )
+            Op::Demand { count, epoch, changes } => return self.demand(*count, epoch, *changes, true).await,
+            Op::AllowShrink { generation } => {
+                let (attr, g) = (e.n(A_ALLOW_SHRINK), e.v("g", num(*generation)));
+                let update = format!("SET {attr} = {g}");
+                let condition = format!("attribute_not_exists({attr}) OR {attr} < {g}");
+                return Ok(match self.fleet_update(update, Some(condition), e).await? {
+                    Ok(item) => Applied::Won(Box::new(item)),
+                    // It already covers this generation: nothing to raise.
+                    Err(old) => Applied::Won(Box::new(old.unwrap_or_default())),
+                });
             }
-            Op::Start { wave_id, now, lease_ms } => {
+            Op::Trigger { at, now, replacing } => {
+                let (attr, atv, nowv) = (e.n(A_TRIGGER), e.v("at", num(*at)), e.v("now", num(*now)));
+                let mut condition = format!("attribute_not_exists({attr}) OR {attr} < {nowv}");
+                if let Some(r) = replacing {
+                    let rv = e.v("replacing", num(*r));
+                    condition.push_str(&format!(" OR {attr} = {rv}"));
+                }
+                (format!("SET {attr} = {atv}"), Some(condition))
+            }
+            Op::ClearTrigger { at } => {
+                let (attr, atv) = (e.n(A_TRIGGER), e.v("at", num(*at)));
+                (format!("REMOVE {attr}"), Some(format!("{attr} = {atv}")))
+            }
+            Op::Start { wave_id, now, lease_ms, quiet } => {
                 let (wave, running, requested, completed) =
                     (e.n(A_WAVE), e.n(A_RUNNING), e.n(A_REQUESTED), e.n(A_COMPLETED));
                 let (lease, since, cmds, sent, fp) =
@@ -101,13 +159,28 @@ impl FleetStore for Table {
                 let no = e.v("no", AttributeValue::Bool(false));
                 let max = e.v("max", num(u64::from(state::MAX_ATTEMPTS)));
                 let sender = e.n(A_SENDER);
+                let unsynced = e.n(A_UNSYNCED);
                 let update = format!(
-                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no} REMOVE {fp}"
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no} REMOVE {fp}, {unsynced}"
                 );
-                // The exact negation of state::start_refusal.
-                let condition = format!(
+                // The exact negation of state::start_refusal ...
+                let mut condition = format!(
                     "attribute_not_exists({wave}) AND {requested} > {completed} AND (attribute_not_exists({fgen}) OR {fgen} < {requested} OR {fatt} < {max})"
                 );
+                // ... and of the quiet period (state::Quiet::until): quiet
+                // since the newest change, or the first unsynced one is old
+                // enough (a bound below zero cannot hold: left out).
+                if let Some(q) = quiet.filter(|q| q.quiet_ms > 0) {
+                    let last = e.n(A_LAST_CHANGE);
+                    let mut any = vec![format!("attribute_not_exists({last})")];
+                    if let Some(before) = now.checked_sub(q.quiet_ms) {
+                        any.push(format!("{last} <= {}", e.v("quiet_before", num(before))));
+                    }
+                    if let Some(before) = now.checked_sub(q.max_delay_ms) {
+                        any.push(format!("{unsynced} <= {}", e.v("forced_before", num(before))));
+                    }
+                    condition.push_str(&format!(" AND ({})", any.join(" OR ")));
+                }
                 (update, Some(condition))
             }
             Op::RecordCommands { wave_id, sender, command_ids, sent, fingerprint } => {
@@ -192,7 +265,7 @@ impl FleetStore for Table {
             }
         };
         match self.fleet_update(update, condition, e).await? {
-            Ok(item) => Ok(Applied::Won(item)),
+            Ok(item) => Ok(Applied::Won(Box::new(item))),
             Err(old) => Ok(Applied::Lost(refusal(old, op)?)),
         }
     }
@@ -230,6 +303,12 @@ impl FleetStore for Table {
         if let Some(b) = &r.blame {
             item.insert("blame".to_owned(), AttributeValue::S(b.clone()));
         }
+        if let Some(release) = &r.release {
+            item.insert("release".to_owned(), AttributeValue::S(release.clone()));
+        }
+        if r.allow_shrink {
+            item.insert("allow_shrink".to_owned(), AttributeValue::Bool(true));
+        }
         // A running snapshot never overwrites a finished record.
         let condition = r.end.is_none().then(|| "attribute_not_exists(#end)".to_owned());
         self.put(item, condition, &[("#end", "end")]).await
@@ -261,6 +340,8 @@ impl FleetStore for Table {
             gone: r.strings("gone")?,
             unreachable: r.strings("unreachable")?,
             blame: r.string("blame")?,
+            release: r.string("release")?,
+            allow_shrink: r.boolean("allow_shrink")?,
         }))
     }
 }
@@ -270,6 +351,7 @@ fn end_name(end: WaveEnd) -> &'static str {
         WaveEnd::Success => "success",
         WaveEnd::Failure => "failure",
         WaveEnd::Abandoned => "abandoned",
+        WaveEnd::Refused => "refused",
     }
 }
 
@@ -278,6 +360,7 @@ fn parse_end(pk: &str, s: &str) -> Result<WaveEnd, StoreError> {
         "success" => Ok(WaveEnd::Success),
         "failure" => Ok(WaveEnd::Failure),
         "abandoned" => Ok(WaveEnd::Abandoned),
+        "refused" => Ok(WaveEnd::Refused),
         other => Err(StoreError::Unreadable { pk: pk.to_owned(), why: format!("unknown wave end {other:?}") }),
     }
 }
@@ -320,5 +403,9 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         fingerprint_synced: fingerprint(&r, A_FP_SYNCED)?,
         fingerprint_failed: fingerprint(&r, A_FP_FAILED)?,
         epoch: r.string(A_EPOCH)?.unwrap_or_default(),
+        last_change_at: r.number(A_LAST_CHANGE)?,
+        unsynced_since: r.number(A_UNSYNCED)?,
+        trigger_at: r.number(A_TRIGGER)?,
+        allow_shrink_gen: r.number(A_ALLOW_SHRINK)?.unwrap_or_default(),
     })
 }

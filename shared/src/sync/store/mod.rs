@@ -24,8 +24,9 @@ use crate::store::{Items, MemoryTable, StoreError};
 /// The result of a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The write happened; the item after it.
-    Won(FleetItem),
+    /// The write happened; the item after it (boxed: an item is far larger
+    /// than a refusal).
+    Won(Box<FleetItem>),
     /// The condition failed; why.
     Lost(Refusal),
 }
@@ -81,6 +82,10 @@ pub struct WaveRecord {
     pub unreachable: Vec<String>,
     /// Why it failed without blaming its hosts, if it did.
     pub blame: Option<String>,
+    /// The release it syncs (marker mode: the marker's id).
+    pub release: Option<String>,
+    /// The shrink guard is lifted for it (a manual sync with `allow_shrink`).
+    pub allow_shrink: bool,
 }
 
 /// How long a wave record is kept (DynamoDB TTL deletes it later).
@@ -116,7 +121,7 @@ impl FleetStore for MemoryTable {
                     // The fleet item's own fields only: no stale wave left behind.
                     item.clear();
                     MemoryTable::write(item, &next)?;
-                    Applied::Won(next)
+                    Applied::Won(Box::new(next))
                 }
                 Err(refusal) => Applied::Lost(refusal),
             })
