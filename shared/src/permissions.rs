@@ -139,7 +139,7 @@ const SYNC: [Grant; 11] = [
     Grant {
         actions: &["s3:ListBucket"],
         scope: Scope::CodebaseBucket,
-        why: "the codebase's fingerprint (the lost-event backstop)",
+        why: "the codebase's fingerprint (the lost-event backstop); in release-marker mode, whether the marker exists",
     },
     Grant {
         actions: &["sqs:SendMessage"],
@@ -149,8 +149,8 @@ const SYNC: [Grant; 11] = [
     Grant {
         actions: &["s3:GetObject"],
         scope: Scope::ReleaseMarker,
-        why: "reads the release marker (its first line names the release; HeadObject is its fingerprint), that \
-              object only",
+        why: "reads the release marker's first line (the release id), that object only; its presence comes from a \
+              listing of its key",
     },
 ];
 
@@ -231,8 +231,6 @@ pub fn action_of(service: &str, operation: &str) -> String {
     let operation = match (service, operation) {
         // ListObjectsV2 is authorized as s3:ListBucket.
         ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
-        // HeadObject is authorized as s3:GetObject.
-        ("s3", "HeadObject") => "GetObject",
         (_, op) => op,
     };
     format!("{service}:{operation}")

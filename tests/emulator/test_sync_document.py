@@ -449,6 +449,129 @@ def test_with_nothing_live_an_empty_prefix_is_not_refused(bucket: str, tmp_path:
     assert os.readlink(dest / "current") == "releases/2"
 
 
+MANIFEST = ".fleetkeeper.manifest"
+CODE_LIST = "./index.php\n./lib/a.php\n./lib/b.php\n"
+
+
+def test_files_the_application_wrote_into_current_are_not_lost(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1, extra={"SSM_max_shrink": "50"})[0] == 0
+    # Compiled templates in a path the excludes do not cover: --delete
+    # removes them, and they are no loss of code.
+    cache = dest / "current" / "cache"
+    cache.mkdir(exist_ok=True)
+    for n in range(5):
+        (cache / f"{n}.php").write_text("compiled")
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 2")
+    code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "50"})
+    assert code == 0, (out, err)
+    assert "refused" not in err
+    assert os.readlink(dest / "current") == "releases/2"
+    assert files(dest / "current") == {**CODE, "index.php": "version 2"}, "--delete removed them"
+    # Listing the live tree instead (an instance without a manifest, as an
+    # older document left it) counts them: 5 of 8 files.
+    (dest / MANIFEST).unlink()
+    cache = dest / "current" / "cache"
+    cache.mkdir(exist_ok=True)
+    for n in range(5):
+        (cache / f"{n}.php").write_text("compiled")
+    code, _, err = run(bucket, dest, 3, extra={"SSM_max_shrink": "50"})
+    assert code == 65, err
+    assert "loses 5 of the 8 files of current (63% > max_shrink 50%)" in refusal(err)
+
+
+def test_the_manifest_lists_the_synced_files_and_a_refused_sync_leaves_it(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    manifest = dest / MANIFEST
+    # Written without a guard too, so that the next guarded sync has it.
+    assert run(bucket, dest, 1)[0] == 0
+    assert manifest.read_text() == CODE_LIST, "media/* (shared/) and *.log are not synced"
+    # Excluded files in the release: seeded into the next one, not listed.
+    (dest / "current" / "logs").mkdir()
+    (dest / "current" / "logs" / "y.log").write_text("written by the application")
+    (dest / "current" / "debug.log").write_text("written by the application")
+    s3.put_object(Bucket=bucket, Key="app/Zeta.php", Body=b"z")
+    code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "any"})
+    assert code == 0, (out, err)
+    assert files(dest / "current") == {**CODE, "Zeta.php": "z", "logs/y.log": "written by the application", "debug.log": "written by the application"}
+    assert manifest.read_text() == "./Zeta.php\n" + CODE_LIST, "sorted bytewise, excluded files left out"
+    assert not (dest / f"{MANIFEST}.tmp").exists()
+    assert not [n for n in os.listdir(dest / "current") if n.startswith(".")], "nothing is written into the served tree"
+    assert not [n for n in os.listdir(dest / "releases") if n.startswith(".")], "no list is left"
+    # A refused sync leaves it as it was.
+    empty_prefix(bucket)
+    code, _, err = run(bucket, dest, 3, extra={"SSM_max_shrink": "50"})
+    assert code == 65, err
+    assert "empty" in refusal(err)
+    assert manifest.read_text() == "./Zeta.php\n" + CODE_LIST
+    assert not (dest / f"{MANIFEST}.tmp").exists()
+    assert os.readlink(dest / "current") == "releases/2"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_an_emptied_prefix_is_refused_though_excluded_files_remain(bucket: str, tmp_path: Path, shell: str) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1, shell=shell, extra={"SSM_max_shrink": "100"})[0] == 0
+    # *.log is excluded: never downloaded, never deleted, so the new
+    # release still holds this one when the prefix is emptied.
+    (dest / "current" / "logs").mkdir()
+    (dest / "current" / "logs" / "y.log").write_text("written by the application")
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, shell=shell, extra={"SSM_max_shrink": "100"})
+    assert code == 65, (out, err)
+    line = refusal(err)
+    assert "empty" in line and "releases/1 has 3 files" in line, line
+    assert_kept(dest, content={**CODE, "logs/y.log": "written by the application"})
+    assert (dest / MANIFEST).read_text() == CODE_LIST
+
+
+def test_without_a_manifest_an_emptied_prefix_is_still_refused(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    # An instance last synced by an older document: current is listed,
+    # without the excluded files.
+    (dest / MANIFEST).unlink()
+    (dest / "current" / "logs").mkdir()
+    (dest / "current" / "logs" / "y.log").write_text("written by the application")
+    empty_prefix(bucket)
+    code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "100"})
+    assert code == 65, (out, err)
+    line = refusal(err)
+    assert "empty" in line and "releases/1 has 3 files" in line, line
+    assert_kept(dest, content={**CODE, "logs/y.log": "written by the application"})
+    assert not (dest / MANIFEST).exists(), "a refused sync writes no manifest"
+    # The next sync that switches writes it.
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"v3")
+    code, _, err = run(bucket, dest, 3, extra={"SSM_max_shrink": "100"})
+    assert code == 0, err
+    assert (dest / MANIFEST).read_text() == "./index.php\n"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_excludes_filter_the_lists_as_aws_s3_sync_matches_them(bucket: str, tmp_path: Path, shell: str) -> None:
+    # * and ? cross /, [!a] is a negated set, a leading dot is no special case.
+    excludes = "media/*,*.log,.env,conf/[!a]?.ini"
+    extra = {"SSM_excludes": excludes, "SSM_max_shrink": "50"}
+    for key in ("app/conf/a1.ini", "app/conf/b1.ini"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"ini")
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1, shell=shell, extra=extra)[0] == 0
+    assert files(dest / "current") == {**CODE, "conf/a1.ini": "ini"}, "aws s3 sync excluded conf/b1.ini"
+    for name in (".env", "conf/b2.ini", "deep/er/x.log", ".hidden.log"):
+        (dest / "current" / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / "current" / name).write_text("local")
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"version 2")
+    code, _, err = run(bucket, dest, 2, shell=shell, extra=extra)
+    assert code == 0, err
+    assert set(files(dest / "current")) == {*CODE, "conf/a1.ini", ".env", "conf/b2.ini", "deep/er/x.log", ".hidden.log"}, "excluded files are kept"
+    assert (dest / MANIFEST).read_text() == "./conf/a1.ini\n" + CODE_LIST, "the manifest holds what aws s3 sync manages"
+    # Emptied: the excluded files left behind are no release.
+    empty_prefix(bucket)
+    code, _, err = run(bucket, dest, 3, shell=shell, extra=extra)
+    assert code == 65, err
+    assert "empty" in refusal(err) and "releases/2 has 4 files" in refusal(err)
+
+
 @pytest.mark.parametrize("exported", [False, True])
 def test_the_release_id_follows_current(bucket: str, tmp_path: Path, exported: bool) -> None:
     dest = tmp_path / "www"

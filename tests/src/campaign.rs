@@ -10,7 +10,9 @@
 //! no hook, launched mid-wave), terminations mid-wave, time passing, the
 //! schedule firing — while the proxy injects throttling, 5xx, dropped
 //! connections, hung calls and SIGKILLs at `rate`, and EventBridge loses
-//! half that share of the S3 and command status events. The **heal phase** stops
+//! half that share of the S3 and command status events. Waves wait for the
+//! default quiet period, started by the delayed message on `codebase-sync`'s
+//! own queue (delivered by the router when due). The **heal phase** stops
 //! the faults, brings every agent back, and lets at most `heal_sweeps` sweep
 //! intervals pass (the schedule fires once per interval, then events settle).
 //!
@@ -240,7 +242,9 @@ impl Run {
         let mut router = Router::new(&emulator, &fleet).await;
         let mut cold_starts = Vec::new();
         for component in [Component::CodebaseSync, Component::SyncCompletion] {
-            let mut env = fleet.env();
+            // As deployed: the default quiet period, the delayed start on
+            // codebase-sync's own queue (its SendMessage faulted too).
+            let mut env = fleet.sync_env(component, fleetkeeper::config::DEFAULT_QUIET_SECONDS);
             set_var(&mut env, vars::SYNC_MAX_CONCURRENCY, "2");
             env.extend(behind.aws_env_for(component));
             deployed_retries(&mut env, ATTEMPT_TIMEOUT_S);

@@ -75,47 +75,36 @@ pub fn marker_relevance(change: &S3Change, marker_key: &str) -> Result<(), Skip>
     Ok(())
 }
 
-/// Whether an S3 answer about the marker means it is absent. S3 answers a
-/// missing key with 404 only to a caller allowed `s3:ListBucket` on it; the
-/// functions' `ListBucket` grant is conditioned on `s3:prefix`, which a
-/// `HeadObject` or `GetObject` request does not carry, so on AWS a missing
-/// marker is a 403 (S3 API reference, HeadObject: "If you don't have the
-/// s3:ListBucket permission, Amazon S3 returns an HTTP status code 403").
-/// A 403 is taken as absent, and logged: a role that truly may not read the
-/// marker looks the same, and the warning says so.
-fn marker_absent<E>(
-    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-    key: &str,
-) -> bool
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
-{
-    let aws_sdk_s3::error::SdkError::ServiceError(ctx) = e else { return false };
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let code = ctx.err().code().unwrap_or_default();
-    let missing = matches!(code, "NoSuchKey" | "NotFound") || status == Some(404);
-    if !missing && status == Some(403) {
-        tracing::warn!(
-            key,
-            "the release marker answered 403: it does not exist yet (S3 says 403 for a missing key to a role \
-             without s3:ListBucket on it), or the role may not read it (s3:GetObject on the marker)"
-        );
-        return true;
-    }
-    missing
+/// The release marker as a listing of its own key shows it: `LastModified`
+/// and ETag, `None` when absent. A listing, not `HeadObject`: S3 answers a
+/// missing key with 404 only to a caller allowed `s3:ListBucket` there, and
+/// the functions' grant is conditioned on `s3:prefix`, which `HeadObject` does
+/// not carry (S3 API reference, HeadObject: "If you don't have the
+/// s3:ListBucket permission, Amazon S3 returns an HTTP status code 403"), so
+/// a 403 could not tell "absent" from "not allowed". A listing with the
+/// marker as prefix is within the grant and says which.
+async fn marker_listed(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<(u64, String)>, AwsError> {
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(key)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ListObjectsV2", e))?;
+    Ok(listed.contents().iter().find(|o| o.key() == Some(key)).map(|o| {
+        let modified = o.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0);
+        (u64::try_from(modified).unwrap_or(0), o.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+    }))
 }
 
 /// The release marker's fingerprint: 1 and its `LastModified` when present,
 /// `0, 0` when absent.
 pub async fn marker_fingerprint(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Fingerprint, AwsError> {
-    match s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(head) => {
-            let modified = head.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0);
-            Ok(Fingerprint { count: 1, newest_ms: u64::try_from(modified).unwrap_or(0) })
-        }
-        Err(e) if marker_absent(&e, key) => Ok(Fingerprint { count: 0, newest_ms: 0 }),
-        Err(e) => Err(AwsError::from_sdk("HeadObject", e)),
-    }
+    Ok(match marker_listed(s3, bucket, key).await? {
+        Some((newest_ms, _)) => Fingerprint { count: 1, newest_ms },
+        None => Fingerprint { count: 0, newest_ms: 0 },
+    })
 }
 
 /// How much of the marker is read: its first line names the release.
@@ -125,16 +114,14 @@ const MARKER_READ_BYTES: u64 = 1024;
 /// (`params::RELEASE`: letters, digits, `._:+-`, at most 128), else its
 /// ETag; `None` when there is no marker.
 pub async fn release_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<String>, AwsError> {
-    let object = match s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .range(format!("bytes=0-{}", MARKER_READ_BYTES - 1))
-        .send()
-        .await
-    {
+    if marker_listed(s3, bucket, key).await?.is_none() {
+        return Ok(None);
+    }
+    let range = format!("bytes=0-{}", MARKER_READ_BYTES - 1);
+    let object = match s3.get_object().bucket(bucket).key(key).range(range).send().await {
         Ok(o) => o,
-        Err(e) if marker_absent(&e, key) => return Ok(None),
+        // Removed since it was listed.
+        Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
         Err(e) => return Err(AwsError::from_sdk("GetObject", e)),
     };
     let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();
@@ -283,23 +270,31 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_missing_marker_is_absent_though_aws_answers_403_without_list_permission() {
-        let head = aws_smithy_mocks::mock!(aws_sdk_s3::Client::head_object).then_http_response(|| status(403));
-        let get = aws_smithy_mocks::mock!(aws_sdk_s3::Client::get_object).then_http_response(|| status(403));
-        let s3 = s3_answering(&[head, get]);
-        let fp = marker_fingerprint(&s3, "code", "app/.release").await.expect("absent, not an error");
-        assert_eq!(fp, Fingerprint { count: 0, newest_ms: 0 });
-        assert_eq!(release_id(&s3, "code", "app/.release").await.expect("absent"), None);
-        let head = aws_smithy_mocks::mock!(aws_sdk_s3::Client::head_object).then_http_response(|| status(404));
-        let s3 = s3_answering(&[head]);
-        assert_eq!(marker_fingerprint(&s3, "code", "app/.release").await.expect("absent").count, 0);
+    fn listing(keys: &[&str]) -> aws_smithy_mocks::Rule {
+        let objects: Vec<aws_sdk_s3::types::Object> =
+            keys.iter().map(|k| aws_sdk_s3::types::Object::builder().key(*k).e_tag("\"abc\"").build()).collect();
+        aws_smithy_mocks::mock!(aws_sdk_s3::Client::list_objects_v2).then_output(move || {
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder()
+                .set_contents(Some(objects.clone()))
+                .build()
+        })
     }
 
     #[tokio::test]
-    async fn another_error_on_the_marker_is_an_error() {
-        let head = aws_smithy_mocks::mock!(aws_sdk_s3::Client::head_object).then_http_response(|| status(500));
-        let s3 = s3_answering(&[head]);
-        assert!(marker_fingerprint(&s3, "code", "app/.release").await.is_err());
+    async fn a_missing_marker_is_told_by_a_listing_never_by_a_403() {
+        // `app/.release-old` shares the prefix: only the exact key counts.
+        let get = aws_smithy_mocks::mock!(aws_sdk_s3::Client::get_object).then_http_response(|| status(403));
+        let s3 = s3_answering(&[listing(&["app/.release-old"]), get]);
+        let fp = marker_fingerprint(&s3, "code", "app/.release").await.expect("absent, not an error");
+        assert_eq!(fp, Fingerprint { count: 0, newest_ms: 0 });
+        assert_eq!(release_id(&s3, "code", "app/.release").await.expect("absent"), None, "not even read");
+    }
+
+    #[tokio::test]
+    async fn a_marker_that_is_listed_but_not_readable_is_an_error() {
+        let get = aws_smithy_mocks::mock!(aws_sdk_s3::Client::get_object).then_http_response(|| status(403));
+        let s3 = s3_answering(&[listing(&["app/.release"]), get]);
+        assert_eq!(marker_fingerprint(&s3, "code", "app/.release").await.expect("listed").count, 1);
+        assert!(release_id(&s3, "code", "app/.release").await.is_err(), "a real AccessDenied is loud");
     }
 }

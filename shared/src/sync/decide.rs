@@ -172,7 +172,11 @@ impl WaveResult {
         self.results
             .iter()
             .map(|(id, r)| match (r, &self.blame) {
-                (InstanceResult::Failed, Some(Blame::Release { .. })) => (id.clone(), InstanceResult::NotAttempted),
+                // A release failure, or a release the guard refused (its
+                // wave skips the release check), counts against nobody.
+                (InstanceResult::Failed, Some(Blame::Release { .. } | Blame::Refused { .. })) => {
+                    (id.clone(), InstanceResult::NotAttempted)
+                }
                 _ => (id.clone(), *r),
             })
             .collect()

@@ -107,13 +107,28 @@ pub struct FleetItem {
     pub trigger_at: Option<u64>,
     /// The generation whose sync lifted the shrink guard (0: none).
     pub allow_shrink_gen: u64,
+    /// The highest target of a wave that ran to an end (success, failure or
+    /// refusal): a lift up to it is spent, whatever the wave's outcome.
+    pub allow_shrink_spent: u64,
+    /// When the last wave started, epoch ms: a change older than it (a late
+    /// or redelivered event) was already in that wave's listing.
+    pub last_start_at: Option<u64>,
+    /// The generation whose release the instances' guard refused.
+    pub refused_gen: u64,
 }
 
 impl FleetItem {
-    /// Whether a wave targeting `target` now may shrink the release (a
-    /// manual sync with `allow_shrink` it covers that has not succeeded yet).
+    /// Whether a wave targeting `target` now may shrink the release: a
+    /// manual sync with `allow_shrink` it covers, whose lift no wave that ran
+    /// to an end has spent yet.
     pub fn allows_shrink(&self, target: u64) -> bool {
-        self.allow_shrink_gen > self.completed_gen && self.allow_shrink_gen <= target
+        self.allow_shrink_gen > self.completed_gen.max(self.allow_shrink_spent) && self.allow_shrink_gen <= target
+    }
+
+    /// Whether the instances refused the release of everything requested
+    /// (no new demand since): catch-ups must not put that content live.
+    pub fn refusal_held(&self) -> bool {
+        self.refused_gen > self.completed_gen && self.refused_gen >= self.requested_gen
     }
 }
 
@@ -134,7 +149,12 @@ impl Quiet {
         }
         let quiet_end = item.last_change_at?.saturating_add(self.quiet_ms);
         Some(match item.unsynced_since {
-            Some(first) => quiet_end.min(first.saturating_add(self.max_delay_ms)),
+            // A change stamped before the last start (a late event) forces
+            // nothing: the max delay runs from the start at the earliest.
+            Some(first) => {
+                let first = first.max(item.last_start_at.unwrap_or(0));
+                quiet_end.min(first.saturating_add(self.max_delay_ms))
+            }
             None => quiet_end,
         })
     }
@@ -397,6 +417,7 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
         }
         let mut next = item;
         next.unsynced_since = None;
+        next.last_start_at = Some(*now);
         next.wave = Some(Wave {
             id: wave_id.clone(),
             target: next.requested_gen,
@@ -485,6 +506,9 @@ pub fn start_refusal(item: &FleetItem) -> Result<(), Refusal> {
 }
 
 fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
+    if end != WaveEnd::Abandoned {
+        item.allow_shrink_spent = item.allow_shrink_spent.max(wave.target);
+    }
     match end {
         WaveEnd::Success => {
             item.completed_gen = item.completed_gen.max(wave.target);
@@ -503,6 +527,7 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
             }
         }
         WaveEnd::Refused => {
+            item.refused_gen = item.refused_gen.max(wave.target);
             item.failed_gen = wave.target;
             item.failed_attempts = item.failed_attempts.max(MAX_ATTEMPTS);
             if wave.fingerprint.is_some() {
@@ -833,18 +858,31 @@ mod tests {
     }
 
     #[test]
-    fn allow_shrink_covers_waves_up_to_its_generation_until_one_succeeds() {
+    fn allow_shrink_covers_the_waves_up_to_its_generation_until_one_runs() {
         let (item, _) = run(&[demand(1), Op::AllowShrink { generation: 2 }, demand(1), start("w1", 0)]);
         let item = item.expect("item");
         assert!(item.allows_shrink(2));
-        let failed = apply(Some(&item), &finish_op("w1", WaveEnd::Failure)).expect("failed");
-        assert!(failed.allows_shrink(2), "a retry still may");
-        let done =
-            apply(Some(&failed), &start("w2", 1)).and_then(|i| apply(Some(&i), &finish_op("w2", WaveEnd::Success)));
-        let done = done.expect("synced");
-        assert!(!done.allows_shrink(3), "spent once synced");
+        let abandoned = apply(Some(&item), &finish_op("w1", WaveEnd::Abandoned)).expect("abandoned");
+        assert!(abandoned.allows_shrink(2), "a wave that never ran spends nothing");
+        for end in [WaveEnd::Failure, WaveEnd::Refused, WaveEnd::Success] {
+            let ended = apply(Some(&item), &finish_op("w1", end)).expect("ended");
+            assert!(!ended.allows_shrink(2), "{end:?}: a wave that ran spends the lift, whatever its outcome");
+            let later = apply(Some(&ended), &demand(1)).expect("demand");
+            assert!(!later.allows_shrink(later.requested_gen), "{end:?}: a later shrink is guarded again");
+        }
         let before = apply(None, &Op::AllowShrink { generation: 5 }).expect("allow");
         assert!(!before.allows_shrink(4), "not for a wave below it");
+    }
+
+    #[test]
+    fn a_late_event_from_before_the_last_start_forces_nothing() {
+        let (item, _) = run(&[upload(1_000), quiet_start("w1", 40_000), finish_op("w1", WaveEnd::Success)]);
+        let item = item.expect("item");
+        // A redelivered event of the first upload, then a real change.
+        let late = apply(Some(&item), &upload(1_000)).and_then(|i| apply(Some(&i), &upload(100_000)));
+        let late = late.expect("demand");
+        assert_eq!(QUIET.until(&late), Some(130_000), "quiet from the newest change, max delay from the start");
+        assert!(apply(Some(&late), &quiet_start("w2", 120_000)).is_err(), "not forced by the late event's age");
     }
 
     #[test]
@@ -853,6 +891,8 @@ mod tests {
         assert_eq!(results[3], Err(Refusal::Held { generation: 1, attempts: MAX_ATTEMPTS }), "no automatic retry");
         let item = item.expect("item");
         assert_eq!(item.completed_gen, 0);
+        assert!(item.refusal_held(), "catch-ups hold while nothing new is requested");
+        assert!(!apply(Some(&item), &demand(1)).expect("demand").refusal_held(), "new demand is a new release");
         let next = apply(Some(&item), &demand(1)).and_then(|i| apply(Some(&i), &start("w3", 2)));
         assert_eq!(next.expect("new demand").wave.map(|w| w.target), Some(2));
     }

@@ -378,10 +378,15 @@ async fn the_guard_refuses_a_shrinking_release_says_why_and_yields_to_allow_shri
     let wave = w.waves().await.into_iter().find(|r| r.end == Some(WaveEnd::Refused));
     assert!(wave.and_then(|r| r.blame).is_some_and(|b| b.contains("allow_shrink")), "the record says how to go on");
 
-    // No automatic retry: the sweep leaves the held release alone.
+    // No automatic retry: the sweep leaves the held release alone, and it
+    // catches nobody up to it: an instance attached now (no hook) keeps
+    // waiting instead of going live with the refused content.
+    w.fleet.scale_to(&w.clients, 3).await;
     w.clock.advance(Duration::from_secs(300)).await;
     let swept = w.tick().await;
-    assert!(swept.runs.is_empty(), "a refused release is not retried without new demand");
+    assert!(swept.runs.is_empty(), "a refused release is neither retried nor caught up to: {:?}", swept.runs.len());
+    let newcomer = w.instances().await.into_iter().find(|i| !ids.contains(i)).expect("a new instance");
+    assert!(live_tree(&w, &newcomer).is_empty(), "the newcomer serves nothing rather than the refused release");
 
     // The operator means it.
     w.router
@@ -392,6 +397,10 @@ async fn the_guard_refuses_a_shrinking_release_says_why_and_yields_to_allow_shri
         assert_eq!(runs_on(&s, id), 1);
         assert_eq!(live_tree(&w, id), bucket_tree(&w).await, "{id} switched to the smaller release");
     }
+    // Once the lift ended the hold, the sweep catches the newcomer up.
+    w.clock.advance(Duration::from_secs(300)).await;
+    w.tick().await;
+    assert_eq!(live_tree(&w, &newcomer), bucket_tree(&w).await, "caught up to the accepted release");
     let item = w.item().await;
     assert_eq!(item.completed_gen, item.requested_gen);
     // The lift was for that sync only: the next shrink is refused again.
@@ -401,4 +410,27 @@ async fn the_guard_refuses_a_shrinking_release_says_why_and_yields_to_allow_shri
     let s = w.settle().await;
     let completion = replies(&s, Component::SyncCompletion);
     assert!(completion.iter().any(|r| r["settled"]["end"] == "refused"), "{completion:?}");
+}
+
+#[tokio::test]
+async fn a_quiet_period_longer_than_sqs_delays_is_a_chain_of_triggers() {
+    // 20 minutes of quiet: SQS delays at most 15, so the first trigger is due
+    // after 15 minutes, finds the codebase still within its quiet period
+    // and queues the next; the wave starts once 20 minutes passed.
+    let mut w = world(1, 1_200, &[(vars::SYNC_MAX_DELAY_SECONDS, "3600")]).await;
+    let id = w.instances().await.remove(0);
+    put(&w, "slow.php", "x").await;
+    let first = w.settle().await;
+    let waiting = replies(&first, Component::CodebaseSync);
+    let due = waiting.iter().find_map(|r| r["wave"]["trigger"]["due"].as_u64()).expect("a trigger queued");
+    assert!(due <= w.clock.now_ms() + 900_000, "never due later than SQS can deliver it");
+    w.clock.advance(Duration::from_secs(901)).await;
+    let early = w.settle().await;
+    assert!(early.runs.is_empty(), "15 minutes are not 20");
+    let again = replies(&early, Component::CodebaseSync);
+    assert!(again.iter().any(|r| r["wave"]["trigger"]["trigger"] == "queued"), "the next link: {again:?}");
+    w.clock.advance(Duration::from_secs(300)).await;
+    let late = w.settle().await;
+    assert_eq!(runs_on(&late, &id), 1, "the wave started once 20 minutes were quiet");
+    assert!(w.has(&id, "slow.php"));
 }

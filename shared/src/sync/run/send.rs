@@ -116,14 +116,17 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// is recorded).
     async fn hold_until(&self, until: u64, due: Option<u64>) -> Result<StartOutcome, SyncError> {
         let now = self.clock.now_ms();
-        let trigger = match self.store.apply(&Op::Trigger { at: until, now, replacing: due }).await? {
+        // SQS delays at most 15 minutes: a longer wait is a chain of
+        // triggers, each due when its message arrives (never early).
+        let at = until.min(now + u64::try_from(crate::trigger::MAX_DELAY.as_millis()).unwrap_or(900_000));
+        let trigger = match self.store.apply(&Op::Trigger { at, now, replacing: due }).await? {
             Applied::Lost(Refusal::TriggerPending { at }) => TriggerState::OnItsWay { due: at },
             Applied::Lost(other) => TriggerState::NotQueued { why: format!("{other:?}") },
-            Applied::Won(_) => match self.queue_start(until, now).await {
-                Ok(()) => TriggerState::Queued { due: until },
+            Applied::Won(_) => match self.queue_start(at, now).await {
+                Ok(()) => TriggerState::Queued { due: at },
                 Err(why) => {
                     warn!(until, why, "could not queue the delayed start: the sweep starts the wave");
-                    if let Err(e) = self.store.apply(&Op::ClearTrigger { at: until }).await {
+                    if let Err(e) = self.store.apply(&Op::ClearTrigger { at }).await {
                         warn!(error = %e, "could not clear the delayed start: the next one is queued once it is due");
                     }
                     TriggerState::NotQueued { why }
@@ -134,7 +137,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(StartOutcome::Waiting { until, trigger })
     }
 
-    /// Sends `codebase-sync` its own delayed start, due at `until`.
+    /// Sends `codebase-sync` its own delayed start, due at `until` (at most
+    /// [`crate::trigger::MAX_DELAY`] from `now`).
     async fn queue_start(&self, until: u64, now: u64) -> Result<(), String> {
         let Some(url) = &self.settings.trigger_queue_url else {
             return Err(format!("{} is not set", crate::config::vars::RETRIGGER_QUEUE_URL));

@@ -46,7 +46,11 @@ impl<S: FleetStore> SyncContext<'_, S> {
                     None
                 }
                 Err(Refusal::CaughtUp) => Some(item.fingerprint_synced),
-                // A held generation waits for new demand: a changed codebase is.
+                // A held generation waits for new demand: a changed codebase
+                // is. A refused release without its wave's fingerprint (the
+                // listing timed out) waits for an event: compared with the
+                // last synced one it would be sent, and refused, every sweep.
+                Err(Refusal::Held { .. }) if item.refusal_held() => item.fingerprint_failed.map(Some),
                 Err(Refusal::Held { .. }) => Some(item.fingerprint_failed.or(item.fingerprint_synced)),
                 Err(_) => None,
             },
@@ -82,10 +86,10 @@ impl<S: FleetStore> SyncContext<'_, S> {
             report.started = Some(StartOutcome::DryRun { refusal: None, instances: self.eligible().await?.instances });
             return Ok(());
         }
-        // The newest change is the newest object's (the marker's): the
-        // quiet period runs from it, like from an event's time.
-        let at = now.newest_ms.min(self.clock.now_ms());
-        let changes = (now.count > 0).then_some(ChangeTimes { oldest: at, newest: at });
+        // Stamped now, when it is seen: a deletion leaves no newer
+        // `LastModified`, and an upload may still be going on.
+        let at = self.clock.now_ms();
+        let changes = Some(ChangeTimes { oldest: at, newest: at });
         self.store.apply(&Op::Demand { count: 1, epoch: new_epoch(), changes }).await?;
         report.started = Some(self.start("sweep: codebase changed", StartWhen::Quiet { due: None }).await?);
         Ok(())
@@ -115,6 +119,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let eligible = self.eligible().await?;
         let now = self.clock.now_ms();
         let in_wave = self.wave_instances(item).await?;
+        // The instances refused what the prefix holds now: a catch-up would
+        // put exactly that live. New demand (a fix, or allow_shrink) ends it.
+        let held = item.refusal_held();
+        if held {
+            warn!(generation = item.refused_gen, "the release was refused: no catch-up until new demand");
+        }
         let mut out = Vec::new();
         let mut in_flight = 0;
         let mut due: Vec<(InstanceRecord, bool)> = Vec::new();
@@ -143,6 +153,9 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 continue;
             }
             let free = InstanceRecord { recovery_command: None, ..r.clone() };
+            if held {
+                continue;
+            }
             if quarantined {
                 if r.recovery_sent_at.is_none_or(|t| now >= t + RECOVERY_SPACING_MS) {
                     due.push((free, true));
@@ -179,15 +192,21 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let s = self.settings;
         let prepared = async {
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
-            let parameters = SyncParameters::new(
+            let mut parameters = SyncParameters::new(
                 &s.codebase,
                 &s.destination,
                 &item.epoch,
                 generation,
                 &s.region,
                 crate::ssm_document::CATCH_UP_MAX_SHRINK,
-            )
-            .to_ssm(Some(&document))?;
+            );
+            // In marker mode the catch-up names the release it syncs too.
+            if let Some(key) = s.marker_key() {
+                parameters.release = crate::sync::codebase::release_id(&self.clients.s3, &s.codebase.bucket, &key)
+                    .await?
+                    .unwrap_or_default();
+            }
+            let parameters = parameters.to_ssm(Some(&document))?;
             Ok::<_, SyncError>((document, parameters))
         };
         let (document, parameters) = match prepared.await {

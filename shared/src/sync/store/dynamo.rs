@@ -43,6 +43,9 @@ const A_LAST_CHANGE: &str = "last_change_at";
 const A_UNSYNCED: &str = "unsynced_since";
 const A_TRIGGER: &str = "trigger_at";
 const A_ALLOW_SHRINK: &str = "allow_shrink_gen";
+const A_ALLOW_SPENT: &str = "allow_shrink_spent";
+const A_LAST_START: &str = "last_start_at";
+const A_REFUSED: &str = "refused_gen";
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
     AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
@@ -159,9 +162,9 @@ impl FleetStore for Table {
                 let no = e.v("no", AttributeValue::Bool(false));
                 let max = e.v("max", num(u64::from(state::MAX_ATTEMPTS)));
                 let sender = e.n(A_SENDER);
-                let unsynced = e.n(A_UNSYNCED);
+                let (unsynced, last_start) = (e.n(A_UNSYNCED), e.n(A_LAST_START));
                 let update = format!(
-                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no} REMOVE {fp}, {unsynced}"
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}"
                 );
                 // The exact negation of state::start_refusal ...
                 let mut condition = format!(
@@ -177,7 +180,11 @@ impl FleetStore for Table {
                         any.push(format!("{last} <= {}", e.v("quiet_before", num(before))));
                     }
                     if let Some(before) = now.checked_sub(q.max_delay_ms) {
-                        any.push(format!("{unsynced} <= {}", e.v("forced_before", num(before))));
+                        // max(unsynced_since, last_start_at) + max delay <= now.
+                        let fb = e.v("forced_before", num(before));
+                        any.push(format!(
+                            "({unsynced} <= {fb} AND (attribute_not_exists({last_start}) OR {last_start} <= {fb}))"
+                        ));
                     }
                     condition.push_str(&format!(" AND ({})", any.join(" OR ")));
                 }
@@ -241,7 +248,10 @@ impl FleetStore for Table {
                 let c = e.v("completed", num(next.completed_gen));
                 let fg = e.v("fgen", num(next.failed_gen));
                 let fa = e.v("fatt", num(u64::from(next.failed_attempts)));
-                let mut update = format!("SET {completed} = {c}, {fgen} = {fg}, {fatt} = {fa}");
+                let (spent, refused) = (e.n(A_ALLOW_SPENT), e.n(A_REFUSED));
+                let (sv, rv) = (e.v("spent", num(next.allow_shrink_spent)), e.v("refused", num(next.refused_gen)));
+                let mut update =
+                    format!("SET {completed} = {c}, {fgen} = {fg}, {fatt} = {fa}, {spent} = {sv}, {refused} = {rv}");
                 if let Some(fp) = &next.fingerprint_synced {
                     let (attr, v) = (e.n(A_FP_SYNCED), e.v("fps", fingerprint_value(fp)));
                     update.push_str(&format!(", {attr} = {v}"));
@@ -407,5 +417,8 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         unsynced_since: r.number(A_UNSYNCED)?,
         trigger_at: r.number(A_TRIGGER)?,
         allow_shrink_gen: r.number(A_ALLOW_SHRINK)?.unwrap_or_default(),
+        allow_shrink_spent: r.number(A_ALLOW_SPENT)?.unwrap_or_default(),
+        last_start_at: r.number(A_LAST_START)?,
+        refused_gen: r.number(A_REFUSED)?.unwrap_or_default(),
     })
 }
