@@ -90,7 +90,9 @@ def files(root: Path) -> dict[str, str]:
 
 
 def releases(dest: Path) -> list[str]:
-    return sorted(p.name for p in (dest / "releases").iterdir())
+    """What releases/ holds, the releases' manifests left out (a leftover
+    temporary release is not)."""
+    return sorted(p.name for p in (dest / "releases").iterdir() if not p.name.startswith(".manifest-"))
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
@@ -389,7 +391,7 @@ def test_a_loss_within_max_shrink_switches(bucket: str, tmp_path: Path, max_shri
         assert os.readlink(dest / "current") == "releases/2"
         assert files(dest / "current") == {"index.php": "v1", "lib/b.php": "b"}
         assert "refused" not in err and "lifted" not in out
-        assert not [p for p in (dest / "releases").iterdir() if p.name.startswith(".")], "no list is left"
+        assert not [p for p in (dest / "releases").iterdir() if p.name.startswith(".tmp-")], "no list is left"
     else:
         assert code == 65, (out, err)
         assert f"loses 1 of the 3 files of current (34% > max_shrink {int(max_shrink)}%)" in refusal(err)
@@ -449,7 +451,11 @@ def test_with_nothing_live_an_empty_prefix_is_not_refused(bucket: str, tmp_path:
     assert os.readlink(dest / "current") == "releases/2"
 
 
-MANIFEST = ".fleetkeeper.manifest"
+def manifest_of(dest: Path) -> Path:
+    """The manifest of the release current points at (releases/.manifest-<name>)."""
+    return dest / "releases" / (".manifest-" + os.readlink(dest / "current").split("/")[-1])
+
+
 CODE_LIST = "./index.php\n./lib/a.php\n./lib/b.php\n"
 
 
@@ -470,7 +476,7 @@ def test_files_the_application_wrote_into_current_are_not_lost(bucket: str, tmp_
     assert files(dest / "current") == {**CODE, "index.php": "version 2"}, "--delete removed them"
     # Listing the live tree instead (an instance without a manifest, as an
     # older document left it) counts them: 5 of 8 files.
-    (dest / MANIFEST).unlink()
+    manifest_of(dest).unlink()
     cache = dest / "current" / "cache"
     cache.mkdir(exist_ok=True)
     for n in range(5):
@@ -482,10 +488,9 @@ def test_files_the_application_wrote_into_current_are_not_lost(bucket: str, tmp_
 
 def test_the_manifest_lists_the_synced_files_and_a_refused_sync_leaves_it(bucket: str, tmp_path: Path) -> None:
     dest = tmp_path / "www"
-    manifest = dest / MANIFEST
     # Written without a guard too, so that the next guarded sync has it.
     assert run(bucket, dest, 1)[0] == 0
-    assert manifest.read_text() == CODE_LIST, "media/* (shared/) and *.log are not synced"
+    assert manifest_of(dest).read_text() == CODE_LIST, "media/* (shared/) and *.log are not synced"
     # Excluded files in the release: seeded into the next one, not listed.
     (dest / "current" / "logs").mkdir()
     (dest / "current" / "logs" / "y.log").write_text("written by the application")
@@ -494,18 +499,18 @@ def test_the_manifest_lists_the_synced_files_and_a_refused_sync_leaves_it(bucket
     code, out, err = run(bucket, dest, 2, extra={"SSM_max_shrink": "any"})
     assert code == 0, (out, err)
     assert files(dest / "current") == {**CODE, "Zeta.php": "z", "logs/y.log": "written by the application", "debug.log": "written by the application"}
-    assert manifest.read_text() == "./Zeta.php\n" + CODE_LIST, "sorted bytewise, excluded files left out"
-    assert not (dest / f"{MANIFEST}.tmp").exists()
+    assert manifest_of(dest).read_text() == "./Zeta.php\n" + CODE_LIST, "sorted bytewise, excluded files left out"
     assert not [n for n in os.listdir(dest / "current") if n.startswith(".")], "nothing is written into the served tree"
-    assert not [n for n in os.listdir(dest / "releases") if n.startswith(".")], "no list is left"
+    hidden = sorted(n for n in os.listdir(dest / "releases") if n.startswith("."))
+    assert hidden == [".manifest-1", ".manifest-2"], "one manifest per release, no list left behind"
     # A refused sync leaves it as it was.
     empty_prefix(bucket)
     code, _, err = run(bucket, dest, 3, extra={"SSM_max_shrink": "50"})
     assert code == 65, err
     assert "empty" in refusal(err)
-    assert manifest.read_text() == "./Zeta.php\n" + CODE_LIST
-    assert not (dest / f"{MANIFEST}.tmp").exists()
     assert os.readlink(dest / "current") == "releases/2"
+    assert manifest_of(dest).read_text() == "./Zeta.php\n" + CODE_LIST
+    assert not (dest / "releases" / ".manifest-3").exists(), "a refused release has no manifest"
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
@@ -522,7 +527,7 @@ def test_an_emptied_prefix_is_refused_though_excluded_files_remain(bucket: str, 
     line = refusal(err)
     assert "empty" in line and "releases/1 has 3 files" in line, line
     assert_kept(dest, content={**CODE, "logs/y.log": "written by the application"})
-    assert (dest / MANIFEST).read_text() == CODE_LIST
+    assert manifest_of(dest).read_text() == CODE_LIST
 
 
 def test_without_a_manifest_an_emptied_prefix_is_still_refused(bucket: str, tmp_path: Path) -> None:
@@ -530,7 +535,7 @@ def test_without_a_manifest_an_emptied_prefix_is_still_refused(bucket: str, tmp_
     assert run(bucket, dest, 1)[0] == 0
     # An instance last synced by an older document: current is listed,
     # without the excluded files.
-    (dest / MANIFEST).unlink()
+    manifest_of(dest).unlink()
     (dest / "current" / "logs").mkdir()
     (dest / "current" / "logs" / "y.log").write_text("written by the application")
     empty_prefix(bucket)
@@ -539,12 +544,12 @@ def test_without_a_manifest_an_emptied_prefix_is_still_refused(bucket: str, tmp_
     line = refusal(err)
     assert "empty" in line and "releases/1 has 3 files" in line, line
     assert_kept(dest, content={**CODE, "logs/y.log": "written by the application"})
-    assert not (dest / MANIFEST).exists(), "a refused sync writes no manifest"
+    assert not (dest / "releases" / ".manifest-2").exists(), "a refused sync writes no manifest"
     # The next sync that switches writes it.
     s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"v3")
     code, _, err = run(bucket, dest, 3, extra={"SSM_max_shrink": "100"})
     assert code == 0, err
-    assert (dest / MANIFEST).read_text() == "./index.php\n"
+    assert manifest_of(dest).read_text() == "./index.php\n"
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
@@ -564,7 +569,7 @@ def test_excludes_filter_the_lists_as_aws_s3_sync_matches_them(bucket: str, tmp_
     code, _, err = run(bucket, dest, 2, shell=shell, extra=extra)
     assert code == 0, err
     assert set(files(dest / "current")) == {*CODE, "conf/a1.ini", ".env", "conf/b2.ini", "deep/er/x.log", ".hidden.log"}, "excluded files are kept"
-    assert (dest / MANIFEST).read_text() == "./conf/a1.ini\n" + CODE_LIST, "the manifest holds what aws s3 sync manages"
+    assert manifest_of(dest).read_text() == "./conf/a1.ini\n" + CODE_LIST, "the manifest holds what aws s3 sync manages"
     # Emptied: the excluded files left behind are no release.
     empty_prefix(bucket)
     code, _, err = run(bucket, dest, 3, shell=shell, extra=extra)
@@ -666,3 +671,30 @@ def test_the_emulator_enforces_the_document_like_ssm() -> None:
             with pytest.raises(ClientError) as err:
                 ssm.send_command(InstanceIds=[instance], DocumentName=name, Parameters={**good, param: [hostile]})
             assert err.value.response["Error"]["Code"] == "InvalidParameters", (param, hostile)
+
+
+def test_a_manifest_belongs_to_its_release_and_goes_with_it(bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "www"
+    for gen in range(1, 6):
+        s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"v" * gen)
+        assert run(bucket, dest, gen, extra={"SSM_max_shrink": "50"})[0] == 0
+    hidden = sorted(n for n in os.listdir(dest / "releases") if n.startswith("."))
+    assert hidden == [".manifest-3", ".manifest-4", ".manifest-5"], "pruned with the releases"
+    # current switched by hand (a rollback to release 4): the guard reads
+    # release 4's manifest, so the application's file there is no loss.
+    (dest / "current").unlink()
+    (dest / "current").symlink_to("releases/4")
+    (dest / "current" / "cache.php").write_text("written by the application")
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"v6")
+    code, _, err = run(bucket, dest, 6, extra={"SSM_max_shrink": "20"})
+    assert code == 0, err
+    # A release without a manifest (made by an older document) is listed
+    # as it is: never compared with another release's manifest.
+    (dest / "current").unlink()
+    (dest / "current").symlink_to("releases/5")
+    (dest / "releases" / ".manifest-5").unlink()
+    (dest / "current" / "cache.php").write_text("written by the application")
+    s3.put_object(Bucket=bucket, Key="app/index.php", Body=b"v7")
+    code, _, err = run(bucket, dest, 7, extra={"SSM_max_shrink": "20"})
+    assert code == 65, err
+    assert "loses 1 of the 4 files" in refusal(err), "listed: release 5's own files, the app's included"

@@ -89,7 +89,7 @@ fn change_times(demand: &[events::Received], now: u64) -> Option<ChangeTimes> {
             _ => None,
         })
         .collect();
-    Some(ChangeTimes { oldest: *times.iter().min()?, newest: *times.iter().max()? })
+    Some(ChangeTimes { oldest: *times.iter().min()?, newest: *times.iter().max()?, seen: now })
 }
 
 /// Handles one invocation.
@@ -135,19 +135,22 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         return Ok(summary);
     }
     let item = if relevant > 0 || manual.is_some() {
-        if summary.allow_shrink {
-            // Before the demand: every wave that covers it sees the lift.
-            let next = f.store.load().await.map_err(Box::new)?.map_or(0, |i| i.requested_gen) + 1;
-            f.store.apply(&Op::AllowShrink { generation: next }).await.map_err(Box::new)?;
-            warn!(generation = next, "allow_shrink: the instances' shrink guard is lifted for this sync");
-        }
-        // One demand write per invocation, however many records it holds.
-        let op = Op::Demand { count: 1, epoch: new_epoch(), changes: change_times(&demand, now) };
+        // One demand write per invocation, however many records it holds
+        // (with allow_shrink, the lift is part of it).
+        let op = Op::Demand {
+            count: 1,
+            epoch: new_epoch(),
+            changes: change_times(&demand, now),
+            allow_shrink: summary.allow_shrink,
+        };
         let item = match f.store.apply(&op).await.map_err(Box::new)? {
             Applied::Won(item) => *item,
             Applied::Lost(r) => return Err(format!("demand refused: {r:?}").into()),
         };
         summary.requested_gen = Some(item.requested_gen);
+        if summary.allow_shrink {
+            warn!(generation = item.requested_gen, "allow_shrink: the instances' shrink guard is lifted for this sync");
+        }
         info!(relevant, requested_gen = item.requested_gen, manual = manual.is_some(), "demand recorded");
         item
     } else {

@@ -120,8 +120,12 @@ pub async fn release_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Res
     let range = format!("bytes=0-{}", MARKER_READ_BYTES - 1);
     let object = match s3.get_object().bucket(bucket).key(key).range(range).send().await {
         Ok(o) => o,
-        // Removed since it was listed.
-        Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
+        // Removed since it was listed (a 403 on AWS, see above: a second
+        // listing tells).
+        Err(e) if marker_listed(s3, bucket, key).await?.is_none() => {
+            tracing::info!(key, error = %AwsError::from_sdk("GetObject", e), "the release marker went away while read");
+            return Ok(None);
+        }
         Err(e) => return Err(AwsError::from_sdk("GetObject", e)),
     };
     let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();

@@ -10,9 +10,11 @@
 //! is resumed from its record; one with no record is judged on the commands
 //! found by their `Comment`, once its lease expired.
 //!
-//! A wave whose release an instance's shrink guard refused ends
-//! [`WaveEnd::Refused`]: `current` was kept there, nobody is blamed, and the
-//! generation waits for new demand (or a sync with `allow_shrink`).
+//! A wave whose release the instances' shrink guard refused ends
+//! [`WaveEnd::Refused`]: `current` was kept, nobody is blamed, and the
+//! generation waits for new demand (or a sync with `allow_shrink`). When
+//! some instances took it, those that refused had measured it against an
+//! older release (they missed a wave): they catch up like unreachable ones.
 //!
 //! A wave fails as a release (or configuration) failure, not the hosts'
 //! fault, when more than half of the instances it ran on failed: then nobody's
@@ -266,10 +268,13 @@ pub fn judge(results: Vec<(String, InstanceResult)>, refusal: Option<String>) ->
     let (synced, failed, unreachable) =
         (count(InstanceResult::Synced), count(InstanceResult::Failed), count(InstanceResult::Unreachable));
     let refused = count(InstanceResult::Refused);
-    if refused > 0 {
+    if refused > 0 && synced == 0 {
         let reason = refusal.unwrap_or_else(|| "the shrink guard refused the release".into());
         return WaveResult { end: WaveEnd::Refused, results, blame: Some(Blame::Refused { refused, reason }) };
     }
+    // Some instances took the release within their guard: those that refused
+    // measured it against an older release (they missed a wave), and catch
+    // up to it like an instance that was unreachable.
     let attempted = synced + failed;
     let blame = if failed > 0 && failed * 2 > attempted {
         Some(Blame::Release { failed, attempted })
@@ -278,9 +283,12 @@ pub fn judge(results: Vec<(String, InstanceResult)>, refusal: Option<String>) ->
     } else {
         None
     };
-    let clean = results
-        .iter()
-        .all(|(_, r)| matches!(r, InstanceResult::Synced | InstanceResult::Gone | InstanceResult::Unreachable));
+    let clean = results.iter().all(|(_, r)| {
+        matches!(
+            r,
+            InstanceResult::Synced | InstanceResult::Gone | InstanceResult::Unreachable | InstanceResult::Refused
+        )
+    });
     let end = if clean && blame.is_none() { WaveEnd::Success } else { WaveEnd::Failure };
     WaveResult { end, results, blame }
 }
@@ -542,5 +550,26 @@ mod tests {
     fn a_wave_sent_to_nobody_is_done() {
         let s = settle(&wave(true, 1_000), &[], None, 5, NEVER);
         assert_eq!(s, Settlement::Done(WaveResult { end: WaveEnd::Success, results: vec![], blame: None }));
+    }
+
+    #[test]
+    fn a_refusal_ends_the_wave_only_when_nobody_took_the_release() {
+        let results = |rs: &[InstanceResult]| -> Vec<(String, InstanceResult)> {
+            rs.iter().enumerate().map(|(i, r)| (format!("i-{i}"), *r)).collect()
+        };
+        let all = judge(results(&[InstanceResult::Refused, InstanceResult::Refused]), Some("empty".into()));
+        assert_eq!(all.end, WaveEnd::Refused);
+        assert!(matches!(&all.blame, Some(Blame::Refused { refused: 2, reason }) if reason == "empty"));
+        let straggler = judge(results(&[InstanceResult::Synced, InstanceResult::Refused]), Some("loses".into()));
+        assert_eq!(straggler.end, WaveEnd::Success, "the fleet took it: the straggler catches up");
+        assert_eq!(straggler.blame, None);
+        assert_eq!(straggler.with(InstanceResult::Refused), ["i-1"]);
+        let with_failure = judge(results(&[InstanceResult::Refused, InstanceResult::Failed]), None);
+        assert_eq!(with_failure.end, WaveEnd::Refused);
+        assert_eq!(
+            with_failure.countable()[1].1,
+            InstanceResult::NotAttempted,
+            "a host failing in a refused wave is not counted"
+        );
     }
 }

@@ -156,7 +156,8 @@ impl World {
     }
 
     fn upload(&mut self, chunks: u8) {
-        self.apply(&Op::Demand { count: 1, epoch: "e".into(), changes: None }).expect("demand always applies");
+        self.apply(&Op::Demand { count: 1, epoch: "e".into(), changes: None, allow_shrink: false })
+            .expect("demand always applies");
         self.demand_since_start = true;
         self.try_start(chunks);
     }
@@ -553,8 +554,9 @@ fn quiet_world(gaps: &[u64], quiet: u64, max_delay: u64, wave_ms: u64) -> Result
         let Some(now) = [trigger, upload, end].into_iter().flatten().min() else { break };
         if upload == Some(now) {
             next_upload += 1;
-            let changes = Some(ChangeTimes { oldest: now, newest: now });
-            item = Some(apply(item.as_ref(), &Op::Demand { count: 1, epoch: "e".into(), changes }).expect("demand"));
+            let changes = Some(ChangeTimes::at(now));
+            let demand = Op::Demand { count: 1, epoch: "e".into(), changes, allow_shrink: false };
+            item = Some(apply(item.as_ref(), &demand).expect("demand"));
             if running.is_none()
                 && let Some(id) = try_start(&mut item, now, None, &mut starts)
             {

@@ -125,10 +125,12 @@ impl FleetItem {
         self.allow_shrink_gen > self.completed_gen.max(self.allow_shrink_spent) && self.allow_shrink_gen <= target
     }
 
-    /// Whether the instances refused the release of everything requested
-    /// (no new demand since): catch-ups must not put that content live.
+    /// Whether a release the instances refused is not yet followed by one
+    /// they took (or lifted by `allow_shrink`): catch-ups must not put what
+    /// the prefix holds live meanwhile (new demand may only be part of the
+    /// fix, and waits for its own wave).
     pub fn refusal_held(&self) -> bool {
-        self.refused_gen > self.completed_gen && self.refused_gen >= self.requested_gen
+        self.refused_gen > self.completed_gen && self.allow_shrink_gen <= self.refused_gen
     }
 }
 
@@ -167,6 +169,26 @@ pub struct ChangeTimes {
     pub oldest: u64,
     /// The newest, epoch ms.
     pub newest: u64,
+    /// When they were seen (the invocation's now), epoch ms: the time of a
+    /// change older than the last start (a late or redelivered event), so
+    /// that it waits for the quiet period from its arrival instead of
+    /// starting a wave at once.
+    pub seen: u64,
+}
+
+impl ChangeTimes {
+    /// Changes all made at `at`, seen then.
+    pub fn at(at: u64) -> Self {
+        ChangeTimes { oldest: at, newest: at, seen: at }
+    }
+
+    /// The time the quiet period runs from, given the last start.
+    pub fn newest_after(&self, last_start_at: Option<u64>) -> u64 {
+        match last_start_at {
+            Some(start) if self.newest < start => self.seen.max(self.newest),
+            _ => self.newest,
+        }
+    }
 }
 
 /// How a wave ended, as decided from SSM's answers.
@@ -246,12 +268,9 @@ pub enum Op {
         epoch: String,
         /// The changes' event times (`None`: no S3 change, e.g. a manual sync).
         changes: Option<ChangeTimes>,
-    },
-    /// Lift the shrink guard for waves up to `generation` (a manual sync
-    /// with `allow_shrink`, written before its demand).
-    AllowShrink {
-        /// The generation the sync will request (at least).
-        generation: u64,
+        /// A manual sync with `allow_shrink`: lifts the shrink guard up to
+        /// the generation this demand requests (in the same write).
+        allow_shrink: bool,
     },
     /// Take the lease for a new wave targeting `requested_gen`.
     Start {
@@ -351,11 +370,7 @@ impl Op {
     /// The wave this transition must be holding, if any.
     pub fn holder(&self) -> Option<&str> {
         match self {
-            Op::Demand { .. }
-            | Op::Start { .. }
-            | Op::AllowShrink { .. }
-            | Op::Trigger { .. }
-            | Op::ClearTrigger { .. } => None,
+            Op::Demand { .. } | Op::Start { .. } | Op::Trigger { .. } | Op::ClearTrigger { .. } => None,
             Op::RecordCommands { wave_id, .. }
             | Op::Renew { wave_id, .. }
             | Op::Finish { wave_id, .. }
@@ -368,25 +383,24 @@ impl Op {
 
 /// Applies `op` to the current item (`None`: no item yet).
 pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal> {
-    if let Op::Demand { count, epoch, changes } = op {
+    if let Op::Demand { count, epoch, changes, allow_shrink } = op {
         let mut next = current.cloned().unwrap_or_default();
         next.requested_gen += count;
         if next.epoch.is_empty() {
             next.epoch.clone_from(epoch);
         }
         if let Some(c) = changes {
-            next.last_change_at = Some(next.last_change_at.map_or(c.newest, |t| t.max(c.newest)));
+            let newest = c.newest_after(next.last_start_at);
+            next.last_change_at = Some(next.last_change_at.map_or(newest, |t| t.max(newest)));
             next.unsynced_since.get_or_insert(c.oldest);
+        }
+        if *allow_shrink {
+            next.allow_shrink_gen = next.requested_gen;
         }
         return Ok(next);
     }
     let item = current.cloned().unwrap_or_default();
     match op {
-        Op::AllowShrink { generation } => {
-            let mut next = item;
-            next.allow_shrink_gen = next.allow_shrink_gen.max(*generation);
-            return Ok(next);
-        }
         Op::Trigger { at, now, replacing } => {
             if let Some(pending) = item.trigger_at
                 && pending >= *now
@@ -482,13 +496,26 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             }
             finish(&mut next, &wave, *end);
         }
-        Op::Demand { .. }
-        | Op::Start { .. }
-        | Op::AllowShrink { .. }
-        | Op::Trigger { .. }
-        | Op::ClearTrigger { .. } => {}
+        Op::Demand { .. } | Op::Start { .. } | Op::Trigger { .. } | Op::ClearTrigger { .. } => {}
     }
     Ok(next)
+}
+
+/// A wave that ran somewhere to an end spends the `allow_shrink` lift up to
+/// its target: a success or a refusal at once, a failure once no automatic
+/// retry is left (the retry still may shrink). A wave sent nowhere spends
+/// nothing.
+fn spend_lift(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
+    let ran = !wave.command_ids.is_empty();
+    let last_try = item.failed_gen == wave.target && item.failed_attempts + 1 >= MAX_ATTEMPTS;
+    let spends = match end {
+        WaveEnd::Success | WaveEnd::Refused => ran,
+        WaveEnd::Failure => ran && last_try,
+        WaveEnd::Abandoned => false,
+    };
+    if spends {
+        item.allow_shrink_spent = item.allow_shrink_spent.max(wave.target);
+    }
 }
 
 /// Why no wave can start now, if none can.
@@ -506,9 +533,7 @@ pub fn start_refusal(item: &FleetItem) -> Result<(), Refusal> {
 }
 
 fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
-    if end != WaveEnd::Abandoned {
-        item.allow_shrink_spent = item.allow_shrink_spent.max(wave.target);
-    }
+    spend_lift(item, wave, end);
     match end {
         WaveEnd::Success => {
             item.completed_gen = item.completed_gen.max(wave.target);
@@ -548,7 +573,7 @@ mod tests {
     }
 
     fn demand(count: u64) -> Op {
-        Op::Demand { count, epoch: "e1".into(), changes: None }
+        Op::Demand { count, epoch: "e1".into(), changes: None, allow_shrink: false }
     }
 
     fn finish_op(id: &str, end: WaveEnd) -> Op {
@@ -720,8 +745,8 @@ mod tests {
     #[test]
     fn the_lineage_is_written_once_with_the_item() {
         let (item, _) = run(&[
-            Op::Demand { count: 0, epoch: "first".into(), changes: None },
-            Op::Demand { count: 1, epoch: "second".into(), changes: None },
+            Op::Demand { count: 0, epoch: "first".into(), changes: None, allow_shrink: false },
+            Op::Demand { count: 1, epoch: "second".into(), changes: None, allow_shrink: false },
         ]);
         let item = item.expect("item");
         assert_eq!((item.epoch.as_str(), item.requested_gen), ("first", 1), "count 0 only creates the item");
@@ -777,7 +802,7 @@ mod tests {
     }
 
     fn upload(at: u64) -> Op {
-        Op::Demand { count: 1, epoch: "e1".into(), changes: Some(ChangeTimes { oldest: at, newest: at }) }
+        Op::Demand { count: 1, epoch: "e1".into(), changes: Some(ChangeTimes::at(at)), allow_shrink: false }
     }
 
     const QUIET: Quiet = Quiet { quiet_ms: 30_000, max_delay_ms: 300_000 };
@@ -859,25 +884,43 @@ mod tests {
 
     #[test]
     fn allow_shrink_covers_the_waves_up_to_its_generation_until_one_runs() {
-        let (item, _) = run(&[demand(1), Op::AllowShrink { generation: 2 }, demand(1), start("w1", 0)]);
+        let allow = Op::Demand { count: 1, epoch: "e1".into(), changes: None, allow_shrink: true };
+        let sent = |id: &str| Op::RecordCommands {
+            wave_id: id.into(),
+            sender: id.into(),
+            command_ids: vec!["c".into()],
+            sent: true,
+            fingerprint: None,
+        };
+        let (item, _) = run(&[demand(1), allow, start("w1", 0)]);
         let item = item.expect("item");
+        assert_eq!(item.allow_shrink_gen, 2, "in the demand's own write");
         assert!(item.allows_shrink(2));
-        let abandoned = apply(Some(&item), &finish_op("w1", WaveEnd::Abandoned)).expect("abandoned");
-        assert!(abandoned.allows_shrink(2), "a wave that never ran spends nothing");
-        for end in [WaveEnd::Failure, WaveEnd::Refused, WaveEnd::Success] {
+        let unsent = apply(Some(&item), &finish_op("w1", WaveEnd::Success)).expect("sent nowhere");
+        assert_eq!(unsent.allow_shrink_spent, 0, "a wave sent nowhere spends nothing");
+        let item = apply(Some(&item), &sent("w1")).expect("sent");
+        let failed = apply(Some(&item), &finish_op("w1", WaveEnd::Failure)).expect("failed");
+        assert!(failed.allows_shrink(2), "the automatic retry still may shrink");
+        let retry = apply(Some(&failed), &start("w2", 1)).and_then(|i| apply(Some(&i), &sent("w2"))).expect("retry");
+        let spent = apply(Some(&retry), &finish_op("w2", WaveEnd::Failure)).expect("failed again");
+        assert!(!spent.allows_shrink(2), "no retry left: spent");
+        for end in [WaveEnd::Refused, WaveEnd::Success] {
             let ended = apply(Some(&item), &finish_op("w1", end)).expect("ended");
-            assert!(!ended.allows_shrink(2), "{end:?}: a wave that ran spends the lift, whatever its outcome");
+            assert!(!ended.allows_shrink(2), "{end:?}: a wave that ran spends the lift");
             let later = apply(Some(&ended), &demand(1)).expect("demand");
             assert!(!later.allows_shrink(later.requested_gen), "{end:?}: a later shrink is guarded again");
         }
-        let before = apply(None, &Op::AllowShrink { generation: 5 }).expect("allow");
-        assert!(!before.allows_shrink(4), "not for a wave below it");
     }
 
     #[test]
     fn a_late_event_from_before_the_last_start_forces_nothing() {
         let (item, _) = run(&[upload(1_000), quiet_start("w1", 40_000), finish_op("w1", WaveEnd::Success)]);
         let item = item.expect("item");
+        // Alone, a redelivered event counts from when it arrived.
+        let redelivered = ChangeTimes { oldest: 1_000, newest: 1_000, seen: 120_000 };
+        let alone = Op::Demand { count: 1, epoch: "e1".into(), changes: Some(redelivered), allow_shrink: false };
+        let alone = apply(Some(&item), &alone).expect("demand");
+        assert_eq!(QUIET.until(&alone), Some(150_000), "quiet from its arrival, not at once");
         // A redelivered event of the first upload, then a real change.
         let late = apply(Some(&item), &upload(1_000)).and_then(|i| apply(Some(&i), &upload(100_000)));
         let late = late.expect("demand");
@@ -891,8 +934,10 @@ mod tests {
         assert_eq!(results[3], Err(Refusal::Held { generation: 1, attempts: MAX_ATTEMPTS }), "no automatic retry");
         let item = item.expect("item");
         assert_eq!(item.completed_gen, 0);
-        assert!(item.refusal_held(), "catch-ups hold while nothing new is requested");
-        assert!(!apply(Some(&item), &demand(1)).expect("demand").refusal_held(), "new demand is a new release");
+        assert!(item.refusal_held(), "catch-ups hold");
+        assert!(apply(Some(&item), &demand(1)).expect("demand").refusal_held(), "until a release is taken");
+        let lifted = Op::Demand { count: 1, epoch: "e1".into(), changes: None, allow_shrink: true };
+        assert!(!apply(Some(&item), &lifted).expect("demand").refusal_held(), "or the guard lifted");
         let next = apply(Some(&item), &demand(1)).and_then(|i| apply(Some(&i), &start("w3", 2)));
         assert_eq!(next.expect("new demand").wave.map(|w| w.target), Some(2));
     }

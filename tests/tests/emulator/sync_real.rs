@@ -226,7 +226,12 @@ async fn a_dead_senders_wave_is_taken_over_by_its_comment() {
     let mut w = World::new(plain(1)).await;
     let store = w.store();
     store
-        .apply(&Op::Demand { count: 1, epoch: fleetkeeper::ssm_document::new_epoch(), changes: None })
+        .apply(&Op::Demand {
+            count: 1,
+            epoch: fleetkeeper::ssm_document::new_epoch(),
+            changes: None,
+            allow_shrink: false,
+        })
         .await
         .expect("demand");
     let now = w.clock.now_ms() + 123; // never a whole second

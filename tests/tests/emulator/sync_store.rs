@@ -47,7 +47,10 @@ async fn sixteen_contenders_one_winner_per_wave() {
     let (dynamo, ..) = store(&emulator).await;
     let dynamo = Arc::new(dynamo);
     for round in 0..5u64 {
-        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None }).await.expect("demand");
+        dynamo
+            .apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None, allow_shrink: false })
+            .await
+            .expect("demand");
         let mut tasks = Vec::new();
         for contender in 0..16 {
             let store = dynamo.clone();
@@ -89,7 +92,9 @@ async fn concurrent_demand_is_never_lost() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let store = dynamo.clone();
-            tokio::spawn(async move { store.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None }).await })
+            tokio::spawn(async move {
+                store.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None, allow_shrink: false }).await
+            })
         })
         .collect();
     for t in tasks {
@@ -213,7 +218,7 @@ async fn an_item_from_a_newer_schema_is_refused_not_overwritten() {
         .expect("put");
     assert!(matches!(dynamo.load().await, Err(StoreError::Unreadable { .. })));
     assert!(matches!(
-        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None }).await,
+        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None, allow_shrink: false }).await,
         Err(StoreError::Unreadable { .. })
     ));
     let raw = client.get_item().table_name(&table).key("pk", AttributeValue::S(fleet)).send().await.expect("raw");

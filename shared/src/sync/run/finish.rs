@@ -144,6 +144,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             not_attempted: result.with(InstanceResult::NotAttempted),
             gone: result.with(InstanceResult::Gone),
             unreachable: result.with(InstanceResult::Unreachable),
+            refused: result.with(InstanceResult::Refused),
             quarantined,
             blame: result.blame.clone(),
             taken_over: matches!(op, Op::TakeOver { .. }),

@@ -377,6 +377,8 @@ pub enum SettleOutcome {
         gone: Vec<String>,
         /// In service, but never reached: the sweep catches them up.
         unreachable: Vec<String>,
+        /// Instances whose shrink guard refused the release.
+        refused: Vec<String>,
         /// Instances quarantined by this wave.
         quarantined: Vec<String>,
         /// Why it failed without blaming its hosts.

@@ -89,8 +89,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         // Stamped now, when it is seen: a deletion leaves no newer
         // `LastModified`, and an upload may still be going on.
         let at = self.clock.now_ms();
-        let changes = Some(ChangeTimes { oldest: at, newest: at });
-        self.store.apply(&Op::Demand { count: 1, epoch: new_epoch(), changes }).await?;
+        let changes = Some(ChangeTimes::at(at));
+        self.store.apply(&Op::Demand { count: 1, epoch: new_epoch(), changes, allow_shrink: false }).await?;
         report.started = Some(self.start("sweep: codebase changed", StartWhen::Quiet { due: None }).await?);
         Ok(())
     }
@@ -192,7 +192,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let s = self.settings;
         let prepared = async {
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
-            let mut parameters = SyncParameters::new(
+            let parameters = SyncParameters::new(
                 &s.codebase,
                 &s.destination,
                 &item.epoch,
@@ -200,12 +200,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 &s.region,
                 crate::ssm_document::CATCH_UP_MAX_SHRINK,
             );
-            // In marker mode the catch-up names the release it syncs too.
-            if let Some(key) = s.marker_key() {
-                parameters.release = crate::sync::codebase::release_id(&self.clients.s3, &s.codebase.bucket, &key)
-                    .await?
-                    .unwrap_or_default();
-            }
+            // (No release id: a catch-up syncs the prefix as it is, perhaps
+            // half-way through a deploy whose marker is not written yet.)
             let parameters = parameters.to_ssm(Some(&document))?;
             Ok::<_, SyncError>((document, parameters))
         };

@@ -151,7 +151,12 @@ async fn invalid_instance_id_drops_the_offenders_and_retries_the_chunk_once() {
     };
     let store = MemoryTable::default();
     store
-        .apply(&Op::Demand { count: 1, epoch: "0123456789abcdef0123456789abcdef".into(), changes: None })
+        .apply(&Op::Demand {
+            count: 1,
+            epoch: "0123456789abcdef0123456789abcdef".into(),
+            changes: None,
+            allow_shrink: false,
+        })
         .await
         .expect("demand");
     let settings = settings();

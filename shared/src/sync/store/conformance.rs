@@ -83,7 +83,7 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
     let changes = |rng: &mut Rng| {
         (rng.below(3) > 0).then(|| {
             let oldest = now.saturating_sub(rng.below(3_000));
-            state::ChangeTimes { oldest, newest: oldest + rng.below(2_000) }
+            state::ChangeTimes { oldest, newest: oldest + rng.below(2_000), seen: now }
         })
     };
     let quiet = |rng: &mut Rng| match rng.below(3) {
@@ -93,12 +93,19 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
         _ => Some(state::Quiet { quiet_ms: now + 1 + rng.below(1_000), max_delay_ms: now + 1 }),
     };
     match rng.below(12) {
-        0 | 1 => Op::Demand { count: rng.below(3), epoch: format!("{:032x}", rng.below(3)), changes: changes(rng) },
+        0 | 1 => Op::Demand {
+            count: rng.below(3),
+            epoch: format!("{:032x}", rng.below(3)),
+            changes: changes(rng),
+            allow_shrink: rng.below(4) == 0,
+        },
         2 => {
             *next_id += 1;
             Op::Start { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, quiet: quiet(rng) }
         }
-        9 => Op::AllowShrink { generation: rng.below(6) },
+        9 => {
+            Op::Demand { count: 1, epoch: format!("{:032x}", rng.below(3)), changes: changes(rng), allow_shrink: true }
+        }
         10 => {
             let pending = current.and_then(|i| i.trigger_at);
             let replacing = match rng.below(3) {

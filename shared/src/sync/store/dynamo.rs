@@ -8,7 +8,8 @@
 //! the conformance properties). DynamoDB has no `max()`: a `Demand` moves
 //! `last_change_at` only on condition that it is older, and when that
 //! condition alone fails it is written again without it (a late event never
-//! moves the newest change back); `AllowShrink` likewise only raises. `Finish` and `TakeOver` read the item, compute the next one
+//! moves the newest change back, and a change older than the last start
+//! counts from when it was seen, as the pure function says). `Finish` and `TakeOver` read the item, compute the next one
 //! with the pure function, and write it on condition that the same wave
 //! still holds the lease (and, for a take-over, that its lease expired):
 //! only the holder can change what they write.
@@ -68,20 +69,37 @@ impl Table {
     }
 }
 
+/// How a `Demand` is written: the first attempt checks both conditions
+/// below; when one of them fails, the next attempt writes what the pure
+/// function would have.
+#[derive(Debug, Clone, Copy)]
+struct DemandWrite {
+    /// Raise `last_change_at` (on condition that it is older).
+    raise: bool,
+    /// The changes are newer than the last start (else they count from
+    /// when they were seen: a late event).
+    after_start: bool,
+}
+
 impl Table {
-    /// `Demand`: one write, or two when a late event's time must not move
-    /// `last_change_at` back (`raise` false: the second, without it).
+    /// `Demand`: one write, or two or three when a late event's time must
+    /// not move `last_change_at` back or start a wave at once. With
+    /// `allow_shrink`, `allow_shrink_gen` becomes the generation requested,
+    /// in the same write (`SET requested_gen = if_not_exists(...) + :count`
+    /// instead of `ADD`).
     async fn demand(
         &self,
-        count: u64,
-        epoch: &str,
+        op: &Op,
         changes: Option<state::ChangeTimes>,
-        raise: bool,
+        how: DemandWrite,
     ) -> Result<Applied, StoreError> {
+        let Op::Demand { count, epoch, allow_shrink, .. } = op else {
+            return Err(StoreError::Invariant(format!("not a demand: {op:?}")));
+        };
         let mut e = Expr::default();
         let (schema, completed, requested, ep) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
-        let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(count)));
-        let epv = e.v("epoch", AttributeValue::S(epoch.to_owned()));
+        let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
+        let epv = e.v("epoch", AttributeValue::S(epoch.clone()));
         let mut set = format!(
             "{schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv})"
         );
@@ -89,20 +107,43 @@ impl Table {
         if let Some(t) = changes {
             let (unsynced, oldest) = (e.n(A_UNSYNCED), e.v("oldest", num(t.oldest)));
             set.push_str(&format!(", {unsynced} = if_not_exists({unsynced}, {oldest})"));
-            if raise {
-                let (last, newest) = (e.n(A_LAST_CHANGE), e.v("newest", num(t.newest)));
-                set.push_str(&format!(", {last} = {newest}"));
-                condition.push_str(&format!(" AND (attribute_not_exists({last}) OR {last} < {newest})"));
+            if how.raise {
+                let (last, last_start) = (e.n(A_LAST_CHANGE), e.n(A_LAST_START));
+                let newest = if how.after_start { t.newest } else { t.seen.max(t.newest) };
+                let nv = e.v("newest", num(newest));
+                set.push_str(&format!(", {last} = {nv}"));
+                condition.push_str(&format!(" AND (attribute_not_exists({last}) OR {last} < {nv})"));
+                if how.after_start {
+                    condition.push_str(&format!(" AND (attribute_not_exists({last_start}) OR {last_start} <= {nv})"));
+                }
             }
         }
-        let op = Op::Demand { count, epoch: epoch.to_owned(), changes };
-        match self.fleet_update(format!("SET {set} ADD {requested} {c}"), Some(condition), e).await? {
+        let update = if *allow_shrink {
+            let allow = e.n(A_ALLOW_SHRINK);
+            set.push_str(&format!(
+                ", {requested} = if_not_exists({requested}, {zero}) + {c}, {allow} = if_not_exists({requested}, {zero}) + {c}"
+            ));
+            format!("SET {set}")
+        } else {
+            format!("SET {set} ADD {requested} {c}")
+        };
+        match self.fleet_update(update, Some(condition), e).await? {
             Ok(item) => Ok(Applied::Won(Box::new(item))),
             // (An item of a newer schema fails to parse before this.)
-            Err(Some(old)) if raise && old.last_change_at.zip(changes).is_some_and(|(last, t)| last >= t.newest) => {
-                Box::pin(self.demand(count, epoch, changes, false)).await
+            Err(Some(old)) if how.raise && changes.is_some() => {
+                let t = changes.unwrap_or(state::ChangeTimes::at(0));
+                let late = how.after_start && old.last_start_at.is_some_and(|start| t.newest < start);
+                let next = if late {
+                    // Counted from when it was seen, as the pure function does.
+                    DemandWrite { raise: true, after_start: false }
+                } else if old.last_change_at.is_some_and(|last| last >= t.newest_after(old.last_start_at)) {
+                    DemandWrite { raise: false, after_start: false }
+                } else {
+                    return Ok(Applied::Lost(refusal(Some(old), op)?));
+                };
+                Box::pin(self.demand(op, changes, next)).await
             }
-            Err(old) => Ok(Applied::Lost(refusal(old, &op)?)),
+            Err(old) => Ok(Applied::Lost(refusal(old, op)?)),
         }
     }
 }
@@ -125,16 +166,8 @@ impl FleetStore for Table {
     async fn apply(&self, op: &Op) -> Result<Applied, StoreError> {
         let mut e = Expr::default();
         let (update, condition) = match op {
-            Op::Demand { count, epoch, changes } => return self.demand(*count, epoch, *changes, true).await,
-            Op::AllowShrink { generation } => {
-                let (attr, g) = (e.n(A_ALLOW_SHRINK), e.v("g", num(*generation)));
-                let update = format!("SET {attr} = {g}");
-                let condition = format!("attribute_not_exists({attr}) OR {attr} < {g}");
-                return Ok(match self.fleet_update(update, Some(condition), e).await? {
-                    Ok(item) => Applied::Won(Box::new(item)),
-                    // It already covers this generation: nothing to raise.
-                    Err(old) => Applied::Won(Box::new(old.unwrap_or_default())),
-                });
+            Op::Demand { changes, .. } => {
+                return self.demand(op, *changes, DemandWrite { raise: true, after_start: true }).await;
             }
             Op::Trigger { at, now, replacing } => {
                 let (attr, atv, nowv) = (e.n(A_TRIGGER), e.v("at", num(*at)), e.v("now", num(*now)));
