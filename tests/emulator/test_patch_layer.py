@@ -385,6 +385,19 @@ def test_invocation_status_is_set_by_the_test_and_reflected_everywhere(ec2: Any,
     assert control("POST", "ssm/invocation-status", {"command_id": command_id, "status": "Exploded"})[0] == 400
 
 
+def test_a_plugins_listed_output_is_its_first_2500_characters(ec2: Any, ssm: Any, network: dict[str, Any], document: str) -> None:
+    (a,) = launch(ec2, network, 1)
+    command_id = ssm.send_command(InstanceIds=[a], DocumentName=document, Parameters={"generation": ["1"]})["Command"]["CommandId"]
+    long = "fleetkeeper: refused: first line\n" + "x" * 5000
+    control("POST", "ssm/invocation-status", {"command_id": command_id, "instance_id": a, "status": "Failed", "response_code": 65, "stdout": long})
+    until_listed()
+    (row,) = ssm.list_command_invocations(CommandId=command_id, Details=True)["CommandInvocations"]
+    plugin = row["CommandPlugins"][0]
+    assert (plugin["ResponseCode"], len(plugin["Output"])) == (65, 2500)
+    assert plugin["Output"].startswith("fleetkeeper: refused: first line")
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=a)["StandardOutputContent"] == long
+
+
 def test_list_commands_honours_filters_and_paging(ec2: Any, ssm: Any, network: dict[str, Any]) -> None:
     name = unique("doc")
     ssm.create_document(Name=name, Content=json.dumps(DOCUMENT), DocumentType="Command", DocumentFormat="JSON")

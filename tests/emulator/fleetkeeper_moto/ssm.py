@@ -764,7 +764,10 @@ def response_list_command_invocations(self: SimpleSystemManagerResponse) -> Acti
                         "Status": inv["Status"] if inv["Status"] in ("Pending", "InProgress", "Success", "TimedOut", "Cancelled", "Failed") else "Pending",
                         "StatusDetails": inv["StatusDetails"],
                         "ResponseCode": inv["ResponseCode"],
-                        "Output": inv["StandardOutputContent"],
+                        # AWS: CommandPlugin.Output, "Length Constraints:
+                        # Maximum length of 2500" (SSM API reference,
+                        # CommandPlugin): the first 2,500 characters.
+                        "Output": inv["StandardOutputContent"][:2500],
                     }
                 ]
             rows.append(row)
