@@ -635,7 +635,16 @@ impl<S: RecordStore> Gate<'_, S> {
     ) -> Result<Option<Driven>, GateError> {
         let id = &action.instance_id;
         let Some(settings) = &self.settings.catch_up else { return Ok(Some(d.out.clone())) };
-        let (epoch, generation) = self.store.requested().await?;
+        let lineage = self.store.requested().await?;
+        if lineage.release_held {
+            // The instances refused what the prefix holds: a catch-up would
+            // put exactly that live on this instance, then in service.
+            let reason = "the codebase's last release was refused by the instances' shrink guard: the launch waits \
+                          for a release the fleet takes (a fixed upload), or a sync with allow_shrink"
+                .to_owned();
+            return self.hold(action, d, reason, None, true).await.map(Some);
+        }
+        let (epoch, generation) = (lineage.epoch, lineage.requested_gen);
         let intent = CatchUp { attempt, generation, epoch: epoch.clone(), command_id: None, sent_at: now };
         d.state.catch_up = Some(intent.clone());
         d.state.step = format!("sending catch-up to generation {generation} (attempt {attempt})");

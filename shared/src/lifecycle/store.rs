@@ -8,7 +8,7 @@ use std::future::Future;
 use super::breaker::Breaker;
 use super::record::LifecycleRecord;
 use crate::ssm_document::history::RunHistory;
-use crate::store::{Doc, Items, StoreError};
+use crate::store::{Doc, Items, Lineage, StoreError};
 
 /// Where the lifecycle record lives in the instance's item.
 const RECORD: Doc = Doc { attr: "lifecycle", version: "lifecycle_version" };
@@ -19,10 +19,10 @@ const BREAKER: Doc = Doc { attr: "breaker", version: "breaker_version" };
 /// The lock table, as the lifecycle gate needs it.
 pub trait RecordStore: RunHistory {
     /// The generation a catch-up syncs to: the fleet's lineage and demand
-    /// counter (`requested_gen`; 0 before any demand). The fleet item is
-    /// created with a fresh lineage when it does not exist yet, so every
-    /// document run carries one.
-    fn requested(&self) -> impl Future<Output = Result<(String, u64), StoreError>> + Send;
+    /// counter (`requested_gen`; 0 before any demand), and whether a refused
+    /// release holds catch-ups. The fleet item is created with a fresh
+    /// lineage when it does not exist yet, so every document run carries one.
+    fn requested(&self) -> impl Future<Output = Result<Lineage, StoreError>> + Send;
 
     /// Reads an instance's lifecycle record and its version (0: none yet).
     fn lifecycle(&self, instance_id: &str) -> impl Future<Output = Result<(LifecycleRecord, u64), StoreError>> + Send;
@@ -51,7 +51,7 @@ pub trait RecordStore: RunHistory {
 }
 
 impl<T: Items + RunHistory> RecordStore for T {
-    async fn requested(&self) -> Result<(String, u64), StoreError> {
+    async fn requested(&self) -> Result<Lineage, StoreError> {
         self.lineage(&crate::ssm_document::new_epoch()).await
     }
 

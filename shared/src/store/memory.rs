@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{Doc, EXPIRES_AT, Items, Keys, StoreError, fleet_attrs};
+use super::{Doc, EXPIRES_AT, Items, Keys, Lineage, StoreError, fleet_attrs};
 
 /// An item: its attributes as JSON fields.
 pub type Item = Map<String, Value>;
@@ -72,7 +72,7 @@ impl Items for MemoryTable {
         Ok(self.with(|items| items.get(pk).and_then(|item| item.get(attr)).and_then(Value::as_u64)))
     }
 
-    async fn lineage(&self, epoch: &str) -> Result<(String, u64), StoreError> {
+    async fn lineage(&self, epoch: &str) -> Result<Lineage, StoreError> {
         let pk = self.keys.fleet_pk();
         Ok(self.with(|items| {
             let item = items.entry(pk).or_default();
@@ -84,7 +84,16 @@ impl Items for MemoryTable {
                 item.insert(fleet_attrs::EPOCH.to_owned(), Value::from(epoch));
             }
             let epoch = item.get(fleet_attrs::EPOCH).and_then(Value::as_str).unwrap_or_default().to_owned();
-            (epoch, item.get(fleet_attrs::REQUESTED_GEN).and_then(Value::as_u64).unwrap_or(0))
+            let number = |attr: &str| item.get(attr).and_then(Value::as_u64).unwrap_or(0);
+            Lineage {
+                epoch,
+                requested_gen: number(fleet_attrs::REQUESTED_GEN),
+                release_held: fleet_attrs::release_held(
+                    number(fleet_attrs::REFUSED_GEN),
+                    number(fleet_attrs::COMPLETED_GEN),
+                    number(fleet_attrs::ALLOW_SHRINK_GEN),
+                ),
+            }
         }))
     }
 

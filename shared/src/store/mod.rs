@@ -50,8 +50,31 @@ pub mod fleet_attrs {
     pub const SCHEMA: &str = "schema";
     /// The last generation synced everywhere.
     pub const COMPLETED_GEN: &str = "completed_gen";
+    /// The generation whose release the instances' shrink guard refused.
+    pub const REFUSED_GEN: &str = "refused_gen";
+    /// The generation up to which a manual sync lifted the shrink guard.
+    pub const ALLOW_SHRINK_GEN: &str = "allow_shrink_gen";
+
+    /// Whether a refused release is not yet followed by one the instances
+    /// took, nor lifted by `allow_shrink`: no catch-up may put what the
+    /// prefix holds live meanwhile (the sync's sweep and the lifecycle
+    /// gate's launches alike).
+    pub fn release_held(refused_gen: u64, completed_gen: u64, allow_shrink_gen: u64) -> bool {
+        refused_gen > completed_gen && allow_shrink_gen <= refused_gen
+    }
     /// The schema version this code writes and understands.
     pub const SCHEMA_VERSION: u64 = 1;
+}
+
+/// The fleet item as a catch-up needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lineage {
+    /// The counter's lineage.
+    pub epoch: String,
+    /// The demand counter: the generation a catch-up syncs to.
+    pub requested_gen: u64,
+    /// A refused release holds catch-ups ([`fleet_attrs::release_held`]).
+    pub release_held: bool,
 }
 
 /// The DynamoDB TTL attribute (epoch seconds) on items that expire.
@@ -140,7 +163,7 @@ pub trait Items: Send + Sync {
     /// The fleet item's lineage and demand counter (`epoch`,
     /// `requested_gen`), creating the item with lineage `epoch` when there is
     /// none yet (no demand is added).
-    fn lineage(&self, epoch: &str) -> impl Future<Output = Result<(String, u64), StoreError>> + Send;
+    fn lineage(&self, epoch: &str) -> impl Future<Output = Result<Lineage, StoreError>> + Send;
 
     /// Reads the document `doc` of item `pk` (strongly consistent) and its
     /// version; the default value and version 0 when there is none.

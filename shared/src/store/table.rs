@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::expr::{Expr, Reader, num};
-use super::{Doc, EXPIRES_AT, Items, Keys, PK, StoreError, fleet_attrs};
+use super::{Doc, EXPIRES_AT, Items, Keys, Lineage, PK, StoreError, fleet_attrs};
 use crate::error::AwsError;
 
 /// An item's attributes.
@@ -166,7 +166,7 @@ impl Items for Table {
         Reader { pk, attrs: &attrs }.number(attr)
     }
 
-    async fn lineage(&self, epoch: &str) -> Result<(String, u64), StoreError> {
+    async fn lineage(&self, epoch: &str) -> Result<Lineage, StoreError> {
         let pk = self.keys.fleet_pk();
         let mut e = Expr::default();
         let (schema, completed, requested, ep) = (
@@ -187,10 +187,16 @@ impl Items for Table {
         match self.update(&pk, update, Some(condition), e, false).await? {
             Updated::Written(attrs) => {
                 let r = Reader { pk: &pk, attrs: &attrs };
-                Ok((
-                    r.string(fleet_attrs::EPOCH)?.unwrap_or_default(),
-                    r.number(fleet_attrs::REQUESTED_GEN)?.unwrap_or(0),
-                ))
+                let number = |attr| r.number(attr).map(Option::unwrap_or_default);
+                Ok(Lineage {
+                    epoch: r.string(fleet_attrs::EPOCH)?.unwrap_or_default(),
+                    requested_gen: number(fleet_attrs::REQUESTED_GEN)?,
+                    release_held: fleet_attrs::release_held(
+                        number(fleet_attrs::REFUSED_GEN)?,
+                        number(fleet_attrs::COMPLETED_GEN)?,
+                        number(fleet_attrs::ALLOW_SHRINK_GEN)?,
+                    ),
+                })
             }
             Updated::ConditionFailed(_) => Err(StoreError::Unreadable {
                 pk,

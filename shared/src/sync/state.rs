@@ -130,7 +130,7 @@ impl FleetItem {
     /// the prefix holds live meanwhile (new demand may only be part of the
     /// fix, and waits for its own wave).
     pub fn refusal_held(&self) -> bool {
-        self.refused_gen > self.completed_gen && self.allow_shrink_gen <= self.refused_gen
+        crate::store::fleet_attrs::release_held(self.refused_gen, self.completed_gen, self.allow_shrink_gen)
     }
 }
 

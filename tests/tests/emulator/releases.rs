@@ -434,3 +434,40 @@ async fn a_quiet_period_longer_than_sqs_delays_is_a_chain_of_triggers() {
     assert_eq!(runs_on(&late, &id), 1, "the wave started once 20 minutes were quiet");
     assert!(w.has(&id, "slow.php"));
 }
+
+#[tokio::test]
+async fn a_launch_waits_while_the_instances_refuse_the_release() {
+    // Gated launches (fleetkeeper's hooks on the group), waves at once.
+    let mut w = World::with_quiet(FleetSpec { instances: 1, ..FleetSpec::default() }, 0, |_| {}).await;
+    w.settle().await;
+    let first = w.instances().await.remove(0);
+    for i in 0..10 {
+        put(&w, &format!("page-{i}.php"), "v1").await;
+    }
+    w.settle().await;
+    assert_eq!(live_tree(&w, &first).len(), 11, "the first release is live");
+    for i in 0..9 {
+        delete(&w, &format!("page-{i}.php")).await;
+    }
+    w.settle().await;
+    assert!(w.item().await.refusal_held(), "the shrink was refused");
+
+    // A scale-out meanwhile: the gate holds the launch, loudly, and sends it
+    // no catch-up (it would put the refused release live, then in service).
+    w.fleet.scale_to(&w.clients, 2).await;
+    let held = w.settle().await;
+    let newcomer = w.instances().await.into_iter().find(|i| *i != first).expect("a new instance");
+    assert!(held.runs.iter().all(|r| r.instance_id != newcomer), "no catch-up was sent to it");
+    let replies = replies(&held, Component::LifecycleHook);
+    assert!(replies.iter().any(|r| r.to_string().contains("shrink guard")), "the gate says why: {replies:?}");
+    assert_eq!(w.fleet.lifecycle_state(&w.clients, &newcomer).await.as_deref(), Some("Pending:Wait"));
+
+    // The operator means it: the fleet takes the smaller release, and the
+    // next reconcile lets the launch through with it.
+    w.router.invoke(Component::CodebaseSync, json!({"action": "sync", "allow_shrink": true})).await;
+    w.settle().await;
+    w.clock.advance(Duration::from_secs(300)).await;
+    w.tick().await;
+    assert_eq!(w.fleet.lifecycle_state(&w.clients, &newcomer).await.as_deref(), Some("InService"));
+    assert_eq!(live_tree(&w, &newcomer), bucket_tree(&w).await, "it serves the release the fleet took");
+}

@@ -43,10 +43,10 @@ const A_SENDER: &str = "sender";
 const A_LAST_CHANGE: &str = "last_change_at";
 const A_UNSYNCED: &str = "unsynced_since";
 const A_TRIGGER: &str = "trigger_at";
-const A_ALLOW_SHRINK: &str = "allow_shrink_gen";
+const A_ALLOW_SHRINK: &str = fleet_attrs::ALLOW_SHRINK_GEN;
 const A_ALLOW_SPENT: &str = "allow_shrink_spent";
 const A_LAST_START: &str = "last_start_at";
-const A_REFUSED: &str = "refused_gen";
+const A_REFUSED: &str = fleet_attrs::REFUSED_GEN;
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
     AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
