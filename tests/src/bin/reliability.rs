@@ -95,13 +95,15 @@ fn render(args: &Args, reports: &[Report], wall_s: u64) -> String {
          Each run is a fleet in its own emulator account: `codebase-sync` and `sync-completion` as real bootstraps \
          behind the event router (SQS batches of 10 with a DLQ after 5 receives, async retries twice), the local \
          agent running the real document on every instance, and the fault proxy in front of the emulator for both \
-         functions' AWS calls (the SDK's own retry policy, a 1 s attempt timeout). \
-         See `tests/src/campaign.rs` for the scenario and `tests/src/faults.rs` for the faults.\n",
+         functions' AWS calls (the SDK's own retry policy, a 1 s attempt timeout). Waves wait for the default \
+         quiet period ({} s), started by `codebase-sync`'s own delayed SQS message (its `SendMessage` faulted like \
+         any call). See `tests/src/campaign.rs` for the scenario and `tests/src/faults.rs` for the faults.\n",
         args.seeds,
         args.first,
         args.concurrency,
         wall_s,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        fleetkeeper::config::DEFAULT_QUIET_SECONDS,
     );
     let _ = writeln!(
         w,
