@@ -342,7 +342,7 @@ QUEUE_URLS = {
 DEPLOYMENTS = {
     "everything": PARAMETERS | {"SyncExcludes": "media/*,.env", "SyncMaxConcurrency": "10%", "CodebaseRegion": "eu-west-1"},
     "release marker": PARAMETERS
-    | {"ReleaseMarker": "releases/.release", "SyncQuietSeconds": "0", "SyncMaxDelaySeconds": "300", "SyncMaxShrink": ".25"},
+    | {"ReleaseMarker": "releases/.release", "SyncMaxDelaySeconds": "300", "SyncMaxShrink": ".25"},
     "slow uploads": PARAMETERS | {"SyncQuietSeconds": "900", "SyncMaxDelaySeconds": "3600", "SyncMaxShrink": "1"},
     "bare": {"FleetName": "web", "GroupName1": "web-a"},
     "efs only": {"FleetName": "web", "GroupName1": "web-a", "FileSystemId": "fs-0123456789abcdef0", "MountTargetSecurityGroups": "sg-0123456789abcdef0"},
@@ -504,7 +504,9 @@ def test_the_release_defaults_are_the_functions_own(source: dict[str, Any]) -> N
         return found.strip('"')
 
     p = source["Parameters"]
-    assert str(p["SyncQuietSeconds"]["Default"]) == const("DEFAULT_QUIET_SECONDS")
+    # Empty: the functions' own default, which depends on the marker.
+    assert p["SyncQuietSeconds"]["Default"] == ""
+    assert f"{const('DEFAULT_QUIET_SECONDS')} (DEFAULT_QUIET_SECONDS)" in p["SyncQuietSeconds"]["Description"]
     assert str(p["SyncMaxDelaySeconds"]["Default"]) == const("DEFAULT_MAX_DELAY_SECONDS")
     assert p["SyncMaxShrink"]["Default"] == const("DEFAULT_MAX_SHRINK")
     assert p["ReleaseMarker"]["Default"] == ""
@@ -523,8 +525,13 @@ def test_each_function_re_triggers_through_its_own_queue(source: dict[str, Any],
     # The sync functions refuse to start without it while the quiet period
     # is above 0 (SyncSettings, which config-check does not reach).
     for function in SYNC_FUNCTIONS:
-        if function in envs and int(envs[function]["FLEET_SYNC_QUIET_SECONDS"]) > 0:
-            assert envs[function]["FLEET_RETRIGGER_QUEUE_URL"], f"{deployment}: {function}"
+        if function not in envs:
+            continue
+        env = envs[function]
+        # Empty is the functions' default: 0 with a marker, else above 0.
+        quiet = env["FLEET_SYNC_QUIET_SECONDS"]
+        if (int(quiet) if quiet else (0 if env["FLEET_RELEASE_MARKER"] else 1)) > 0:
+            assert env["FLEET_RETRIGGER_QUEUE_URL"], f"{deployment}: {function}"
 
 
 def test_both_sync_functions_send_codebase_syncs_delayed_start_to_its_queue(source: dict[str, Any]) -> None:
@@ -641,9 +648,14 @@ def test_the_release_parameters_admit_only_what_the_functions_accept(source: dic
         return config_check({"codebase-sync": base | overrides})["codebase-sync"]
 
     quiet, delay = p["SyncQuietSeconds"], p["SyncMaxDelaySeconds"]
-    for q, d in ((quiet["MinValue"], delay["MinValue"]), (quiet["MaxValue"], delay["MaxValue"])):
-        assert verdict({"FLEET_SYNC_QUIET_SECONDS": str(q), "FLEET_SYNC_MAX_DELAY_SECONDS": str(d)}) is None, (q, d)
-    assert verdict({"FLEET_SYNC_QUIET_SECONDS": str(quiet["MaxValue"] + 1), "FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"])})
+    for q in ("", "0", "7", "60", "999", "1000", "2999", "3599", "3600"):
+        assert re.fullmatch(quiet["AllowedPattern"], q), q
+        assert verdict({"FLEET_SYNC_QUIET_SECONDS": q, "FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"])}) is None, q
+    for q in ("3601", "4000", "10000", "-1", "1.5", "60s", "060", " 60"):
+        assert not re.fullmatch(quiet["AllowedPattern"], q), q
+    assert verdict({"FLEET_SYNC_QUIET_SECONDS": "3601", "FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"])})
+    for d in (delay["MinValue"], delay["MaxValue"]):
+        assert verdict({"FLEET_SYNC_QUIET_SECONDS": "0", "FLEET_SYNC_MAX_DELAY_SECONDS": str(d)}) is None, d
     assert verdict({"FLEET_SYNC_MAX_DELAY_SECONDS": str(delay["MaxValue"] + 1)})
     # A template cannot compare two parameters: their descriptions say it.
     assert verdict({"FLEET_SYNC_QUIET_SECONDS": "120", "FLEET_SYNC_MAX_DELAY_SECONDS": "60"})
