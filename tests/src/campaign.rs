@@ -38,9 +38,7 @@ use fleetkeeper::Component;
 use fleetkeeper::clock::Clock;
 use fleetkeeper::config::vars;
 use fleetkeeper::ssm_document::history::RunHistory;
-use fleetkeeper::store::Table;
 use fleetkeeper::sync::state::FleetItem;
-use fleetkeeper::sync::store::FleetStore;
 use serde::Serialize;
 
 use crate::Emulator;
@@ -79,6 +77,28 @@ impl Spec {
     pub fn standard(rate: f64, seed: u64) -> Self {
         Spec { rate, seed, instances: 3, rounds: ROUNDS, heal_sweeps: HEAL_SWEEPS }
     }
+}
+
+/// The end of a campaign's report: the runs that broke an invariant (their
+/// one-line accounts), or that none did, and how to reproduce a seed of the
+/// tests named `filter` (under `reliability::`).
+pub fn write_outcome(w: &mut String, broken: &[String], filter: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(w);
+    if broken.is_empty() {
+        let _ = writeln!(w, "Every invariant held in every run.");
+    } else {
+        let _ = writeln!(w, "## Runs that broke an invariant\n");
+        for summary in broken {
+            let _ = writeln!(w, "- {summary}");
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nReproduce a seed at every rate: `make build venv && FK_CAMPAIGN_SEEDS=<seed>,1 \
+         tests/emulator/with-emulator cargo test --test emulator reliability::{filter} -- --nocapture` \
+         (`make test` runs seeds 1 to 3)."
+    );
 }
 
 /// The median of `v` (the upper one of an even count; 0 when empty), for
@@ -298,15 +318,7 @@ impl Run {
     async fn put(&mut self, key: &str, content: &str) {
         self.uploads += 1;
         let content = format!("{content} {}", "+".repeat(self.uploads));
-        self.clients
-            .s3
-            .put_object()
-            .bucket(&self.fleet.bucket)
-            .key(format!("{}{key}", self.fleet.prefix))
-            .body(aws_sdk_s3::primitives::ByteStream::from(content.as_bytes().to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put_object {key}: {e:?}"));
+        self.fleet.put(&self.clients, key, &content).await;
         self.expected.insert(key.to_owned(), content);
     }
 
@@ -431,8 +443,7 @@ impl Run {
     }
 
     async fn item(&self) -> FleetItem {
-        let table = Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name);
-        table.load().await.unwrap_or_else(|e| panic!("load: {e}")).unwrap_or_default()
+        self.fleet.item(&self.clients).await
     }
 
     async fn observe_lease(&mut self) {
@@ -467,7 +478,7 @@ impl Run {
         if item.completed_gen < item.requested_gen || item.requested_gen == 0 {
             behind.push(format!("fleet: completed {} of {} requested", item.completed_gen, item.requested_gen));
         }
-        let table = Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name);
+        let table = self.fleet.store(&self.clients);
         let records = table.instances(&ids).await.unwrap_or_else(|e| panic!("instances: {e}"));
         for id in &ids {
             match records.iter().find(|r| &r.instance_id == id) {

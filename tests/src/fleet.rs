@@ -529,16 +529,47 @@ pub async fn create_sync_document_from(c: &Clients, fleet: &Fleet, path: &str) {
         .unwrap_or_else(|e| panic!("create_document: {e:?}"));
 }
 
-/// Uploads `keys` (relative to the fleet's prefix) to the codebase bucket.
+/// Uploads `keys` (relative to the fleet's prefix) to the codebase bucket,
+/// each holding its own name.
 pub async fn upload(c: &Clients, fleet: &Fleet, keys: &[String]) {
     for key in keys {
+        fleet.put(c, key, key).await;
+    }
+}
+
+impl Fleet {
+    /// Uploads `key` (relative to the prefix) holding `body`.
+    pub async fn put(&self, c: &Clients, key: &str, body: &str) {
         c.s3.put_object()
-            .bucket(&fleet.bucket)
-            .key(format!("{}{key}", fleet.prefix))
-            .body(aws_sdk_s3::primitives::ByteStream::from(key.as_bytes().to_vec()))
+            .bucket(&self.bucket)
+            .key(format!("{}{key}", self.prefix))
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.as_bytes().to_vec()))
             .send()
             .await
             .unwrap_or_else(|e| panic!("put_object {key}: {e:?}"));
+    }
+
+    /// Deletes `key` (relative to the prefix).
+    pub async fn delete(&self, c: &Clients, key: &str) {
+        c.s3.delete_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{key}", self.prefix))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete_object {key}: {e:?}"));
+    }
+
+    /// The fleet's lock table.
+    pub fn store(&self, c: &Clients) -> fleetkeeper::store::Table {
+        fleetkeeper::store::Table::new(c.dynamodb.clone(), &self.lock_table, &self.name)
+    }
+
+    /// The fleet item (the default before any demand).
+    pub async fn item(&self, c: &Clients) -> fleetkeeper::sync::state::FleetItem {
+        fleetkeeper::sync::store::FleetStore::load(&self.store(c))
+            .await
+            .unwrap_or_else(|e| panic!("load the fleet item: {e}"))
+            .unwrap_or_default()
     }
 }
 

@@ -394,11 +394,7 @@ impl Run {
                 [] if waiting => {}
                 [h] if h["Kind"] == "complete" && h["Result"] == "CONTINUE" => {}
                 other => {
-                    let table = fleetkeeper::store::Table::new(
-                        self.clients.dynamodb.clone(),
-                        &self.fleet.lock_table,
-                        &self.fleet.name,
-                    );
+                    let table = self.fleet.store(&self.clients);
                     let record =
                         fleetkeeper::lifecycle::store::RecordStore::lifecycle(&table, id.as_str().unwrap_or_default())
                             .await

@@ -201,12 +201,6 @@ impl Demo {
         self.t.say(format!("[clock +{} s] {seconds} s pass: {why}", self.skipped_s));
     }
 
-    async fn item(&self) -> fleetkeeper::sync::state::FleetItem {
-        let table =
-            fleetkeeper::store::Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name);
-        fleetkeeper::sync::store::FleetStore::load(&table).await.ok().flatten().unwrap_or_default()
-    }
-
     async fn burst(&mut self) {
         self.t.scene(&format!(
             "A deploy of 40 uploads becomes one sync wave once the codebase is quiet for {QUIET_S} s, plus one follow-up"
@@ -232,7 +226,7 @@ impl Demo {
         for d in self.router.pump().await {
             self.say_delivery(&d);
         }
-        let running = self.item().await.wave.map(|w| w.target);
+        let running = self.fleet.item(&self.clients).await.wave.map(|w| w.target);
         let keys: Vec<String> = (0..10).map(|n| format!("releases/b5/file-{n}.php")).collect();
         upload(&self.clients, &self.fleet, &keys).await;
         self.t.say("10 more objects uploaded while the wave runs");
@@ -241,7 +235,7 @@ impl Demo {
         self.skip(QUIET_S + 1, "the follow-up waits for quiet too").await;
         let (_, runs) = self.settle().await;
         waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
-        let item = self.item().await;
+        let item = self.fleet.item(&self.clients).await;
         self.t.say(format!(
             "waves of generation(s) {waves:?}; lock table: requested_gen {}, completed_gen {}, wave running: {}",
             item.requested_gen,

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use fleetkeeper_tests::campaign::{SWEEP_INTERVAL, median};
+use fleetkeeper_tests::campaign::{SWEEP_INTERVAL, median, write_outcome};
 use fleetkeeper_tests::lifecycle_campaign::{HEAL_SWEEPS, ROUNDS, Report, Spec, run};
 use futures::StreamExt;
 
@@ -115,21 +115,7 @@ fn render(seeds: u64, concurrency: usize, reports: &[Report], wall_s: u64) -> St
             median(rs.iter().map(|r| r.wall_ms).collect()) as f64 / 1000.0,
         );
     }
-    let broken: Vec<&Report> = reports.iter().filter(|r| !r.held()).collect();
-    let _ = writeln!(w);
-    if broken.is_empty() {
-        let _ = writeln!(w, "Every invariant held in every run.");
-    } else {
-        let _ = writeln!(w, "## Runs that broke an invariant\n");
-        for r in broken {
-            let _ = writeln!(w, "- {}", r.summary());
-        }
-    }
-    let _ = writeln!(
-        w,
-        "\nReproduce a seed at every rate: `make build venv && FK_CAMPAIGN_SEEDS=<seed>,1 \
-         tests/emulator/with-emulator cargo test --test emulator reliability::the_lifecycle -- --nocapture` \
-         (`make test` runs seeds 1 to 3)."
-    );
+    let broken: Vec<String> = reports.iter().filter(|r| !r.held()).map(Report::summary).collect();
+    write_outcome(w, &broken, "the_lifecycle");
     out
 }

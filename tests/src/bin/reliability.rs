@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use fleetkeeper_tests::campaign::{HEAL_SWEEPS, ROUNDS, Report, SWEEP_INTERVAL, Spec, median, run};
+use fleetkeeper_tests::campaign::{HEAL_SWEEPS, ROUNDS, Report, SWEEP_INTERVAL, Spec, median, run, write_outcome};
 use futures::StreamExt;
 
 struct Args {
@@ -153,21 +153,7 @@ fn render(args: &Args, reports: &[Report], wall_s: u64) -> String {
             median(rs.iter().map(|r| r.wall_ms).collect()) as f64 / 1000.0,
         );
     }
-    let broken: Vec<&Report> = reports.iter().filter(|r| !r.held()).collect();
-    let _ = writeln!(w);
-    if broken.is_empty() {
-        let _ = writeln!(w, "Every invariant held in every run.");
-    } else {
-        let _ = writeln!(w, "## Runs that broke an invariant\n");
-        for r in broken {
-            let _ = writeln!(w, "- {}", r.summary());
-        }
-    }
-    let _ = writeln!(
-        w,
-        "\nReproduce a seed at every rate: `make build venv && FK_CAMPAIGN_SEEDS=<seed>,1 \
-         tests/emulator/with-emulator cargo test --test emulator reliability:: -- --nocapture` \
-         (`make test` runs seeds 1 to 3)."
-    );
+    let broken: Vec<String> = reports.iter().filter(|r| !r.held()).map(Report::summary).collect();
+    write_outcome(w, &broken, "");
     out
 }

@@ -147,7 +147,7 @@ impl World {
     }
 
     fn store(&self) -> Table {
-        Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name)
+        self.fleet.store(&self.clients)
     }
 
     async fn item(&self) -> FleetItem {

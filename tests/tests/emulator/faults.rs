@@ -8,9 +8,7 @@ use std::time::Duration;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use fleetkeeper::Component;
 use fleetkeeper::clock::Clock;
-use fleetkeeper::store::Table;
 use fleetkeeper::sync::state::FleetItem;
-use fleetkeeper::sync::store::FleetStore;
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::emulator::{Caller, TestClock};
 use fleetkeeper_tests::events;
@@ -142,9 +140,7 @@ async fn faulted_sweep(
 }
 
 async fn item(emulator: &Emulator, fleet: &Fleet) -> FleetItem {
-    let clients = emulator.clients().await;
-    let table = Table::new(clients.dynamodb.clone(), &fleet.lock_table, &fleet.name);
-    table.load().await.expect("load").unwrap_or_default()
+    fleet.item(&emulator.clients().await).await
 }
 
 #[tokio::test]

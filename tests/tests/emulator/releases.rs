@@ -81,26 +81,11 @@ fn live_tree(w: &World, instance: &str) -> BTreeMap<String, String> {
 
 /// Uploads `key` (relative to the prefix) with `body`.
 async fn put(w: &World, key: &str, body: &str) {
-    w.clients
-        .s3
-        .put_object()
-        .bucket(&w.fleet.bucket)
-        .key(format!("{}{key}", w.fleet.prefix))
-        .body(aws_sdk_s3::primitives::ByteStream::from(body.as_bytes().to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    w.fleet.put(&w.clients, key, body).await;
 }
 
 async fn delete(w: &World, key: &str) {
-    w.clients
-        .s3
-        .delete_object()
-        .bucket(&w.fleet.bucket)
-        .key(format!("{}{key}", w.fleet.prefix))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("delete {key}: {e:?}"));
+    w.fleet.delete(&w.clients, key).await;
 }
 
 /// The generations the agent synced on `instance` in `settled` (one per run).

@@ -159,7 +159,7 @@ impl World {
 
     /// The lock table of this fleet.
     pub fn store(&self) -> Table {
-        Table::new(self.clients.dynamodb.clone(), &self.fleet.lock_table, &self.fleet.name)
+        self.fleet.store(&self.clients)
     }
 
     /// The fleet item.
