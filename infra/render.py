@@ -76,6 +76,15 @@ def resource(scope: str) -> tuple[list[str], str | None]:
         # the functions read <prefix><marker> (FLEET_CODEBASE_PREFIX is the
         # same prefix with a leading "/", which they strip).
         return [f'Resource: !Sub "{arn}:s3:::${{CodebaseBucket}}/${{CodebasePrefix}}${{ReleaseMarker}}"'], "HasReleaseMarker"
+    if scope == "codebase-bucket-settings":
+        # The bucket itself, no condition: a bucket-level read such as
+        # GetBucketVersioning carries no s3:prefix, so codebase-bucket's
+        # condition would deny it.
+        return [f'Resource: !Sub "{arn}:s3:::${{CodebaseBucket}}"'], "HasCodebase"
+    if scope == "manifests":
+        # Exact releases: the fleet's own prefix of the stack's manifest
+        # bucket (manifests/<FLEET_NAME>/<sha256>.jsonl.gz), never the bucket.
+        return [f'Resource: !Sub "{arn}:s3:::${{ManifestBucket}}/manifests/${{FleetName}}/*"'], "HasManifestBucket"
     raise SystemExit(f"render.py: unknown scope {scope!r} (add it here and in fleetkeeper::permissions)")
 
 

@@ -65,6 +65,8 @@ pub mod vars {
     pub const RELEASE_MARKER: &str = "FLEET_RELEASE_MARKER";
     /// The largest share of `current`'s files a release may lose (0 to 1).
     pub const SYNC_MAX_SHRINK: &str = "FLEET_SYNC_MAX_SHRINK";
+    /// The bucket a wave's manifest is written to (exact releases; optional).
+    pub const MANIFEST_BUCKET: &str = "FLEET_MANIFEST_BUCKET";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -224,6 +226,10 @@ pub struct ReleaseConfig {
     pub marker: Option<String>,
     /// `FLEET_SYNC_MAX_SHRINK` as a percentage (default 50).
     pub max_shrink_percent: u8,
+    /// `FLEET_MANIFEST_BUCKET`: exact releases, each wave's manifest written
+    /// there (in the functions' region); unset, the instances sync the
+    /// prefix as it is.
+    pub manifest_bucket: Option<String>,
 }
 
 /// The quiet period when `FLEET_SYNC_QUIET_SECONDS` is unset (and no marker
@@ -490,7 +496,11 @@ fn release_config(get: &impl Fn(&str) -> Option<String>) -> Result<ReleaseConfig
     let max_shrink_percent = share_percent(&shrink).ok_or_else(|| {
         invalid(vars::SYNC_MAX_SHRINK, "expected a share from 0 to 1 (0.5 = half), at most 2 decimals", &shrink)
     })?;
-    Ok(ReleaseConfig { quiet_seconds, max_delay_seconds, marker, max_shrink_percent })
+    let manifest_bucket = get(vars::MANIFEST_BUCKET);
+    if let Some(b) = &manifest_bucket {
+        params::check(vars::MANIFEST_BUCKET, &params::BUCKET, b)?;
+    }
+    Ok(ReleaseConfig { quiet_seconds, max_delay_seconds, marker, max_shrink_percent, manifest_bucket })
 }
 
 /// `0.25` as 25: a share from 0 to 1 with at most two decimals.

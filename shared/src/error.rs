@@ -151,6 +151,19 @@ impl AwsError {
         AwsError { operation, kind: Kind::Rejected, code: DisplayCode(None), message, source: Box::new(err) }
     }
 
+    /// Calls of `operation` that did not finish in the time they had: worth
+    /// trying again.
+    pub fn timed_out(operation: &'static str, what: &str) -> Self {
+        let source = std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
+        AwsError {
+            operation,
+            kind: Kind::Transient,
+            code: DisplayCode(None),
+            message: what.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
     /// AWS's error code, when the service sent one.
     pub fn code(&self) -> Option<&str> {
         self.code.0.as_deref()

@@ -80,6 +80,12 @@ pattern!(EPOCH, "a lineage", r"^([0-9a-f]{32})?$");
 pattern!(RELEASE, "a release id", r"^([A-Za-z0-9][A-Za-z0-9._:+-]{0,127})?$");
 // The shrink guard: a percentage, `any` (lifted by request), or empty (none).
 pattern!(MAX_SHRINK, "a shrink guard", r"^(any|100|[0-9]{1,2})?$");
+// Exact releases: where the wave's manifest is, and its sha256 (each empty
+// when the wave has none).
+pattern!(MANIFEST_BUCKET, "an S3 bucket name or nothing", r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$");
+pattern!(MANIFEST_REGION, "an AWS region or nothing", r"^([a-z]{2}(-[a-z]+)+-[0-9]{1,2})?$");
+pattern!(MANIFEST, "a manifest key", r"^(manifests/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.jsonl\.gz)?$");
+pattern!(SHA256, "a sha256 in hex or nothing", r"^([0-9a-f]{64})?$");
 // The release marker, a key relative to the prefix (segments checked apart).
 pattern!(MARKER, "a release marker key", r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,255}$");
 

@@ -38,6 +38,12 @@ pub enum Scope {
     SyncTriggerQueue,
     /// The release marker object (`<bucket>/<prefix><FLEET_RELEASE_MARKER>`).
     ReleaseMarker,
+    /// The codebase bucket itself, no condition: bucket-level reads that
+    /// carry no `s3:prefix` (`GetBucketVersioning`).
+    CodebaseBucketSettings,
+    /// The fleet's manifests in the stack's manifest bucket
+    /// (`<manifest bucket>/manifests/<FLEET_NAME>/*`).
+    Manifests,
 }
 
 /// Actions granted together on one scope.
@@ -122,7 +128,7 @@ const MOUNT_TARGETS: [Grant; 3] = [
     },
 ];
 
-const SYNC: [Grant; 11] = [
+const SYNC: [Grant; 14] = [
     SSM_SEND[0],
     SSM_SEND[1],
     SSM_DOCUMENT,
@@ -139,7 +145,24 @@ const SYNC: [Grant; 11] = [
     Grant {
         actions: &["s3:ListBucket"],
         scope: Scope::CodebaseBucket,
-        why: "the codebase's fingerprint (the lost-event backstop); in release-marker mode, whether the marker exists",
+        why: "the codebase's fingerprint (the lost-event backstop) and each wave's manifest; in release-marker mode, \
+              whether the marker exists",
+    },
+    Grant {
+        actions: &["s3:ListBucketVersions"],
+        scope: Scope::CodebaseBucket,
+        why: "exact releases on a versioned bucket: each wave's manifest pins every key's version",
+    },
+    Grant {
+        actions: &["s3:GetBucketVersioning"],
+        scope: Scope::CodebaseBucketSettings,
+        why: "exact releases: whether a manifest can pin versions (the bucket's versioning status)",
+    },
+    Grant {
+        actions: &["s3:PutObject"],
+        scope: Scope::Manifests,
+        why: "exact releases: writes each wave's manifest, never over an existing one (If-None-Match), under the \
+              fleet's own prefix of the manifest bucket",
     },
     Grant {
         actions: &["sqs:SendMessage"],
@@ -231,6 +254,8 @@ pub fn action_of(service: &str, operation: &str) -> String {
     let operation = match (service, operation) {
         // ListObjectsV2 is authorized as s3:ListBucket.
         ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
+        // ListObjectVersions is authorized as s3:ListBucketVersions.
+        ("s3", "ListObjectVersions") => "ListBucketVersions",
         (_, op) => op,
     };
     format!("{service}:{operation}")
@@ -268,6 +293,7 @@ mod tests {
     #[test]
     fn list_objects_is_authorized_as_list_bucket() {
         assert_eq!(action_of("s3", "ListObjectsV2"), "s3:ListBucket");
+        assert_eq!(action_of("s3", "ListObjectVersions"), "s3:ListBucketVersions");
         assert_eq!(action_of("ssm", "SendCommand"), "ssm:SendCommand");
     }
 }

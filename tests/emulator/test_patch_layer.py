@@ -490,3 +490,24 @@ def test_concurrent_conditional_updates_of_one_item_are_atomic() -> None:
             t.join()
         item = dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}})["Item"]
         assert item["requested"]["N"] == "16", f"round {round_} lost an update"
+
+
+def test_get_bucket_versioning_answers_a_versioning_configuration_as_aws_does() -> None:
+    # The AWS SDK for Rust parses the root element strictly: AWS answers
+    # <VersioningConfiguration/>, with no Status for a never-versioned bucket.
+    s3 = client("s3")
+    bucket = unique("fk-versioning")
+    s3.create_bucket(Bucket=bucket)
+
+    def raw() -> str:
+        with urllib.request.urlopen(f"{URL}/{bucket}?versioning") as response:
+            return response.read().decode()
+
+    never = raw()
+    assert "<VersioningConfiguration" in never and "<Status>" not in never, never
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert "<Status>Enabled</Status>" in raw()
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"

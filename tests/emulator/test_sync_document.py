@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -20,69 +18,15 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
-from botocore.config import Config
 from botocore.exceptions import ClientError
+from document import DOCUMENT, DOCUMENT_TEXT, ROOT, SCRIPT, URL, VENV_BIN, codebase_bucket, run, s3
 
-URL = os.environ.get("FLEETKEEPER_EMULATOR_URL")
-if not URL:
-    raise RuntimeError("FLEETKEEPER_EMULATOR_URL is not set: run these tests through `make test`")
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT_TEXT = (ROOT / "infra" / "sync-document.yaml").read_text()
-DOCUMENT = yaml.safe_load(DOCUMENT_TEXT)
-SCRIPT = "\n".join(DOCUMENT["mainSteps"][0]["inputs"]["runCommand"])
 FIXTURE = json.loads((ROOT / "shared" / "fixtures" / "parameters.json").read_text())
-VENV_BIN = Path(sys.executable).parent
-
-s3 = boto3.client(
-    "s3",
-    endpoint_url=URL,
-    region_name="us-east-1",
-    aws_access_key_id="testing",
-    aws_secret_access_key="testing",
-    config=Config(retries={"total_max_attempts": 1}),
-)
 
 
 @pytest.fixture
 def bucket() -> str:
-    name = f"fk-doc-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    for key, body in {
-        "app/index.php": "v1",
-        "app/lib/a.php": "a",
-        "app/lib/b.php": "b",
-        "app/media/1.jpg": "image",
-        "app/logs/x.log": "log",
-        "other/outside.txt": "not the codebase",
-    }.items():
-        s3.put_object(Bucket=name, Key=key, Body=body.encode())
-    return name
-
-
-def run(bucket: str, dest: Path, generation: int, *, shell: str = "sh", path_prefix: str = "", drop: str | None = None, wait: bool = True, extra: dict[str, str] | None = None) -> Any:
-    env = {
-        "PATH": f"{path_prefix}{VENV_BIN}:/usr/bin:/bin",
-        "HOME": str(dest.parent),
-        "AWS_ENDPOINT_URL": URL,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "SSM_bucket": bucket,
-        "SSM_prefix": "app/",
-        "SSM_destination": str(dest),
-        "SSM_excludes": "media/*,*.log",
-        "SSM_generation": str(generation),
-        "SSM_region": "us-east-1",
-    }
-    env.update(extra or {})
-    if drop:
-        env.pop(drop, None)
-    proc = subprocess.Popen([shell, "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return proc
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
+    return codebase_bucket("fk-doc")
 
 
 def files(root: Path) -> dict[str, str]:

@@ -57,6 +57,9 @@ SCOPE_MARKS = {
     "RetriggerQueue": '"LifecycleRetriggerQueue"',
     "SyncTriggerQueue": '"SyncTriggerQueue"',
     "ReleaseMarker": ":s3:::${CodebaseBucket}/${CodebasePrefix}${ReleaseMarker}",
+    # The bucket ARN itself (the closing quote: nothing after it).
+    "CodebaseBucketSettings": ':s3:::${CodebaseBucket}"',
+    "Manifests": ":s3:::${ManifestBucket}/manifests/${FleetName}/*",
 }
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 #: Every optional feature on: the transform then shows every statement.
@@ -337,8 +340,10 @@ QUEUE_URLS = {
     "LifecycleRetriggerQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/web-LifecycleRetriggerQueue-1ABC",
     "SyncTriggerQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/web-SyncTriggerQueue-1ABC",
 }
+#: What a ``Ref`` to the manifest bucket gives (a generated name: lower case).
+MANIFEST_BUCKET = "web-manifestbucket-1a2b3c4d5e6f"
 #: Parameter sets a user may deploy: everything on, the bare gate, EFS only,
-#: release-marker mode, a long quiet period.
+#: release-marker mode, a long quiet period, exact releases off.
 DEPLOYMENTS = {
     "everything": PARAMETERS | {"SyncExcludes": "media/*,.env", "SyncMaxConcurrency": "10%", "CodebaseRegion": "eu-west-1"},
     "release marker": PARAMETERS
@@ -346,6 +351,7 @@ DEPLOYMENTS = {
     "slow uploads": PARAMETERS | {"SyncQuietSeconds": "900", "SyncMaxDelaySeconds": "3600", "SyncMaxShrink": "1"},
     "bare": {"FleetName": "web", "GroupName1": "web-a"},
     "efs only": {"FleetName": "web", "GroupName1": "web-a", "FileSystemId": "fs-0123456789abcdef0", "MountTargetSecurityGroups": "sg-0123456789abcdef0"},
+    "exact releases off": PARAMETERS | {"ExactReleases": "false"},
 }
 
 
@@ -369,7 +375,12 @@ def evaluate(source: dict[str, Any], value: Any, params: dict[str, Any], conditi
         if fn == "Ref":
             if arg in params:
                 return params[arg]
-            return {"LockTable": "web-LockTable-1ABC", "SyncDocument": f"{params['FleetName']}-codebase-sync", **QUEUE_URLS}[arg]
+            return {
+                "LockTable": "web-LockTable-1ABC",
+                "SyncDocument": f"{params['FleetName']}-codebase-sync",
+                "ManifestBucket": MANIFEST_BUCKET,
+                **QUEUE_URLS,
+            }[arg]
         if fn == "Fn::Sub":
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(params[m.group(1)]), arg)
         if fn == "Fn::Join":
@@ -485,6 +496,9 @@ RELEASE_PARAMETERS = {
     "FLEET_SYNC_MAX_SHRINK": "SyncMaxShrink",
 }
 SYNC_FUNCTIONS = ("codebase-sync", "sync-completion")
+#: The functions that name manifests: the sync functions write each wave's,
+#: the lifecycle gate's catch-ups name the fleet's.
+MANIFEST_READERS = (*SYNC_FUNCTIONS, "lifecycle-hook")
 
 
 @pytest.mark.parametrize("deployment", ["everything", "release marker", "slow uploads"])
@@ -675,3 +689,192 @@ def test_the_release_parameters_admit_only_what_the_functions_accept(source: dic
     # The functions strip a leading "/"; the template refuses it, so that the
     # IAM grant (<prefix><marker>) never names a key with a doubled slash.
     assert not re.fullmatch(marker, "/.release")
+
+
+# ---------------------------------------------------------------------------
+# Exact releases: the manifest bucket, the sync functions' grants, the
+# instances' reads
+# ---------------------------------------------------------------------------
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+#: The fleet's manifests: the only keys the functions write and the
+#: instances read in the manifest bucket.
+MANIFESTS_ARN = "arn:${AWS::Partition}:s3:::${ManifestBucket}/manifests/${FleetName}/*"
+CODEBASE_BUCKET_ARN = "arn:${AWS::Partition}:s3:::${CodebaseBucket}"
+CODEBASE_PREFIX_CONDITION = {"StringLike": {"s3:prefix": [{"Fn::Sub": "${CodebasePrefix}*"}]}}
+
+
+def without_branches_of(value: Any, condition: str) -> Any:
+    """``value`` with every ``Fn::If`` on ``condition`` replaced by its false
+    branch: what remains when the condition is false."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"} and value["Fn::If"][0] == condition:
+            return without_branches_of(value["Fn::If"][2], condition)
+        return {k: without_branches_of(v, condition) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_branches_of(v, condition) for v in value]
+    return value
+
+
+def test_the_manifest_bucket_is_private_encrypted_tls_only_and_expires_manifests(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    p = source["Parameters"]
+    # On by default, with a codebase.
+    assert p["ExactReleases"]["Default"] == "true" and p["ExactReleases"]["AllowedValues"] == ["true", "false"]
+    assert "python3" in p["ExactReleases"]["Description"]
+    assert source["Conditions"]["HasManifestBucket"] == {
+        "Fn::And": [{"Condition": "HasCodebase"}, {"Fn::Equals": [{"Ref": "ExactReleases"}, "true"]}]
+    }
+    assert conditions_of(source, parameters_of(source, DEPLOYMENTS["everything"]))["HasManifestBucket"]
+    assert not conditions_of(source, parameters_of(source, DEPLOYMENTS["bare"]))["HasManifestBucket"]
+    bucket = resources["ManifestBucket"]
+    assert (bucket["Type"], bucket["Condition"]) == ("AWS::S3::Bucket", "HasManifestBucket")
+    props = bucket["Properties"]
+    assert "BucketName" not in props, "a generated name never collides with another stack's or account's"
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}
+    ]
+    blocks = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    assert props["PublicAccessBlockConfiguration"] == {b: True for b in blocks}
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    # Manifests expire after ManifestRetentionDays and incomplete uploads
+    # are aborted; every object is under manifests/ (the only prefix the
+    # functions may write).
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert (rule["Status"], rule["Prefix"]) == ("Enabled", "manifests/")
+    assert rule["ExpirationInDays"] == {"Ref": "ManifestRetentionDays"}
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    retention = p["ManifestRetentionDays"]
+    assert (retention["Type"], retention["Default"], retention["MinValue"]) == ("Number", 400, 30)
+    assert "rollback" in retention["Description"]
+    # TLS only, on the bucket and its objects.
+    policy = resources["ManifestBucketPolicy"]
+    assert policy["Condition"] == "HasManifestBucket"
+    assert policy["Properties"]["Bucket"] == {"Ref": "ManifestBucket"}
+    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["ManifestBucket", "Arn"]}, {"Fn::Sub": "${ManifestBucket.Arn}/*"}]
+    output = source["Outputs"]["ManifestBucketName"]
+    assert (output["Condition"], output["Value"]) == ("HasManifestBucket", {"Ref": "ManifestBucket"})
+
+
+def test_without_exact_releases_there_is_no_bucket_and_nothing_names_it(source: dict[str, Any]) -> None:
+    given = DEPLOYMENTS["exact releases off"]
+    conditions = conditions_of(source, parameters_of(source, given))
+    assert conditions["HasCodebase"] and not conditions["HasManifestBucket"]
+    # Whatever exists without the condition names the bucket only in a
+    # branch the condition removes (no Ref to a resource that is not there).
+    for section in ("Resources", "Outputs"):
+        for name, item in source[section].items():
+            if item.get("Condition") == "HasManifestBucket":
+                continue
+            text = json.dumps(without_branches_of(item, "HasManifestBucket"))
+            assert not re.search(r'"ManifestBucket"|\$\{ManifestBucket\b', text), f"{section}.{name}"
+    # The sync functions run without a manifest (empty counts as unset).
+    envs = environments(source, given)
+    for function in MANIFEST_READERS:
+        assert envs[function]["FLEET_MANIFEST_BUCKET"] == "", function
+
+
+def test_both_sync_functions_write_their_waves_manifests_to_the_stacks_bucket(source: dict[str, Any]) -> None:
+    resources = source["Resources"]
+    for function in MANIFEST_READERS:
+        env = resources[FUNCTIONS[function]]["Properties"]["Environment"]["Variables"]
+        assert env["FLEET_MANIFEST_BUCKET"] == {"Fn::If": ["HasManifestBucket", {"Ref": "ManifestBucket"}, ""]}, function
+    assert source["Globals"]["Function"]["Environment"]["Variables"]["FLEET_MANIFEST_BUCKET"] == ""
+    envs = environments(source, DEPLOYMENTS["everything"])
+    for function in MANIFEST_READERS:
+        assert envs[function]["FLEET_MANIFEST_BUCKET"] == MANIFEST_BUCKET, function
+    assert envs["mount-targets"]["FLEET_MANIFEST_BUCKET"] == "", "mount-targets never reads it"
+    # The grant names the very keys the functions write:
+    # manifests/<FLEET_NAME>/<sha256>.jsonl.gz.
+    code = (ROOT / "shared" / "src" / "sync" / "manifest.rs").read_text()
+    assert 'format!("manifests/{fleet}/{}.jsonl.gz"' in code
+    env = envs["codebase-sync"]
+    params = parameters_of(source, DEPLOYMENTS["everything"]) | {"ManifestBucket": MANIFEST_BUCKET}
+    arn = evaluate(source, {"Fn::Sub": MANIFESTS_ARN.replace("${AWS::Partition}", "aws")}, params, {})
+    assert arn == f"arn:aws:s3:::{env['FLEET_MANIFEST_BUCKET']}/manifests/{env['FLEET_NAME']}/*", arn
+
+
+def test_the_manifest_grants_are_the_fleets_prefix_and_the_bucket_setting_only(transformed: dict[str, Any]) -> None:
+    for function, logical in FUNCTIONS.items():
+        role = transformed["Resources"][f"{logical}Role"]
+        raw = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        puts = [s for s in raw if "s3:PutObject" in json.dumps(s)]
+        settings = [s for s in raw if "s3:GetBucketVersioning" in json.dumps(s)]
+        versions = [s for s in statements(role) if "s3:ListBucketVersions" in actions_of(s)]
+        if function not in SYNC_FUNCTIONS:
+            assert not (puts or settings or versions), f"{function}: {puts + settings + versions}"
+            continue
+        # PutObject: the fleet's manifests only, never the bucket or "*".
+        (put,) = puts
+        condition, statement, otherwise = put["Fn::If"]
+        assert (condition, otherwise) == ("HasManifestBucket", NO_VALUE), function
+        assert actions_of(statement) == ["s3:PutObject"], function
+        assert statement["Resource"] == {"Fn::Sub": MANIFESTS_ARN}, function
+        # GetBucketVersioning: the codebase bucket's ARN, no condition (the
+        # request carries no s3:prefix, so a prefix condition would deny it).
+        (setting,) = settings
+        condition, statement, otherwise = setting["Fn::If"]
+        assert (condition, otherwise) == ("HasCodebase", NO_VALUE), function
+        assert actions_of(statement) == ["s3:GetBucketVersioning"], function
+        assert statement["Resource"] == {"Fn::Sub": CODEBASE_BUCKET_ARN}, function
+        assert "Condition" not in statement, function
+        # ListBucketVersions: within the codebase prefix, as ListBucket.
+        (listing,) = versions
+        assert actions_of(listing) == ["s3:ListBucketVersions"], function
+        assert listing["Resource"] == {"Fn::Sub": CODEBASE_BUCKET_ARN}, function
+        assert listing["Condition"] == CODEBASE_PREFIX_CONDITION, function
+        # No S3 action anywhere on "*", and no other S3 write.
+        for s in statements(role):
+            s3 = [a for a in actions_of(s) if a.startswith("s3:")]
+            assert not s3 or s["Resource"] != "*", f"{function}: {s}"
+            assert not [a for a in s3 if a.startswith(("s3:Put", "s3:Delete")) and a != "s3:PutObject"], f"{function}: {s}"
+
+
+def instance_statements(source: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """WebServerPolicy's statements by Sid: (always there, under a condition)."""
+    plain: dict[str, Any] = {}
+    guarded: dict[str, Any] = {}
+    for s in source["Resources"]["WebServerPolicy"]["Properties"]["PolicyDocument"]["Statement"]:
+        if set(s) == {"Fn::If"}:
+            condition, statement, otherwise = s["Fn::If"]
+            assert (condition, otherwise) == ("HasManifestBucket", NO_VALUE), s
+            guarded[statement["Sid"]] = statement
+        else:
+            plain[s["Sid"]] = s
+    return plain, guarded
+
+
+def test_the_instances_read_the_fleets_manifests_and_the_versions_they_pin(source: dict[str, Any]) -> None:
+    policy = source["Resources"]["WebServerPolicy"]
+    assert policy["Condition"] == "HasCodebase"
+    plain, guarded = instance_statements(source)
+    assert sorted(plain) == ["ListTheCodebase", "ReadTheCodebase"]
+    assert sorted(guarded) == ["ListTheCodebasesVersions", "ReadPinnedVersions", "ReadTheFleetsManifests"]
+    # The wave's manifest: this fleet's prefix of the manifest bucket only.
+    manifests = guarded["ReadTheFleetsManifests"]
+    assert (manifests["Action"], manifests["Resource"]) == ("s3:GetObject", {"Fn::Sub": MANIFESTS_ARN})
+    # get-object --version-id on a versioned bucket: the codebase prefix only.
+    pinned = guarded["ReadPinnedVersions"]
+    assert pinned["Action"] == "s3:GetObjectVersion"
+    assert pinned["Resource"] == plain["ReadTheCodebase"]["Resource"]
+    # The bulk path's one listing of versions: the same prefix condition.
+    listing = guarded["ListTheCodebasesVersions"]
+    assert listing["Action"] == "s3:ListBucketVersions"
+    assert listing["Resource"] == plain["ListTheCodebase"]["Resource"] == {"Fn::Sub": CODEBASE_BUCKET_ARN}
+    assert listing["Condition"] == plain["ListTheCodebase"]["Condition"] == CODEBASE_PREFIX_CONDITION
+    # The instances only read, never on "*".
+    for s in [*plain.values(), *guarded.values()]:
+        assert s["Effect"] == "Allow" and s["Resource"] != "*", s
+        assert all(a.startswith(("s3:Get", "s3:List")) for a in actions_of(s)), s
+
+
+def test_parliament_finds_nothing_in_the_instance_policy(source: dict[str, Any]) -> None:
+    from parliament import analyze_policy_string
+
+    raw = source["Resources"]["WebServerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    document = {"Version": "2012-10-17", "Statement": placeholders([s for s in resolve_if(raw) if s != NO_VALUE])}
+    findings = analyze_policy_string(json.dumps(document)).findings
+    assert not findings, [(f.issue, f.detail) for f in findings]

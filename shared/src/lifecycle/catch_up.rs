@@ -31,19 +31,20 @@ impl<S: RecordStore> Gate<'_, S> {
         id: &str,
         c: &CatchUp,
         settings: &CatchUpSettings,
+        document: &ssm_document::PinnedDocument,
     ) -> Result<Sent, GateError> {
-        let document = ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
-        let parameters = SyncParameters::new(
+        let mut parameters = SyncParameters::new(
             &settings.codebase,
             &settings.destination,
             &c.epoch,
             c.generation,
             &settings.region,
             ssm_document::CATCH_UP_MAX_SHRINK,
-        )
-        .to_ssm(Some(&document))?;
+        );
+        parameters.manifest = settings.manifest.as_ref().zip(c.manifest.as_ref()).map(|(m, r)| m.reference(r));
+        let parameters = parameters.to_ssm(Some(document))?;
         let sent =
-            ssm_document::run::send_catch_up(&self.clients.ssm, &document, parameters, id, comment(id, c), self.clock)
+            ssm_document::run::send_catch_up(&self.clients.ssm, document, parameters, id, comment(id, c), self.clock)
                 .await?;
         if sent == Sent::Refused {
             warn!(instance_id = %id, "SSM refused the instance (InvalidInstanceId): waiting for its agent");

@@ -77,6 +77,8 @@ pub struct CatchUpSettings {
     pub region: String,
     /// `FLEET_SYNC_QUARANTINE_AFTER`.
     pub quarantine_after: u32,
+    /// Exact releases: the manifest bucket (`FLEET_MANIFEST_BUCKET`).
+    pub manifest: Option<crate::ssm_document::ManifestStore>,
 }
 
 impl GateSettings {
@@ -89,6 +91,11 @@ impl GateSettings {
                 codebase: c.clone(),
                 region: c.region.clone().unwrap_or_else(|| region.to_owned()),
                 quarantine_after: config.quarantine_after,
+                manifest: config
+                    .release
+                    .manifest_bucket
+                    .clone()
+                    .map(|bucket| crate::ssm_document::ManifestStore { bucket, region: region.to_owned() }),
             })
         });
         GateSettings {
@@ -644,8 +651,33 @@ impl<S: RecordStore> Gate<'_, S> {
                 .to_owned();
             return self.hold(action, d, reason, None, true).await.map(Some);
         }
-        let (epoch, generation) = (lineage.epoch, lineage.requested_gen);
-        let intent = CatchUp { attempt, generation, epoch: epoch.clone(), command_id: None, sent_at: now };
+        // Exact releases: the release the fleet serves, as its generation,
+        // when it can be materialized (a versioned bucket) and the document
+        // takes a manifest, and the instance never synced a later
+        // generation of the lineage (a warm-pool instance back with a
+        // wave's newer release would find it superseded and go into service
+        // with it). Otherwise the prefix as it is, as the generation requested.
+        let document = crate::ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
+        let mut manifest = settings
+            .manifest
+            .as_ref()
+            .and(lineage.materializable_release())
+            .filter(|_| document.declared.contains("manifest"))
+            .cloned();
+        if manifest.is_some() {
+            let ahead = self
+                .store
+                .instances(std::slice::from_ref(id))
+                .await?
+                .into_iter()
+                .any(|r| r.last_synced_epoch == lineage.epoch && r.last_synced_gen > lineage.completed_gen);
+            if ahead {
+                manifest = None;
+            }
+        }
+        let generation = if manifest.is_some() { lineage.completed_gen } else { lineage.requested_gen };
+        let epoch = lineage.epoch;
+        let intent = CatchUp { attempt, generation, epoch: epoch.clone(), command_id: None, sent_at: now, manifest };
         d.state.catch_up = Some(intent.clone());
         d.state.step = format!("sending catch-up to generation {generation} (attempt {attempt})");
         d.record.action = Some(d.state.clone());
@@ -657,7 +689,7 @@ impl<S: RecordStore> Gate<'_, S> {
             return Ok(Some(d.out.clone()));
         };
         d.version = v;
-        match self.send_catch_up_command(id, &intent, settings).await? {
+        match self.send_catch_up_command(id, &intent, settings, &document).await? {
             Sent::Command(command_id) => {
                 d.out.actions.push(format!("catch-up {command_id} to generation {generation} (attempt {attempt})"));
                 if let Some(c) = d.state.catch_up.as_mut() {

@@ -432,6 +432,7 @@ async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_
             document: "sync".into(),
             region: "us-east-1".into(),
             quarantine_after: 3,
+            manifest: None,
         }),
         ..settings()
     };
@@ -445,6 +446,7 @@ async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_
         epoch: "0123456789abcdef0123456789abcdef".into(),
         command_id: Some("cmd-1".into()),
         sent_at: T0 - 3_600_000,
+        manifest: None,
     });
     let record = super::record::LifecycleRecord { action: Some(state), registered: vec![] };
     use crate::lifecycle::store::RecordStore;

@@ -62,6 +62,7 @@ fn synced() -> PlanRecord {
             epoch: String::new(),
             command_id: Some("c".into()),
             sent_at: NOW - 30_000,
+            manifest: None,
         }),
         registered: vec![],
         registered_at: None,

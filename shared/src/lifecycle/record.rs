@@ -26,6 +26,10 @@ pub struct CatchUp {
     pub command_id: Option<String>,
     /// When sending began, epoch ms.
     pub sent_at: u64,
+    /// Exact releases: the manifest it materializes (the fleet's release,
+    /// of `generation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<crate::store::ReleaseRef>,
 }
 
 /// What an action already found ready: monotone within one action, so a

@@ -56,6 +56,21 @@ pub fn refusal(response_code: i32, output: &str) -> Option<String> {
     Some(why)
 }
 
+/// The document's exit status when an object changed after the wave's
+/// manifest was written (exact releases on an unversioned bucket): the
+/// instance kept `current`, and the change's own wave takes a fresh
+/// manifest.
+pub const STALE_EXIT: i32 = 75;
+
+/// How the document's stale line starts.
+pub const STALE_PREFIX: &str = "fleetkeeper: stale: ";
+
+/// Whether an invocation's exit status and output say its manifest was
+/// stale (both must).
+pub fn stale(response_code: i32, output: &str) -> bool {
+    response_code == STALE_EXIT && output.lines().any(|l| l.trim().starts_with(STALE_PREFIX))
+}
+
 /// One terminal invocation, by its `Status` and `StatusDetails`, as an
 /// instance result. SSM reports `Undeliverable` as `Failed` and
 /// `DeliveryTimedOut` as `TimedOut`: only the details tell them apart from a
@@ -571,4 +586,17 @@ fn parse_instance(attrs: &HashMap<String, AttributeValue>) -> Result<InstanceRec
         recovery_gen: r.number("recovery_gen")?.unwrap_or_default(),
         recovery_sent_at: r.number("recovery_sent_at")?,
     })
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_run_is_told_by_its_status_and_its_line() {
+        let line = "fleetkeeper: manifest abc 3 keys\nfleetkeeper: stale: lib/a.php changed since the wave's manifest";
+        assert!(stale(STALE_EXIT, line));
+        assert!(!stale(STALE_EXIT, "some other failure exiting 75"));
+        assert!(!stale(2, line), "the status must say so too");
+    }
 }

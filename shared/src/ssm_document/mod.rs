@@ -29,7 +29,7 @@ pub const MAX_INSTANCE_IDS: usize = 50;
 /// The document's parameters, with the pattern each must match. The SSM
 /// document (`infra/sync-document.yaml`) declares the same `allowedPattern`s;
 /// a test holds the two to each other.
-pub const PARAMETERS: [(&str, &Pattern); 9] = [
+pub const PARAMETERS: [(&str, &Pattern); 13] = [
     ("bucket", &params::BUCKET),
     ("prefix", &params::PREFIX),
     ("destination", &params::DESTINATION),
@@ -39,12 +39,17 @@ pub const PARAMETERS: [(&str, &Pattern); 9] = [
     ("epoch", &params::EPOCH),
     ("release", &params::RELEASE),
     ("max_shrink", &params::MAX_SHRINK),
+    ("manifest_bucket", &params::MANIFEST_BUCKET),
+    ("manifest_region", &params::MANIFEST_REGION),
+    ("manifest", &params::MANIFEST),
+    ("manifest_sha256", &params::SHA256),
 ];
 
 /// Parameters added after the first document: each has a default in the
 /// document that keeps the old behaviour, and is left out when a document
 /// version that does not declare it is pinned (an upgrade in progress).
-pub const OPTIONAL: [&str; 3] = ["epoch", "release", "max_shrink"];
+pub const OPTIONAL: [&str; 7] =
+    ["epoch", "release", "max_shrink", "manifest_bucket", "manifest_region", "manifest", "manifest_sha256"];
 
 /// A parameter that does not match its pattern, or that the pinned
 /// document lacks: nothing is sent.
@@ -124,6 +129,52 @@ pub struct SyncParameters {
     pub release: String,
     /// The shrink guard: [`Guard`].
     pub guard: Guard,
+    /// The manifest to materialize (exact releases), if any.
+    pub manifest: Option<ManifestRef>,
+}
+
+/// The manifest bucket (`FLEET_MANIFEST_BUCKET`), in the functions' own
+/// region (the stack's bucket), which may not be the codebase's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestStore {
+    /// The bucket.
+    pub bucket: String,
+    /// Its region.
+    pub region: String,
+}
+
+impl ManifestStore {
+    /// An S3 client for the bucket, from the codebase's one (no I/O).
+    pub fn client(&self, codebase_s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
+        if codebase_s3.config().region().is_some_and(|r| r.as_ref() == self.region) {
+            return codebase_s3.clone();
+        }
+        let regional = codebase_s3.config().to_builder().region(aws_config::Region::new(self.region.clone()));
+        aws_sdk_s3::Client::from_conf(regional.build())
+    }
+
+    /// The document's manifest parameters for `release`, in this bucket.
+    pub fn reference(&self, release: &crate::store::ReleaseRef) -> ManifestRef {
+        ManifestRef {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            key: release.key.clone(),
+            sha256: release.sha256.clone(),
+        }
+    }
+}
+
+/// Where a run's manifest is, and its sha256 (the instance verifies it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// The manifest bucket.
+    pub bucket: String,
+    /// Its region.
+    pub region: String,
+    /// The manifest's key.
+    pub key: String,
+    /// The sha256 of its bytes, hex.
+    pub sha256: String,
 }
 
 /// The guard of a catch-up (an instance behind the fleet, or a launch):
@@ -172,6 +223,7 @@ impl SyncParameters {
             epoch: epoch.to_owned(),
             release: String::new(),
             guard: Guard::MaxShrink(max_shrink),
+            manifest: None,
         }
     }
 
@@ -189,6 +241,10 @@ impl SyncParameters {
             self.epoch.clone(),
             self.release.clone(),
             self.guard.parameter(),
+            self.manifest.as_ref().map(|m| m.bucket.clone()).unwrap_or_default(),
+            self.manifest.as_ref().map(|m| m.region.clone()).unwrap_or_default(),
+            self.manifest.as_ref().map(|m| m.key.clone()).unwrap_or_default(),
+            self.manifest.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(),
         ];
         let mut out = HashMap::new();
         for ((name, pattern), value) in PARAMETERS.iter().zip(values) {

@@ -129,6 +129,19 @@ impl Reader<'_> {
     }
 }
 
+/// A manifest reference as stored (a map: `key`, `sha256`).
+pub fn release_ref(r: &Reader<'_>, attr: &str) -> Result<Option<super::ReleaseRef>, StoreError> {
+    r.map(attr, |inner| match (inner.string("key")?, inner.string("sha256")?) {
+        (Some(key), Some(sha256)) => Ok(super::ReleaseRef {
+            key,
+            sha256,
+            generation: inner.number("generation")?.unwrap_or(0),
+            versioned: inner.boolean("versioned")?,
+        }),
+        _ => Err(r.bad(attr, "a manifest reference")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,10 @@ impl Items for MemoryTable {
             Lineage {
                 epoch,
                 requested_gen: number(fleet_attrs::REQUESTED_GEN),
+                completed_gen: number(fleet_attrs::COMPLETED_GEN),
+                release: item
+                    .get(fleet_attrs::RELEASE_MANIFEST)
+                    .and_then(|v| serde_json::from_value::<super::ReleaseRef>(v.clone()).ok()),
                 release_held: fleet_attrs::release_held(
                     number(fleet_attrs::REFUSED_GEN),
                     number(fleet_attrs::COMPLETED_GEN),

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-pub use expr::{Expr, Reader, num, string_list};
+pub use expr::{Expr, Reader, num, release_ref, string_list};
 pub use memory::MemoryTable;
 pub use table::{Attrs, Table, Updated};
 
@@ -54,6 +54,9 @@ pub mod fleet_attrs {
     pub const REFUSED_GEN: &str = "refused_gen";
     /// The generation up to which a manual sync lifted the shrink guard.
     pub const ALLOW_SHRINK_GEN: &str = "allow_shrink_gen";
+    /// The manifest of the release the fleet serves (a map: `key`,
+    /// `sha256`): what catch-ups materialize (exact releases).
+    pub const RELEASE_MANIFEST: &str = "release_manifest";
 
     /// Whether a refused release is not yet followed by one the instances
     /// took, nor lifted by `allow_shrink`: no catch-up may put what the
@@ -66,6 +69,34 @@ pub mod fleet_attrs {
     pub const SCHEMA_VERSION: u64 = 1;
 }
 
+/// A wave's manifest (exact releases): its key in the manifest bucket and
+/// the sha256 of its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseRef {
+    /// `manifests/<fleet>/<sha256>.jsonl.gz`.
+    pub key: String,
+    /// Hex.
+    pub sha256: String,
+    /// The generation whose wave wrote it: it names the fleet's release
+    /// only while that is `completed_gen` (an older version of the
+    /// functions advances `completed_gen` without touching it).
+    #[serde(default)]
+    pub generation: u64,
+    /// It pins versions: its objects can be fetched whatever was written
+    /// since. An unversioned manifest names ETags that the next upload
+    /// replaces.
+    #[serde(default)]
+    pub versioned: bool,
+}
+
+impl ReleaseRef {
+    /// Whether a catch-up can materialize it as the fleet's release at
+    /// `completed_gen`.
+    pub fn materializable(&self, completed_gen: u64) -> bool {
+        self.versioned && self.generation == completed_gen && completed_gen > 0
+    }
+}
+
 /// The fleet item as a catch-up needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lineage {
@@ -75,6 +106,18 @@ pub struct Lineage {
     pub requested_gen: u64,
     /// A refused release holds catch-ups ([`fleet_attrs::release_held`]).
     pub release_held: bool,
+    /// The last generation synced everywhere.
+    pub completed_gen: u64,
+    /// Its release's manifest (exact releases): a catch-up materializes it,
+    /// as `completed_gen`, when [`ReleaseRef::materializable`].
+    pub release: Option<ReleaseRef>,
+}
+
+impl Lineage {
+    /// The fleet's release, when a catch-up can materialize it.
+    pub fn materializable_release(&self) -> Option<&ReleaseRef> {
+        self.release.as_ref().filter(|r| r.materializable(self.completed_gen))
+    }
 }
 
 /// The DynamoDB TTL attribute (epoch seconds) on items that expire.
@@ -186,4 +229,18 @@ pub trait Items: Send + Sync {
         expires_at: Option<u64>,
         fields: &[(&'static str, String)],
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::ReleaseRef;
+
+    #[test]
+    fn only_a_versioned_manifest_of_the_completed_generation_is_materializable() {
+        let r = |generation, versioned| ReleaseRef { key: "k".into(), sha256: "s".into(), generation, versioned };
+        assert!(r(7, true).materializable(7));
+        assert!(!r(7, false).materializable(7), "an unversioned manifest names ETags the next upload replaces");
+        assert!(!r(6, true).materializable(7), "completed moved on without it (an older version of the functions)");
+        assert!(!r(0, true).materializable(0));
+    }
 }

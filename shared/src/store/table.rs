@@ -191,6 +191,8 @@ impl Items for Table {
                 Ok(Lineage {
                     epoch: r.string(fleet_attrs::EPOCH)?.unwrap_or_default(),
                     requested_gen: number(fleet_attrs::REQUESTED_GEN)?,
+                    completed_gen: number(fleet_attrs::COMPLETED_GEN)?,
+                    release: super::expr::release_ref(&r, fleet_attrs::RELEASE_MANIFEST)?,
                     release_held: fleet_attrs::release_held(
                         number(fleet_attrs::REFUSED_GEN)?,
                         number(fleet_attrs::COMPLETED_GEN)?,

@@ -102,21 +102,33 @@ async fn marker_listed(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Resu
 /// `0, 0` when absent.
 pub async fn marker_fingerprint(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Fingerprint, AwsError> {
     Ok(match marker_listed(s3, bucket, key).await? {
-        Some((newest_ms, _)) => Fingerprint { count: 1, newest_ms },
-        None => Fingerprint { count: 0, newest_ms: 0 },
+        Some((newest_ms, etag)) => {
+            Fingerprint { count: 1, newest_ms, digest: super::manifest::digest([(key, etag.as_str(), None)]) }
+        }
+        None => Fingerprint { count: 0, newest_ms: 0, digest: 0 },
     })
 }
 
 /// How much of the marker is read: its first line names the release.
 const MARKER_READ_BYTES: u64 = 1024;
 
+/// The release marker, as read by a wave's winner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The release it names.
+    pub release: String,
+    /// Its `LastModified` as listed, epoch ms: on a versioned bucket the
+    /// release is the versions not newer than it.
+    pub modified_ms: u64,
+}
+
 /// The release the marker names: its first line when it is a release id
 /// (`params::RELEASE`: letters, digits, `._:+-`, at most 128), else its
 /// ETag; `None` when there is no marker.
-pub async fn release_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<String>, AwsError> {
-    if marker_listed(s3, bucket, key).await?.is_none() {
+pub async fn release_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<Marker>, AwsError> {
+    let Some((modified_ms, _)) = marker_listed(s3, bucket, key).await? else {
         return Ok(None);
-    }
+    };
     let range = format!("bytes=0-{}", MARKER_READ_BYTES - 1);
     let object = match s3.get_object().bucket(bucket).key(key).range(range).send().await {
         Ok(o) => o,
@@ -130,7 +142,7 @@ pub async fn release_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Res
     };
     let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();
     let body = object.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
-    Ok(Some(release_from(&body, &etag)))
+    Ok(Some(Marker { release: release_from(&body, &etag), modified_ms }))
 }
 
 /// The release id of a marker with `body` (its first bytes) and `etag`.
@@ -153,23 +165,23 @@ pub async fn fingerprint(
     codebase: &CodebaseConfig,
     excludes: &Excludes,
 ) -> Result<Fingerprint, AwsError> {
-    let mut pages =
-        s3.list_objects_v2().bucket(&codebase.bucket).prefix(&codebase.prefix).into_paginator().page_size(1000).send();
-    let mut fp = Fingerprint { count: 0, newest_ms: 0 };
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::from_sdk("ListObjectsV2", e))?;
-        for object in page.contents() {
-            let key = object.key().unwrap_or_default();
-            let relative = key.strip_prefix(codebase.prefix.as_str()).unwrap_or(key);
-            if relative.is_empty() || excludes.excludes(relative) {
-                continue;
-            }
-            fp.count += 1;
-            let modified = object.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0);
-            fp.newest_ms = fp.newest_ms.max(u64::try_from(modified).unwrap_or(0));
-        }
+    Ok(fingerprint_of(&super::manifest::list(s3, codebase, excludes, false, None).await?))
+}
+
+/// The fingerprint of a listing: versions left out, so a manifest's listing
+/// of a versioned bucket and the sweep's plain one agree.
+pub fn fingerprint_of(entries: &[super::manifest::Entry]) -> Fingerprint {
+    let mut sorted: Vec<&super::manifest::Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    Fingerprint {
+        count: sorted.len() as u64,
+        newest_ms: sorted.iter().map(|e| e.modified).max().unwrap_or(0),
+        digest: if sorted.is_empty() {
+            0
+        } else {
+            super::manifest::digest(sorted.iter().map(|e| (e.key.as_str(), e.etag.as_str(), None)))
+        },
     }
-    Ok(fp)
 }
 
 #[cfg(test)]
@@ -290,7 +302,7 @@ mod tests {
         let get = aws_smithy_mocks::mock!(aws_sdk_s3::Client::get_object).then_http_response(|| status(403));
         let s3 = s3_answering(&[listing(&["app/.release-old"]), get]);
         let fp = marker_fingerprint(&s3, "code", "app/.release").await.expect("absent, not an error");
-        assert_eq!(fp, Fingerprint { count: 0, newest_ms: 0 });
+        assert_eq!(fp, Fingerprint { count: 0, newest_ms: 0, digest: 0 });
         assert_eq!(release_id(&s3, "code", "app/.release").await.expect("absent"), None, "not even read");
     }
 

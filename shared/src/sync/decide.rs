@@ -46,6 +46,10 @@ pub struct InvocationView {
     pub unreachable: bool,
     /// The shrink guard refused the release there, and why.
     pub refused: Option<String>,
+    /// An object changed after the wave's manifest was written (exact
+    /// releases): the instance kept `current`. Not its failure, nor the
+    /// release's: the change is demand for the next wave.
+    pub stale: bool,
 }
 
 impl InvocationView {
@@ -58,6 +62,7 @@ impl InvocationView {
             gone: false,
             unreachable: false,
             refused: None,
+            stale: false,
         }
     }
 
@@ -71,6 +76,8 @@ impl InvocationView {
             (true, _) => InstanceResult::Gone,
             (_, true) if !self.status.is_terminal() => InstanceResult::Unreachable,
             _ if self.refused.is_some() && self.status.is_terminal() => InstanceResult::Refused,
+            // Never attempted the release the wave names: it had moved on.
+            _ if self.stale && self.status.is_terminal() => InstanceResult::NotAttempted,
             _ => instance_result(&self.status, &self.details),
         }
     }
@@ -365,6 +372,25 @@ mod tests {
             Settlement::Done(r) => r,
             other => panic!("not done: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_instance_whose_manifest_went_stale_is_nobodys_failure() {
+        // Ten instances; an upload after the manifest makes the last three stale.
+        let mut c = cmd("Failed", &[]);
+        for n in 0..10 {
+            let mut inv = InvocationView::new(format!("i-{n}"), if n < 7 { "Success" } else { "Failed" }, "Failed");
+            inv.stale = n >= 7;
+            c.invocations.push(inv);
+        }
+        let r = done(settle(&wave(true, NEVER), &[c], None, 10, NEVER));
+        assert_eq!(r.with(InstanceResult::NotAttempted), ["i-7", "i-8", "i-9"]);
+        assert!(r.countable().iter().all(|(_, r)| *r != InstanceResult::Failed), "never counted toward quarantine");
+        assert_eq!(r.blame, None);
+        assert_eq!(r.end, WaveEnd::Failure, "the fleet did not converge: the upload's wave follows");
+        // Stale with no stale line (another failure exiting 75) is a failure.
+        let plain = InvocationView::new("i-x", "Failed", "Failed");
+        assert_eq!(plain.result(), InstanceResult::Failed);
     }
 
     #[test]

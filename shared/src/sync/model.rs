@@ -93,6 +93,7 @@ impl Command {
                     // The first instance of a chunk refuses a failing
                     // release (its shrink guard): a refused wave.
                     refused: (*s == CommandStatus::Failed && i.ends_with("-0")).then(|| "guard".to_owned()),
+                    stale: false,
                 })
                 .collect(),
         }
@@ -218,6 +219,7 @@ impl World {
                 command_ids: vec![c.to_string()],
                 sent,
                 fingerprint: None,
+                manifest: None,
             };
             done = self.apply(&op).is_err() || sent;
         } else if s.chunks_left > 0 {
@@ -247,6 +249,7 @@ impl World {
                 command_ids: vec![],
                 sent: true,
                 fingerprint: None,
+                manifest: None,
             };
             let _ = self.apply(&op);
             done = true;
@@ -258,6 +261,7 @@ impl World {
                 command_ids: vec![],
                 sent: true,
                 fingerprint: None,
+                manifest: None,
             };
             if self.apply(&op).is_ok() {
                 self.finish(&Op::Finish { wave_id: s.wave.clone(), end: WaveEnd::Success });
@@ -338,6 +342,7 @@ impl World {
                     command_ids: adopt,
                     sent: false,
                     fingerprint: None,
+                    manifest: None,
                 };
                 let _ = self.apply(&op);
                 let sent = self.commands.iter().filter(|c| c.wave == wave).count() as u8;
@@ -378,6 +383,7 @@ impl World {
                 command_ids: vec!["999".into()],
                 sent: true,
                 fingerprint: None,
+                manifest: None,
             },
             2 => Op::Finish { wave_id: id, end: WaveEnd::Success },
             _ => Op::TakeOver { wave_id: id, now: self.now + 10 * LEASE, end: WaveEnd::Abandoned },

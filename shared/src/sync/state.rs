@@ -44,15 +44,33 @@ pub const SCHEMA: u64 = crate::store::fleet_attrs::SCHEMA_VERSION;
 /// the first attempt and one automatic retry.
 pub const MAX_ATTEMPTS: u32 = 2;
 
-/// A cheap fingerprint of the codebase prefix: object count and newest
-/// `LastModified` (excluded keys left out).
+/// A cheap fingerprint of the codebase prefix: object count, newest
+/// `LastModified` and a digest of every key's ETag (excluded keys left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// Objects under the prefix, excludes left out.
     pub count: u64,
     /// The newest `LastModified`, epoch ms (0 for an empty prefix).
     pub newest_ms: u64,
+    /// [`crate::sync::manifest::digest`] of the keys and their ETags: a
+    /// same-size change within the second leaves count and time as they
+    /// were. 0 when unknown (recorded by an older version).
+    #[serde(default)]
+    pub digest: u64,
 }
+
+impl Fingerprint {
+    /// Whether two fingerprints show the same codebase: by digest when both
+    /// have one, else by count and newest time.
+    pub fn same_codebase(&self, other: &Fingerprint) -> bool {
+        if self.digest != 0 && other.digest != 0 {
+            return self.count == other.count && self.digest == other.digest;
+        }
+        self.count == other.count && self.newest_ms == other.newest_ms
+    }
+}
+
+pub use crate::store::ReleaseRef;
 
 /// The wave holding the lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +90,8 @@ pub struct Wave {
     pub sent: bool,
     /// The codebase fingerprint when the wave started (taken by the winner).
     pub fingerprint: Option<Fingerprint>,
+    /// Its manifest (exact releases), once the winner wrote it.
+    pub manifest: Option<ReleaseRef>,
     /// The invocation allowed to send (the starter's token is the wave id; a
     /// resumer's is new): a slow sender whose wave was resumed can no longer
     /// renew, record or pause it.
@@ -115,6 +135,11 @@ pub struct FleetItem {
     pub last_start_at: Option<u64>,
     /// The generation whose release the instances' guard refused.
     pub refused_gen: u64,
+    /// The manifest of the release the fleet serves (`completed_gen`'s):
+    /// the last successful wave's, absent when it had none. Catch-ups
+    /// materialize it ([`FleetItem::materializable_release`]).
+    #[serde(rename = "release_manifest")]
+    pub release: Option<ReleaseRef>,
 }
 
 impl FleetItem {
@@ -131,6 +156,12 @@ impl FleetItem {
     /// fix, and waits for its own wave).
     pub fn refusal_held(&self) -> bool {
         crate::store::fleet_attrs::release_held(self.refused_gen, self.completed_gen, self.allow_shrink_gen)
+    }
+
+    /// The fleet's release, when a catch-up can materialize it (exact
+    /// releases on a versioned bucket, written for `completed_gen`).
+    pub fn materializable_release(&self) -> Option<&ReleaseRef> {
+        self.release.as_ref().filter(|r| r.materializable(self.completed_gen))
     }
 }
 
@@ -312,6 +343,8 @@ pub enum Op {
         sent: bool,
         /// The codebase fingerprint, when taken.
         fingerprint: Option<Fingerprint>,
+        /// The wave's manifest, once written.
+        manifest: Option<ReleaseRef>,
     },
     /// The sender stops before sending everything (out of time, or an AWS
     /// error): the lease expires at `until` (as soon as what it sent is
@@ -458,12 +491,15 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
     }
     let mut next = item;
     match op {
-        Op::RecordCommands { command_ids, sent, fingerprint, .. } => {
+        Op::RecordCommands { command_ids, sent, fingerprint, manifest, .. } => {
             if let Some(w) = next.wave.as_mut() {
                 w.command_ids.extend(command_ids.iter().cloned());
                 w.sent |= *sent;
                 if fingerprint.is_some() {
                     w.fingerprint = *fingerprint;
+                }
+                if manifest.is_some() {
+                    w.manifest.clone_from(manifest);
                 }
             }
         }
@@ -543,6 +579,7 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
             if wave.fingerprint.is_some() {
                 item.fingerprint_synced = wave.fingerprint;
             }
+            item.release.clone_from(&wave.manifest);
         }
         WaveEnd::Failure => {
             item.failed_attempts = if item.failed_gen == wave.target { item.failed_attempts + 1 } else { 1 };
@@ -567,6 +604,17 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_compare_by_digest_when_both_have_one() {
+        let fp = |count, newest_ms, digest| Fingerprint { count, newest_ms, digest };
+        assert!(!fp(3, 5, 11).same_codebase(&fp(3, 5, 12)), "a same-size change within the second");
+        assert!(fp(3, 5, 11).same_codebase(&fp(3, 5, 11)));
+        assert!(!fp(3, 5, 11).same_codebase(&fp(4, 5, 11)));
+        assert!(fp(3, 5, 11).same_codebase(&fp(3, 9, 11)), "the digest decides, not the time");
+        assert!(fp(3, 5, 0).same_codebase(&fp(3, 5, 11)), "recorded by an older version: count and time");
+        assert!(!fp(3, 5, 0).same_codebase(&fp(3, 6, 11)));
+    }
 
     fn start(id: &str, now: u64) -> Op {
         Op::Start { wave_id: id.into(), now, lease_ms: 1_000, quiet: None }
@@ -655,7 +703,7 @@ mod tests {
 
     #[test]
     fn success_clears_the_failure_and_promotes_the_fingerprint() {
-        let fp = Fingerprint { count: 3, newest_ms: 99 };
+        let fp = Fingerprint { count: 3, newest_ms: 99, digest: 7 };
         let (item, _) = run(&[
             demand(1),
             start("w1", 0),
@@ -667,6 +715,7 @@ mod tests {
                 command_ids: vec![],
                 sent: false,
                 fingerprint: Some(fp),
+                manifest: None,
             },
             finish_op("w2", WaveEnd::Success),
         ]);
@@ -686,6 +735,7 @@ mod tests {
                 command_ids: vec!["c".into()],
                 sent: true,
                 fingerprint: None,
+                manifest: None,
             },
             Op::Pause { wave_id: "old".into(), sender: "old".into(), until: 0 },
             Op::Resume { wave_id: "old".into(), sender: "r".into(), now: 10_000, lease_ms: 10 },
@@ -726,6 +776,7 @@ mod tests {
                 command_ids: vec!["a".into()],
                 sent: false,
                 fingerprint: None,
+                manifest: None,
             },
             Op::RecordCommands {
                 wave_id: "w1".into(),
@@ -733,6 +784,7 @@ mod tests {
                 command_ids: vec!["b".into()],
                 sent: true,
                 fingerprint: None,
+                manifest: None,
             },
             Op::Renew { wave_id: "w1".into(), sender: Some("w1".into()), now: 700, lease_ms: 1_000 },
         ]);
@@ -775,6 +827,7 @@ mod tests {
             command_ids: vec![],
             sent,
             fingerprint: None,
+            manifest: None,
         };
         assert_eq!(apply(Some(&resumed), &record("w1", false)), Err(Refusal::NotSender));
         let renew = Op::Renew { wave_id: "w1".into(), sender: Some("w1".into()), now: 7, lease_ms: 10 };
@@ -785,13 +838,14 @@ mod tests {
 
     #[test]
     fn a_failed_waves_fingerprint_is_kept_until_a_success() {
-        let fp = Fingerprint { count: 1, newest_ms: 2 };
+        let fp = Fingerprint { count: 1, newest_ms: 2, digest: 0 };
         let record = |id: &str| Op::RecordCommands {
             wave_id: id.into(),
             sender: id.into(),
             command_ids: vec![],
             sent: true,
             fingerprint: Some(fp),
+            manifest: None,
         };
         let (item, _) = run(&[demand(1), start("w1", 0), record("w1"), finish_op("w1", WaveEnd::Failure)]);
         let item = item.expect("item");
@@ -891,6 +945,7 @@ mod tests {
             command_ids: vec!["c".into()],
             sent: true,
             fingerprint: None,
+            manifest: None,
         };
         let (item, _) = run(&[demand(1), allow, start("w1", 0)]);
         let item = item.expect("item");

@@ -103,6 +103,30 @@ def events(account_id: str, after: int, bucket: str | None) -> tuple[list[dict[s
         return [e for e in new if bucket is None or e["detail"]["bucket"]["name"] == bucket], len(log)
 
 
+def get_bucket_versioning(self: Any) -> Any:
+    """GetBucketVersioning as AWS answers it (S3 API reference,
+    GetBucketVersioning, https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketVersioning.html):
+    the root element is ``VersioningConfiguration``, with a ``Status`` only
+    once versioning was ever configured ("If the bucket has never been
+    versioned, returns <VersioningConfiguration .../>"). moto 5.2.5 answers
+    a never-versioned bucket with an empty ``GetBucketVersioningResponse``,
+    which the AWS SDK for Rust refuses to parse."""
+    status = self.backend.get_bucket_versioning(self.bucket_name)
+    self.data["Action"] = "GetBucketVersioning"
+    inner = f"<Status>{status}</Status>" if status else ""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>'
+    )
+    return 200, {"Content-Type": "application/xml"}, body
+
+
 def apply() -> list[str]:
+    from moto.s3.responses import S3Response
+
     notifications._send_event_bridge_message = send_event_bridge_message
-    return ["s3: EventBridge object events in the documented shape, recorded for the event router"]
+    S3Response.get_bucket_versioning = get_bucket_versioning
+    return [
+        "s3: EventBridge object events in the documented shape, recorded for the event router",
+        "s3: GetBucketVersioning answers VersioningConfiguration, as AWS does",
+    ]

@@ -33,6 +33,8 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::RetriggerQueue => "retrigger-queue",
         Scope::SyncTriggerQueue => "sync-trigger-queue",
         Scope::ReleaseMarker => "release-marker",
+        Scope::CodebaseBucketSettings => "codebase-bucket-settings",
+        Scope::Manifests => "manifests",
     }
 }
 

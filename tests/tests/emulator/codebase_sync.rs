@@ -370,6 +370,11 @@ async fn hostile_keys_never_reach_the_command() {
         ("epoch".into(), vec![epoch]),
         ("excludes".into(), vec!["media/*".into()]),
         ("generation".into(), vec!["1".into()]),
+        // (No manifest bucket configured: no exact release.)
+        ("manifest".into(), vec![String::new()]),
+        ("manifest_bucket".into(), vec![String::new()]),
+        ("manifest_region".into(), vec![String::new()]),
+        ("manifest_sha256".into(), vec![String::new()]),
         ("max_shrink".into(), vec!["50".into()]),
         ("prefix".into(), vec![w.fleet.prefix.clone()]),
         ("region".into(), vec!["us-east-1".into()]),
@@ -377,7 +382,8 @@ async fn hostile_keys_never_reach_the_command() {
     ];
     assert_eq!(
         sent[0].parameters, expected,
-        "only configured values, the generation, its lineage, the guard and the release (none without a marker)"
+        "only configured values, the generation, its lineage, the guard, the release (none without a marker) and the \
+         manifest (none without a manifest bucket)"
     );
     let all = format!("{:?} {}", sent[0].parameters, sent[0].comment);
     for needle in ["reboot", "passwd", "line2", "{{", "$SSM"] {

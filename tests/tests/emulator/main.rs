@@ -2,6 +2,7 @@
 //! otherwise link the whole AWS SDK again.
 
 mod codebase_sync;
+mod exact;
 mod faults;
 mod ground;
 mod lifecycle_hook;

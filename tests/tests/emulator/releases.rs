@@ -37,7 +37,7 @@ async fn world(instances: i32, quiet_s: u64, extra: &[(&str, &str)]) -> World {
 }
 
 /// The codebase as S3 holds it: relative key to content (excluded `media/*` left out).
-async fn bucket_tree(w: &World) -> BTreeMap<String, String> {
+pub(crate) async fn bucket_tree(w: &World) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut pages =
         w.clients.s3.list_objects_v2().bucket(&w.fleet.bucket).prefix(&w.fleet.prefix).into_paginator().send();
@@ -58,7 +58,7 @@ async fn bucket_tree(w: &World) -> BTreeMap<String, String> {
 
 /// The live tree of `instance`: relative path to content (regular files, the
 /// links to `shared/` not followed).
-fn live_tree(w: &World, instance: &str) -> BTreeMap<String, String> {
+pub(crate) fn live_tree(w: &World, instance: &str) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
             let path = entry.path();
@@ -80,16 +80,16 @@ fn live_tree(w: &World, instance: &str) -> BTreeMap<String, String> {
 }
 
 /// Uploads `key` (relative to the prefix) with `body`.
-async fn put(w: &World, key: &str, body: &str) {
+pub(crate) async fn put(w: &World, key: &str, body: &str) {
     w.fleet.put(&w.clients, key, body).await;
 }
 
-async fn delete(w: &World, key: &str) {
+pub(crate) async fn delete(w: &World, key: &str) {
     w.fleet.delete(&w.clients, key).await;
 }
 
 /// The generations the agent synced on `instance` in `settled` (one per run).
-fn runs_on(settled: &Settled, instance: &str) -> usize {
+pub(crate) fn runs_on(settled: &Settled, instance: &str) -> usize {
     settled.runs.iter().filter(|r| r.instance_id == instance).count()
 }
 

@@ -74,6 +74,8 @@ pub struct SyncSettings {
     /// Where the delayed start of a quiet wave is queued (`codebase-sync`'s
     /// own queue): required while the quiet period is above 0.
     pub trigger_queue_url: Option<String>,
+    /// Where each wave's manifest is written (exact releases), if anywhere.
+    pub manifest: Option<crate::ssm_document::ManifestStore>,
 }
 
 impl SyncSettings {
@@ -130,6 +132,11 @@ impl SyncSettings {
             dry_run: config.dry_run,
             release: config.release.clone(),
             trigger_queue_url: config.retrigger_queue_url.clone(),
+            manifest: config
+                .release
+                .manifest_bucket
+                .clone()
+                .map(|bucket| crate::ssm_document::ManifestStore { bucket, region: region.to_owned() }),
         })
     }
 }

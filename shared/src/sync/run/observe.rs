@@ -10,7 +10,7 @@ use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use super::{COMMENT_LOOKBACK_MS, SyncContext, SyncError};
 use crate::error::AwsError;
 use crate::events::CommandStatus;
-use crate::ssm_document::history::refusal;
+use crate::ssm_document::history::{refusal, stale};
 use crate::ssm_document::run::invoked_after;
 use crate::ssm_document::wave_comment;
 use crate::sync::decide::InvocationView;
@@ -85,10 +85,9 @@ impl<S: FleetStore> SyncContext<'_, S> {
                     inv.status().map(|s| s.as_str()).unwrap_or("Pending"),
                     inv.status_details().unwrap_or_default(),
                 );
-                view.refused = inv
-                    .command_plugins()
-                    .iter()
-                    .find_map(|p| refusal(p.response_code(), p.output().unwrap_or_default()));
+                let plugins = inv.command_plugins();
+                view.refused = plugins.iter().find_map(|p| refusal(p.response_code(), p.output().unwrap_or_default()));
+                view.stale = plugins.iter().any(|p| stale(p.response_code(), p.output().unwrap_or_default()));
                 out.push(view);
             }
         }

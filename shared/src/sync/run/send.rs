@@ -17,11 +17,36 @@ use super::{
 };
 use crate::config::RateControls;
 use crate::ssm_document::run::{DELIVERY_TIMEOUT_S, Sent, command, resolve, send_once};
-use crate::ssm_document::{Guard, MAX_INSTANCE_IDS, PinnedDocument, SyncParameters, chunk_rates, chunks, wave_comment};
-use crate::sync::codebase::release_id;
+use crate::ssm_document::{
+    Guard, MAX_INSTANCE_IDS, ManifestRef, ManifestStore, PinnedDocument, SyncParameters, chunk_rates, chunks,
+    wave_comment,
+};
+use crate::sync::codebase::{fingerprint_of, release_id};
 use crate::sync::decide::Blame;
-use crate::sync::state::{FleetItem, Op, Refusal, Wave, WaveEnd, start_refusal};
+use crate::sync::manifest::{self, Manifest};
+use crate::sync::state::{Fingerprint, FleetItem, Op, Refusal, ReleaseRef, Wave, WaveEnd, start_refusal};
 use crate::sync::store::{Applied, FleetStore, WaveRecord};
+
+/// A wave's manifest, written.
+struct Written {
+    key: String,
+    sha256: String,
+    versioned: bool,
+    /// The prefix's fingerprint, from the same listing (not in marker mode).
+    fingerprint: Option<Fingerprint>,
+    refused: Vec<String>,
+    refused_count: u64,
+}
+
+/// The manifest a wave's record names, as the fleet item keeps it.
+fn record_release(record: &WaveRecord) -> Option<ReleaseRef> {
+    Some(ReleaseRef {
+        key: record.manifest.clone()?,
+        sha256: record.manifest_sha256.clone()?,
+        generation: record.target,
+        versioned: record.manifest_versioned,
+    })
+}
 
 /// What one chunk's `SendCommand` (with its retries) did.
 #[derive(Debug, Default)]
@@ -151,6 +176,59 @@ impl<S: FleetStore> SyncContext<'_, S> {
             .map_err(|e| e.to_string())
     }
 
+    /// Lists the codebase and writes the wave's manifest (exact releases).
+    /// On a versioned bucket in marker mode, each key's version is the
+    /// newest one not newer than the marker (`not_after`).
+    async fn write_manifest(&self, store: &ManifestStore, not_after: Option<u64>) -> Result<Written, SyncError> {
+        let s = self.settings;
+        let s3 = &self.clients.s3;
+        let versioned = match manifest::versioned(s3, &s.codebase.bucket).await {
+            Ok(v) => v,
+            // Only the bucket owner may read its versioning state (S3 API
+            // reference, GetBucketVersioning): a codebase bucket of another
+            // account is taken as unversioned (ETags and If-Match).
+            Err(e) if e.code() == Some("AccessDenied") => {
+                warn!(error = %e, "the codebase bucket's versioning cannot be read: manifests pin ETags, not versions");
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let entries = manifest::list(s3, &s.codebase, &s.excludes, versioned, not_after.filter(|_| versioned)).await?;
+        // The fingerprint of the prefix (not in marker mode: the marker's is taken apart).
+        let fingerprint = s.marker_key().is_none().then(|| fingerprint_of(&entries));
+        let sifted = manifest::sift(entries);
+        if !sifted.refused.is_empty() {
+            warn!(
+                refused = sifted.refused.len(),
+                first = ?sifted.refused.first(),
+                "codebase keys that cannot be a path are left out of the release"
+            );
+        }
+        let m = Manifest::encode(&s.codebase.bucket, &s.codebase.prefix, versioned, &sifted.entries);
+        let key = m.key(&s.fleet);
+        manifest::publish(&store.client(s3), &store.bucket, &key, &m).await?;
+        info!(key, sha256 = %m.sha256, objects = m.count, versioned, "the wave's manifest is written");
+        Ok(Written {
+            key,
+            sha256: m.sha256,
+            versioned,
+            fingerprint,
+            refused_count: sifted.refused.len() as u64,
+            refused: sifted
+                .refused
+                .iter()
+                .take(manifest::MAX_REFUSED_LISTED)
+                .map(|r| format!("{}: {}", r.key, r.why))
+                .collect(),
+        })
+    }
+
+    /// The document's manifest parameters for a wave's record (none when
+    /// it has no manifest, or the manifest bucket is no longer configured).
+    fn manifest_ref(&self, record: &WaveRecord) -> Option<ManifestRef> {
+        Some(self.settings.manifest.as_ref()?.reference(&record_release(record)?))
+    }
+
     /// Releases a wave that could not be sent at all: its demand is still
     /// there, so the next invocation starts again at once.
     async fn release(&self, wave: &Wave, why: &str) {
@@ -169,13 +247,44 @@ impl<S: FleetStore> SyncContext<'_, S> {
             let eligible = self.eligible().await?;
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
             // In marker mode the marker names the release (read once, by the winner).
-            let release = match s.marker_key() {
+            let marker = match s.marker_key() {
                 Some(key) => release_id(&self.clients.s3, &s.codebase.bucket, &key).await?,
                 None => None,
             };
-            Ok::<_, SyncError>((eligible, document, release))
+            // Exact releases: what the instances materialize, listed once,
+            // before anything is on record.
+            // A wave that cannot have its manifest (an AWS error, a listing
+            // too long for the time left, a pinned document without the
+            // parameter) still runs, as `aws s3 sync` of the prefix: loudly,
+            // and its record says so (no manifest).
+            let exact = match &s.manifest {
+                Some(_) if !document.declared.contains("manifest") => {
+                    warn!(document = %document.name, version = %document.version,
+                        "the document version takes no manifest: this wave syncs the prefix as it is");
+                    None
+                }
+                Some(store) => {
+                    let not_after = marker.as_ref().map(|m| m.modified_ms);
+                    let listing = self.clock.left_until(self.until) / 3;
+                    match tokio::time::timeout(listing, self.write_manifest(store, not_after)).await {
+                        Ok(Ok(written)) => Some(written),
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "the wave's manifest could not be written: this wave syncs the prefix as it is");
+                            None
+                        }
+                        Err(_) => {
+                            warn!(
+                                "listing the codebase for the manifest took too long: this wave syncs the prefix as it is"
+                            );
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            Ok::<_, SyncError>((eligible, document, marker.map(|m| m.release), exact))
         };
-        let (eligible, document, release) = match prepared.await {
+        let (eligible, document, release, exact) = match prepared.await {
             Ok(p) => p,
             Err(e) => {
                 self.release(wave, &e.to_string()).await;
@@ -217,6 +326,11 @@ impl<S: FleetStore> SyncContext<'_, S> {
             busy: eligible.busy.clone(),
             release: release.clone(),
             allow_shrink: item.allows_shrink(wave.target),
+            manifest: exact.as_ref().map(|e| e.key.clone()),
+            manifest_sha256: exact.as_ref().map(|e| e.sha256.clone()),
+            manifest_versioned: exact.as_ref().is_some_and(|e| e.versioned),
+            refused_keys: exact.as_ref().map(|e| e.refused.clone()).unwrap_or_default(),
+            refused_key_count: exact.as_ref().map_or(0, |e| e.refused_count),
             ..WaveRecord::default()
         };
         if record.allow_shrink {
@@ -258,6 +372,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 command_ids: vec![],
                 sent: true,
                 fingerprint: None,
+                manifest: record_release(&record),
             };
             self.store.apply(&done).await?;
             if let Applied::Won(_) = self.store.apply(&Op::Finish { wave_id: wave.id.clone(), end }).await? {
@@ -271,22 +386,28 @@ impl<S: FleetStore> SyncContext<'_, S> {
             return Ok(report);
         }
         // The codebase's fingerprint (the lost-event backstop), taken by the
-        // winner only, within a share of the time left.
+        // winner only, within a share of the time left; the manifest's
+        // listing is the prefix's (in marker mode the marker is).
         let listing = self.clock.left_until(self.until) / 3;
-        let fp = match tokio::time::timeout(listing, self.fingerprint()).await {
-            Ok(fp) => Some(fp?),
-            Err(_) => {
-                warn!(wave_id = %wave.id, "listing the codebase took too long: this wave records no fingerprint");
-                None
-            }
+        let manifest = record_release(&record);
+        let fp = match exact.and_then(|e| e.fingerprint) {
+            Some(fp) => Some(fp),
+            None => match tokio::time::timeout(listing, self.fingerprint()).await {
+                Ok(fp) => Some(fp?),
+                Err(_) => {
+                    warn!(wave_id = %wave.id, "listing the codebase took too long: this wave records no fingerprint");
+                    None
+                }
+            },
         };
-        if fp.is_some() {
+        if fp.is_some() || manifest.is_some() {
             let op = Op::RecordCommands {
                 wave_id: wave.id.clone(),
                 sender: wave.sender.clone(),
                 command_ids: vec![],
                 sent: false,
                 fingerprint: fp,
+                manifest,
             };
             self.store.apply(&op).await?;
         }
@@ -316,13 +437,17 @@ impl<S: FleetStore> SyncContext<'_, S> {
         // adopted: once the wave says it is sent, only recorded ones count.
         let adopt: Vec<String> =
             listed.iter().map(|c| c.command_id.clone()).filter(|id| !wave.command_ids.contains(id)).collect();
-        if !adopt.is_empty() {
+        // The manifest its sender wrote into the record but did not live
+        // to record in the fleet item: a success must still name it.
+        let manifest = if wave.manifest.is_none() { record_release(&record) } else { None };
+        if !adopt.is_empty() || manifest.is_some() {
             let op = Op::RecordCommands {
                 wave_id: wave.id.clone(),
                 sender: sender.clone(),
                 command_ids: adopt.clone(),
                 sent: false,
                 fingerprint: None,
+                manifest,
             };
             if let Applied::Lost(_) = self.store.apply(&op).await? {
                 return Ok(None);
@@ -364,6 +489,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             s.release.max_shrink_percent,
         );
         parameters.release = record.release.clone().unwrap_or_default();
+        parameters.manifest = self.manifest_ref(&record);
         if record.allow_shrink {
             parameters.guard = Guard::Lifted;
         }
@@ -381,6 +507,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             command_ids: ids,
             sent,
             fingerprint: None,
+            manifest: None,
         };
         if parts.is_empty() {
             record.command_ids = sent_ids;

@@ -74,7 +74,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let changed = match reference {
             // In marker mode a missing marker releases nothing.
             _ if s.release.marker.is_some() && now.count == 0 => false,
-            Some(fp) => fp != now,
+            Some(fp) => !fp.same_codebase(&now),
             None => now.count > 0,
         };
         if !changed {
@@ -177,22 +177,41 @@ impl<S: FleetStore> SyncContext<'_, S> {
         if due.is_empty() {
             return Ok(out);
         }
-        let generation = item.requested_gen;
+        let s = self.settings;
+        let document = resolve(&self.clients.ssm, &s.document, None).await?;
+        // Exact releases: a catch-up of an instance behind the fleet
+        // materializes the release the fleet serves, as its generation, when
+        // its manifest can still be materialized (a versioned bucket). A
+        // recovery (its record may name a higher generation that failed), an
+        // unversioned bucket, or a document without the parameter: the
+        // prefix as it is, as the generation requested.
+        let exact = s
+            .manifest
+            .as_ref()
+            .zip(item.materializable_release())
+            .filter(|_| document.declared.contains("manifest"))
+            .map(|(m, r)| m.reference(r));
+        let plan = |recovery: bool| match &exact {
+            Some(m) if !recovery => (item.completed_gen, Some(m.clone())),
+            _ => (item.requested_gen, None),
+        };
         let claim = Claim::new(now, self.deadline.saturating_add(LISTING_LAG_MS));
         let token = claim.encode();
         let mut claimed = Vec::new();
         for (r, recovery) in due {
-            if self.store.claim_catch_up(&r.instance_id, &token, generation).await? {
+            if self.store.claim_catch_up(&r.instance_id, &token, plan(recovery).0).await? {
                 claimed.push((r, recovery));
             }
         }
         // Claimed, now look: a wave that won the lease before the claims.
         let current = self.store.load().await?.unwrap_or_default();
         let in_wave = self.wave_instances(&current).await?;
-        let s = self.settings;
-        let prepared = async {
-            let document = resolve(&self.clients.ssm, &s.document, None).await?;
-            let parameters = SyncParameters::new(
+        // (No release id: without a manifest a catch-up syncs the prefix as
+        // it is, perhaps half-way through a deploy whose marker is not
+        // written yet.)
+        let parameters = |recovery: bool| {
+            let (generation, manifest) = plan(recovery);
+            let p = SyncParameters::new(
                 &s.codebase,
                 &s.destination,
                 &item.epoch,
@@ -200,23 +219,23 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 &s.region,
                 crate::ssm_document::CATCH_UP_MAX_SHRINK,
             );
-            // (No release id: a catch-up syncs the prefix as it is, perhaps
-            // half-way through a deploy whose marker is not written yet.)
-            let parameters = parameters.to_ssm(Some(&document))?;
-            Ok::<_, SyncError>((document, parameters))
+            SyncParameters { manifest, ..p }.to_ssm(Some(&document))
         };
-        let (document, parameters) = match prepared.await {
+        let prepared = parameters(false).and_then(|exact| Ok((exact, parameters(true)?)));
+        let (exact_parameters, plain_parameters) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 for (r, _) in &claimed {
                     self.drop_claim(r, &token).await;
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut claimed = claimed.into_iter();
         for (r, recovery) in claimed.by_ref() {
             let id = &r.instance_id;
+            let generation = plan(recovery).0;
+            let parameters = if recovery { &plain_parameters } else { &exact_parameters };
             let report = |action: &str, command_id| CatchUpReport {
                 instance_id: id.clone(),
                 action: action.to_owned(),

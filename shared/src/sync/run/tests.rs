@@ -48,8 +48,10 @@ fn settings() -> SyncSettings {
             max_delay_seconds: 600,
             marker: None,
             max_shrink_percent: 50,
+            manifest_bucket: None,
         },
         trigger_queue_url: None,
+        manifest: None,
     }
 }
 

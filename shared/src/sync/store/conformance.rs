@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::{Applied, FleetStore, WaveRecord};
 use crate::ssm_document::history::{Claim, InstanceRecord, InstanceResult, Synced, next_record};
 use crate::store::{Doc, Items};
-use crate::sync::state::{self, Fingerprint, FleetItem, Op, WaveEnd};
+use crate::sync::state::{self, Fingerprint, FleetItem, Op, ReleaseRef, WaveEnd};
 
 /// A tiny deterministic generator (xorshift), so a failing sequence is
 /// reproducible from its seed.
@@ -126,7 +126,17 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
             wave_id: pick_id(rng),
             command_ids: (0..rng.below(3)).map(|i| format!("cmd-{i}-{}", rng.next_u64())).collect(),
             sent: rng.below(2) == 0,
-            fingerprint: (rng.below(2) == 0).then(|| Fingerprint { count: rng.below(100), newest_ms: now }),
+            fingerprint: (rng.below(2) == 0).then(|| Fingerprint {
+                count: rng.below(100),
+                newest_ms: now,
+                digest: rng.below(3),
+            }),
+            manifest: (rng.below(2) == 0).then(|| ReleaseRef {
+                key: format!("manifests/f/{}.jsonl.gz", rng.below(3)),
+                sha256: format!("{}", rng.below(3)),
+                generation: rng.below(5),
+                versioned: rng.below(2) == 0,
+            }),
         },
         4 => Op::Renew {
             sender: (rng.below(2) == 0).then(|| pick_sender(rng)),

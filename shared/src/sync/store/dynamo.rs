@@ -20,9 +20,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Applied, FleetStore, WAVE_RECORD_DAYS, WaveRecord};
 use crate::store::{
-    Attrs, EXPIRES_AT, Expr, Items, PK, Reader, StoreError, Table, Updated, fleet_attrs, num, string_list,
+    Attrs, EXPIRES_AT, Expr, Items, PK, Reader, StoreError, Table, Updated, fleet_attrs, num, release_ref, string_list,
 };
-use crate::sync::state::{self, Fingerprint, FleetItem, Op, Refusal, SCHEMA, Wave, WaveEnd};
+use crate::sync::state::{self, Fingerprint, FleetItem, Op, Refusal, ReleaseRef, SCHEMA, Wave, WaveEnd};
 
 const A_SCHEMA: &str = fleet_attrs::SCHEMA;
 const A_REQUESTED: &str = fleet_attrs::REQUESTED_GEN;
@@ -47,9 +47,24 @@ const A_ALLOW_SHRINK: &str = fleet_attrs::ALLOW_SHRINK_GEN;
 const A_ALLOW_SPENT: &str = "allow_shrink_spent";
 const A_LAST_START: &str = "last_start_at";
 const A_REFUSED: &str = fleet_attrs::REFUSED_GEN;
+const A_MANIFEST_START: &str = "manifest_start";
+const A_RELEASE: &str = fleet_attrs::RELEASE_MANIFEST;
+
+fn release_value(r: &ReleaseRef) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("key".to_owned(), AttributeValue::S(r.key.clone())),
+        ("sha256".to_owned(), AttributeValue::S(r.sha256.clone())),
+        ("generation".to_owned(), num(r.generation)),
+        ("versioned".to_owned(), AttributeValue::Bool(r.versioned)),
+    ]))
+}
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
-    AttributeValue::M(HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]))
+    let mut m = HashMap::from([("count".to_owned(), num(fp.count)), ("newest_ms".to_owned(), num(fp.newest_ms))]);
+    if fp.digest != 0 {
+        m.insert("digest".to_owned(), num(fp.digest));
+    }
+    AttributeValue::M(m)
 }
 
 impl Table {
@@ -223,7 +238,7 @@ impl FleetStore for Table {
                 }
                 (update, Some(condition))
             }
-            Op::RecordCommands { wave_id, sender, command_ids, sent, fingerprint } => {
+            Op::RecordCommands { wave_id, sender, command_ids, sent, fingerprint, manifest } => {
                 let (wave, cmds, sent_attr, sender_attr) = (e.n(A_WAVE), e.n(A_COMMANDS), e.n(A_SENT), e.n(A_SENDER));
                 let w = e.v("w", AttributeValue::S(wave_id.clone()));
                 let sv = e.v("sender", AttributeValue::S(sender.clone()));
@@ -236,6 +251,10 @@ impl FleetStore for Table {
                 if let Some(f) = fingerprint {
                     let (fp, fv) = (e.n(A_FP_START), e.v("fp", fingerprint_value(f)));
                     update.push_str(&format!(", {fp} = {fv}"));
+                }
+                if let Some(m) = manifest {
+                    let (attr, v) = (e.n(A_MANIFEST_START), e.v("manifest", release_value(m)));
+                    update.push_str(&format!(", {attr} = {v}"));
                 }
                 (update, Some(format!("{wave} = {w} AND {sender_attr} = {sv}")))
             }
@@ -293,9 +312,17 @@ impl FleetStore for Table {
                     let (attr, v) = (e.n(A_FP_FAILED), e.v("fpf", fingerprint_value(fp)));
                     update.push_str(&format!(", {attr} = {v}"));
                 }
-                let mut gone = vec![A_RUNNING, A_LEASE, A_SINCE, A_COMMANDS, A_SENT, A_FP_START, A_SENDER];
+                let mut gone =
+                    vec![A_RUNNING, A_LEASE, A_SINCE, A_COMMANDS, A_SENT, A_FP_START, A_SENDER, A_MANIFEST_START];
                 if next.fingerprint_failed.is_none() {
                     gone.push(A_FP_FAILED);
+                }
+                match &next.release {
+                    Some(m) => {
+                        let (attr, v) = (e.n(A_RELEASE), e.v("release", release_value(m)));
+                        update.push_str(&format!(", {attr} = {v}"));
+                    }
+                    None => gone.push(A_RELEASE),
                 }
                 let removed: Vec<String> = gone.iter().map(|a| e.n(a)).collect();
                 update.push_str(&format!(" REMOVE {wave}, {}", removed.join(", ")));
@@ -352,6 +379,15 @@ impl FleetStore for Table {
         if r.allow_shrink {
             item.insert("allow_shrink".to_owned(), AttributeValue::Bool(true));
         }
+        if let (Some(key), Some(sha)) = (&r.manifest, &r.manifest_sha256) {
+            item.insert("manifest".to_owned(), AttributeValue::S(key.clone()));
+            item.insert("manifest_sha256".to_owned(), AttributeValue::S(sha.clone()));
+            item.insert("manifest_versioned".to_owned(), AttributeValue::Bool(r.manifest_versioned));
+        }
+        if r.refused_key_count > 0 {
+            item.insert("refused_keys".to_owned(), list(&r.refused_keys));
+            item.insert("refused_key_count".to_owned(), num(r.refused_key_count));
+        }
         // A running snapshot never overwrites a finished record.
         let condition = r.end.is_none().then(|| "attribute_not_exists(#end)".to_owned());
         self.put(item, condition, &[("#end", "end")]).await
@@ -385,6 +421,11 @@ impl FleetStore for Table {
             blame: r.string("blame")?,
             release: r.string("release")?,
             allow_shrink: r.boolean("allow_shrink")?,
+            manifest: r.string("manifest")?,
+            manifest_sha256: r.string("manifest_sha256")?,
+            manifest_versioned: r.boolean("manifest_versioned")?,
+            refused_keys: r.strings("refused_keys")?,
+            refused_key_count: r.number("refused_key_count")?.unwrap_or_default(),
         }))
     }
 }
@@ -410,7 +451,9 @@ fn parse_end(pk: &str, s: &str) -> Result<WaveEnd, StoreError> {
 
 fn fingerprint(r: &Reader<'_>, attr: &str) -> Result<Option<Fingerprint>, StoreError> {
     r.map(attr, |inner| match (inner.number("count")?, inner.number("newest_ms")?) {
-        (Some(count), Some(newest_ms)) => Ok(Fingerprint { count, newest_ms }),
+        (Some(count), Some(newest_ms)) => {
+            Ok(Fingerprint { count, newest_ms, digest: inner.number("digest")?.unwrap_or(0) })
+        }
         _ => Err(r.bad(attr, "a fingerprint")),
     })
 }
@@ -433,6 +476,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
             command_ids: r.strings(A_COMMANDS)?,
             sent: r.boolean(A_SENT)?,
             fingerprint: fingerprint(&r, A_FP_START)?,
+            manifest: release_ref(&r, A_MANIFEST_START)?,
             sender: r.string(A_SENDER)?.unwrap_or_default(),
         }),
         None => None,
@@ -453,5 +497,6 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         allow_shrink_spent: r.number(A_ALLOW_SPENT)?.unwrap_or_default(),
         last_start_at: r.number(A_LAST_START)?,
         refused_gen: r.number(A_REFUSED)?.unwrap_or_default(),
+        release: release_ref(&r, A_RELEASE)?,
     })
 }

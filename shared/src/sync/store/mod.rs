@@ -86,6 +86,17 @@ pub struct WaveRecord {
     pub release: Option<String>,
     /// The shrink guard is lifted for it (a manual sync with `allow_shrink`).
     pub allow_shrink: bool,
+    /// Exact releases: the key of its manifest in the manifest bucket.
+    pub manifest: Option<String>,
+    /// The manifest's sha256 (hex).
+    pub manifest_sha256: Option<String>,
+    /// The manifest pins versions (a versioned bucket).
+    pub manifest_versioned: bool,
+    /// Codebase keys its manifest refused (unsafe as a path), escaped, with
+    /// why: the first [`crate::sync::manifest::MAX_REFUSED_LISTED`].
+    pub refused_keys: Vec<String>,
+    /// How many keys it refused in all.
+    pub refused_key_count: u64,
 }
 
 /// How long a wave record is kept (DynamoDB TTL deletes it later).
