@@ -12,11 +12,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use fleetkeeper::config::vars;
 use fleetkeeper::{Clients, Component};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::agent::{Agent, AgentRun};
 use fleetkeeper_tests::emulator::{Caller, TestClock};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
+use fleetkeeper_tests::inprocess::set_var;
 use fleetkeeper_tests::router::{Delivery, Router};
 use fleetkeeper_tests::runtime::LambdaProcess;
 use serde_json::Value;
@@ -73,6 +76,19 @@ async fn main() -> ExitCode {
     let spec = FleetSpec { instances: 3, ..FleetSpec::default() };
     let fleet = Fleet::provision(&clients, &spec).await;
     create_sync_document(&clients, &fleet).await;
+    // As the template deploys it (ExactReleases): a manifest bucket; and a
+    // versioned codebase bucket, as docs/deploy.md recommends.
+    let manifests = format!("{}-manifests", fleet.bucket);
+    clients.s3.create_bucket().bucket(&manifests).send().await.expect("the manifest bucket");
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    clients
+        .s3
+        .put_bucket_versioning()
+        .bucket(&fleet.bucket)
+        .versioning_configuration(versioning)
+        .send()
+        .await
+        .expect("versioning");
     upload(&clients, &fleet, &["index.php".into(), "lib/app.php".into(), "media/logo.png".into()]).await;
     t.say(format!("VPC {} with subnets in {}", fleet.vpc_id, zones(&fleet)));
     t.say(format!(
@@ -83,7 +99,11 @@ async fn main() -> ExitCode {
         "target group {} (not attached to the group: fleetkeeper registers)",
         short_arn(&fleet.target_group_arn)
     ));
-    t.say(format!("codebase in s3://{}/{} (3 objects); sync document {}", fleet.bucket, fleet.prefix, fleet.document));
+    t.say(format!(
+        "codebase in s3://{}/{} (3 objects, versioned); sync document {}",
+        fleet.bucket, fleet.prefix, fleet.document
+    ));
+    t.say(format!("exact releases: each wave's manifest goes to s3://{manifests}/manifests/{}/", fleet.name));
     for m in fleet.members(&clients).await {
         t.say(format!("instance {} in {} is {}", m.id, m.zone, m.lifecycle_state));
     }
@@ -95,6 +115,7 @@ async fn main() -> ExitCode {
         // As deployed: the sync functions with the default quiet period and
         // codebase-sync's own delayed-start queue.
         let mut env = fleet.sync_env(component, QUIET_S);
+        set_var(&mut env, vars::MANIFEST_BUCKET, &manifests);
         env.extend(emulator.aws_env_for(component));
         router.route(component, LambdaProcess::start_on_clock(component, &env, &clock).await);
     }
@@ -157,7 +178,15 @@ impl Demo {
 
     fn say_run(&self, r: &AgentRun) {
         let line = match r.ok() {
-            true => r.run.stdout.lines().last().unwrap_or_default().to_owned(),
+            true => {
+                // The manifest it materialized (exact releases), then the switch.
+                let exact = r.run.stdout.lines().find(|l| l.starts_with("fleetkeeper: manifest "));
+                let last = r.run.stdout.lines().last().unwrap_or_default();
+                match exact {
+                    Some(m) => format!("{}; {last}", m.trim_start_matches("fleetkeeper: ")),
+                    None => last.to_owned(),
+                }
+            }
             false => format!("exit {}: {}", r.run.code, r.run.stderr.trim()),
         };
         self.t.say(format!("  {} ran the document (generation {}): {line}", r.instance_id, r.generation));
@@ -232,9 +261,16 @@ impl Demo {
         self.t.say("10 more objects uploaded while the wave runs");
         let (_, runs) = self.settle().await;
         waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        let late = self.live_count("releases/b5").await;
+        self.t
+            .say(format!("after the wave: {late} of the 10 late uploads are live (its manifest pinned the versions)"));
+        self.t.expect(late == 0, "nothing uploaded after the wave started is in its release");
         self.skip(QUIET_S + 1, "the follow-up waits for quiet too").await;
         let (_, runs) = self.settle().await;
         waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        let late = self.live_count("releases/b5").await;
+        self.t.say(format!("after the follow-up: {late} of the 10 late uploads are live"));
+        self.t.expect(late == 10, "the follow-up brings the late uploads");
         let item = self.fleet.item(&self.clients).await;
         self.t.say(format!(
             "waves of generation(s) {waves:?}; lock table: requested_gen {}, completed_gen {}, wave running: {}",
@@ -261,6 +297,13 @@ impl Demo {
         self.t.expect(waves.len() == 2, "exactly one wave and one follow-up");
         self.t
             .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
+    }
+
+    /// How many files under `dir` (relative to the codebase) the first
+    /// instance serves.
+    async fn live_count(&self, dir: &str) -> usize {
+        let Some(first) = self.fleet.members(&self.clients).await.into_iter().next() else { return 0 };
+        count_files(&self.agent.on_instance(&first.id, &self.fleet.destination).join("current").join(dir))
     }
 
     async fn drain_out(&mut self) {
@@ -290,7 +333,9 @@ impl Demo {
         self.t.scene("AWS calls per function (the emulator's call recorder)");
         for component in Component::ALL {
             let calls = self.emulator.calls(Caller::Function(component)).await;
-            self.t.say(format!("{component}: {} calls, {} errors", calls.total(), calls.errors()));
+            let failed: Vec<String> = calls.1.iter().map(|((_, op), n)| format!("{op} x{n}")).collect();
+            let which = if failed.is_empty() { String::new() } else { format!(" ({})", failed.join(", ")) };
+            self.t.say(format!("{component}: {} calls, {} errors{which}", calls.total(), calls.errors()));
         }
         let agent = self.emulator.calls(Caller::Agent).await;
         self.t.say(format!("the instances' agents (aws s3 sync): {} calls", agent.total()));
