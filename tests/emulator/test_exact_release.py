@@ -488,6 +488,19 @@ def test_an_unusable_manifest_of_current_means_everything_is_fetched(bucket: str
     assert (dest / "releases" / ".source-2").read_text() == m.text
 
 
+def test_the_first_exact_sync_after_a_plain_one_keeps_what_size_and_time_say_is_unchanged(bucket: str, manifests: str, tmp_path: Path) -> None:
+    # An upgrade: current was synced by aws s3 sync, without a manifest.
+    dest = tmp_path / "www"
+    assert run(bucket, dest, 1)[0] == 0
+    s3.put_object(Bucket=bucket, Key="app/lib/a.php", Body=b"a, second")
+    m = take(bucket, manifests)
+    code, out, err = run(bucket, dest, 2, extra=m.params)
+    assert code == 0, err
+    assert summary(out) == f"fleetkeeper: manifest {m.sha256[:12]} 3 keys: 2 kept, 1 fetched (per key)"
+    assert files(dest / "current") == {**CODE, "lib/a.php": "a, second"}
+    assert ino(dest, "2", "index.php") == ino(dest, "1", "index.php"), "not downloaded again"
+
+
 def test_sources_go_with_their_releases(bucket: str, manifests: str, tmp_path: Path) -> None:
     dest = tmp_path / "www"
     m = take(bucket, manifests)
@@ -500,10 +513,10 @@ def test_sources_go_with_their_releases(bucket: str, manifests: str, tmp_path: P
     assert code == 0, err
     assert "fleetkeeper: manifest " not in out
     assert hidden(dest) == [".manifest-4", ".manifest-5", ".manifest-6", ".source-4", ".source-5"]
-    # Current (6) has no source: nothing can be kept.
+    # Current (6) has no source: size and time decide, as aws s3 sync did.
     code, out, err = run(bucket, dest, 7, extra=m.params)
     assert code == 0, err
-    assert summary(out) == f"fleetkeeper: manifest {m.sha256[:12]} 3 keys: 0 kept, 3 fetched (per key)"
+    assert summary(out) == f"fleetkeeper: manifest {m.sha256[:12]} 3 keys: 3 kept, 0 fetched (per key)"
     assert hidden(dest) == [".manifest-5", ".manifest-6", ".manifest-7", ".source-5", ".source-7"]
     assert files(dest / "current") == CODE
 

@@ -103,7 +103,14 @@ async fn marker_listed(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Resu
 pub async fn marker_fingerprint(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Fingerprint, AwsError> {
     Ok(match marker_listed(s3, bucket, key).await? {
         Some((newest_ms, etag)) => {
-            Fingerprint { count: 1, newest_ms, digest: super::manifest::digest([(key, etag.as_str(), None)]) }
+            // Its time is in the digest: rewriting the marker with the same
+            // content is a release too.
+            let at = newest_ms.to_string();
+            Fingerprint {
+                count: 1,
+                newest_ms,
+                digest: super::manifest::digest([(key, etag.as_str(), Some(at.as_str()))]),
+            }
         }
         None => Fingerprint { count: 0, newest_ms: 0, digest: 0 },
     })
@@ -294,6 +301,25 @@ mod tests {
                 .set_contents(Some(objects.clone()))
                 .build()
         })
+    }
+
+    #[tokio::test]
+    async fn a_marker_rewritten_with_the_same_content_is_a_new_fingerprint() {
+        let at = |ms: i64| {
+            let marker = aws_sdk_s3::types::Object::builder()
+                .key("app/.release")
+                .e_tag("\"same\"")
+                .last_modified(aws_smithy_types::DateTime::from_millis(ms))
+                .build();
+            let rule = aws_smithy_mocks::mock!(aws_sdk_s3::Client::list_objects_v2).then_output(move || {
+                aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder().contents(marker.clone()).build()
+            });
+            s3_answering(&[rule])
+        };
+        let first = marker_fingerprint(&at(1_000), "code", "app/.release").await.expect("listed");
+        let again = marker_fingerprint(&at(9_000), "code", "app/.release").await.expect("listed");
+        assert!(!first.same_codebase(&again), "touching the marker is a release: {first:?} {again:?}");
+        assert!(first.same_codebase(&first));
     }
 
     #[tokio::test]

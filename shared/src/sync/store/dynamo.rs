@@ -211,8 +211,10 @@ impl FleetStore for Table {
                 let max = e.v("max", num(u64::from(state::MAX_ATTEMPTS)));
                 let sender = e.n(A_SENDER);
                 let (unsynced, last_start) = (e.n(A_UNSYNCED), e.n(A_LAST_START));
+                // (An older version's finish may have left a wave's manifest.)
+                let manifest = e.n(A_MANIFEST_START);
                 let update = format!(
-                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}"
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}, {manifest}"
                 );
                 // The exact negation of state::start_refusal ...
                 let mut condition = format!(
