@@ -878,3 +878,14 @@ def test_parliament_finds_nothing_in_the_instance_policy(source: dict[str, Any])
     document = {"Version": "2012-10-17", "Statement": placeholders([s for s in resolve_if(raw) if s != NO_VALUE])}
     findings = analyze_policy_string(json.dumps(document)).findings
     assert not findings, [(f.issue, f.detail) for f in findings]
+
+
+def test_the_instance_policy_keeps_its_description(source: dict[str, Any]) -> None:
+    # A changed Description replaces an AWS::IAM::ManagedPolicy ("Update
+    # requires: Replacement"): a new ARN that the stack's export importers and
+    # hand attachments to instance roles would not follow.
+    description = source["Resources"]["WebServerPolicy"]["Properties"]["Description"]
+    assert description == (
+        "For the web servers' instance profile, beside AmazonSSMManagedInstanceCore: "
+        "read the codebase (the sync document runs aws s3 sync on the instance)."
+    )
