@@ -91,11 +91,7 @@ impl GateSettings {
                 codebase: c.clone(),
                 region: c.region.clone().unwrap_or_else(|| region.to_owned()),
                 quarantine_after: config.quarantine_after,
-                manifest: config
-                    .release
-                    .manifest_bucket
-                    .clone()
-                    .map(|bucket| crate::ssm_document::ManifestStore { bucket, region: region.to_owned() }),
+                manifest: crate::ssm_document::ManifestStore::from_config(config, region),
             })
         });
         GateSettings {

@@ -144,6 +144,13 @@ pub struct ManifestStore {
 }
 
 impl ManifestStore {
+    /// The manifest bucket a configuration names (`FLEET_MANIFEST_BUCKET`),
+    /// in the functions' own `region`.
+    pub fn from_config(config: &crate::config::Config, region: &str) -> Option<Self> {
+        let bucket = config.release.manifest_bucket.clone()?;
+        Some(ManifestStore { bucket, region: region.to_owned() })
+    }
+
     /// An S3 client for the bucket, from the codebase's one (no I/O).
     pub fn client(&self, codebase_s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
         if codebase_s3.config().region().is_some_and(|r| r.as_ref() == self.region) {

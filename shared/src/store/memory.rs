@@ -85,16 +85,17 @@ impl Items for MemoryTable {
             }
             let epoch = item.get(fleet_attrs::EPOCH).and_then(Value::as_str).unwrap_or_default().to_owned();
             let number = |attr: &str| item.get(attr).and_then(Value::as_u64).unwrap_or(0);
+            let completed = number(fleet_attrs::COMPLETED_GEN);
             Lineage {
                 epoch,
                 requested_gen: number(fleet_attrs::REQUESTED_GEN),
-                completed_gen: number(fleet_attrs::COMPLETED_GEN),
+                completed_gen: completed,
                 release: item
                     .get(fleet_attrs::RELEASE_MANIFEST)
                     .and_then(|v| serde_json::from_value::<super::ReleaseRef>(v.clone()).ok()),
                 release_held: fleet_attrs::release_held(
                     number(fleet_attrs::REFUSED_GEN),
-                    number(fleet_attrs::COMPLETED_GEN),
+                    completed,
                     number(fleet_attrs::ALLOW_SHRINK_GEN),
                 ),
             }

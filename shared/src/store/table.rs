@@ -188,14 +188,15 @@ impl Items for Table {
             Updated::Written(attrs) => {
                 let r = Reader { pk: &pk, attrs: &attrs };
                 let number = |attr| r.number(attr).map(Option::unwrap_or_default);
+                let completed = number(fleet_attrs::COMPLETED_GEN)?;
                 Ok(Lineage {
                     epoch: r.string(fleet_attrs::EPOCH)?.unwrap_or_default(),
                     requested_gen: number(fleet_attrs::REQUESTED_GEN)?,
-                    completed_gen: number(fleet_attrs::COMPLETED_GEN)?,
+                    completed_gen: completed,
                     release: super::expr::release_ref(&r, fleet_attrs::RELEASE_MANIFEST)?,
                     release_held: fleet_attrs::release_held(
                         number(fleet_attrs::REFUSED_GEN)?,
-                        number(fleet_attrs::COMPLETED_GEN)?,
+                        completed,
                         number(fleet_attrs::ALLOW_SHRINK_GEN)?,
                     ),
                 })

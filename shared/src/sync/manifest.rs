@@ -340,9 +340,8 @@ pub async fn list(
 /// `If-None-Match: *`. The key is its content's hash, so one already there
 /// (a 412) is this manifest.
 pub async fn publish(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, manifest: &Manifest) -> Result<(), AwsError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
         let put = s3
             .put_object()
             .bucket(bucket)
@@ -353,20 +352,17 @@ pub async fn publish(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, manifest:
             .body(ByteStream::from(manifest.bytes.clone()))
             .send()
             .await;
-        let status = match &put {
-            Ok(_) => return Ok(()),
-            Err(e) => e.raw_response().map(|r| r.status().as_u16()),
-        };
-        match (status, put) {
-            (Some(412), _) => return Ok(()),
+        let Err(e) = put else { return Ok(()) };
+        match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(412) => return Ok(()),
             // A conditional write racing another one to the same key (S3:
             // 409 ConditionalRequestConflict, "retry the request"): the
             // same bytes, by their hash.
-            (Some(409), _) if attempt < 3 => continue,
-            (_, Err(e)) => return Err(AwsError::from_sdk("PutObject", e)),
-            (_, Ok(_)) => return Ok(()),
+            Some(409) if attempt < ATTEMPTS => {}
+            _ => return Err(AwsError::from_sdk("PutObject", e)),
         }
     }
+    unreachable!("the last attempt returns")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use fleetkeeper::config::vars;
 use fleetkeeper::ssm_document::history::RunHistory;
-use fleetkeeper::sync::state::WaveEnd;
+use fleetkeeper::sync::state::{FleetItem, WaveEnd};
 use fleetkeeper_tests::emulator::unique;
 use fleetkeeper_tests::fleet::FleetSpec;
 use fleetkeeper_tests::inprocess::set_var;
@@ -209,21 +209,29 @@ async fn catch_up_manifests(w: &World, instance: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_straggler_catches_up_to_the_release_the_fleet_serves() {
-    let (mut w, _) = world(2, true).await;
+/// A fleet of two whose second instance missed the wave of `v1.php` (its
+/// agent was offline), then the sweep that catches it up: the world, the
+/// instances, and the fleet item after the wave.
+async fn straggler(versioned: bool) -> (World, Vec<String>, FleetItem) {
+    let (mut w, _) = world(2, versioned).await;
     let ids = w.instances().await;
     w.emulator.set_agent(&ids[1], Some("ConnectionLost")).await;
     put(&w, "v1.php", "1").await;
     w.settle().await;
     assert!(w.has(&ids[0], "v1.php") && !w.has(&ids[1], "v1.php"), "its agent was offline at the wave's start");
     let item = w.item().await;
-    let release = item.release.clone().expect("the fleet's release has a manifest");
-    assert_eq!(Some(release.key.clone()), w.waves().await.pop().and_then(|r| r.manifest));
-
     w.emulator.set_agent(&ids[1], Some("Online")).await;
     w.clock.advance(std::time::Duration::from_secs(300)).await;
     w.tick().await;
+    (w, ids, item)
+}
+
+#[tokio::test]
+async fn a_straggler_catches_up_to_the_release_the_fleet_serves() {
+    let (w, ids, item) = straggler(true).await;
+    let release = item.release.clone().expect("the fleet's release has a manifest");
+    let first_wave = w.waves().await.into_iter().find(|r| r.target == item.completed_gen).expect("its record");
+    assert_eq!(first_wave.manifest.as_ref(), Some(&release.key));
     assert_eq!(catch_up_manifests(&w, &ids[1]).await, [release.key], "the fleet's manifest");
     assert_eq!(live_tree(&w, &ids[1]), live_tree(&w, &ids[0]), "it serves what the fleet serves");
     let records = w.store().instances(&ids).await.expect("records");
@@ -267,16 +275,8 @@ async fn a_launch_during_a_deploy_gets_the_fleets_release_not_the_half_uploaded_
 async fn on_an_unversioned_bucket_a_straggler_syncs_the_prefix_as_it_is() {
     // An unversioned manifest names ETags the next upload replaces: it cannot
     // be materialized later, so a catch-up syncs the prefix as before.
-    let (mut w, _) = world(2, false).await;
-    let ids = w.instances().await;
-    w.emulator.set_agent(&ids[1], Some("ConnectionLost")).await;
-    put(&w, "v1.php", "1").await;
-    w.settle().await;
-    let item = w.item().await;
+    let (w, ids, item) = straggler(false).await;
     assert!(item.release.as_ref().is_some_and(|r| !r.versioned), "{item:?}");
-    w.emulator.set_agent(&ids[1], Some("Online")).await;
-    w.clock.advance(std::time::Duration::from_secs(300)).await;
-    w.tick().await;
     assert_eq!(catch_up_manifests(&w, &ids[1]).await, [String::new()], "no manifest");
     assert_eq!(live_tree(&w, &ids[1]), bucket_tree(&w).await);
 }

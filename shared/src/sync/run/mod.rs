@@ -132,11 +132,7 @@ impl SyncSettings {
             dry_run: config.dry_run,
             release: config.release.clone(),
             trigger_queue_url: config.retrigger_queue_url.clone(),
-            manifest: config
-                .release
-                .manifest_bucket
-                .clone()
-                .map(|bucket| crate::ssm_document::ManifestStore { bucket, region: region.to_owned() }),
+            manifest: crate::ssm_document::ManifestStore::from_config(config, region),
         })
     }
 }
