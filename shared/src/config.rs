@@ -67,6 +67,8 @@ pub mod vars {
     pub const SYNC_MAX_SHRINK: &str = "FLEET_SYNC_MAX_SHRINK";
     /// The bucket a wave's manifest is written to (exact releases; optional).
     pub const MANIFEST_BUCKET: &str = "FLEET_MANIFEST_BUCKET";
+    /// How many releases the instances keep (and a rollback may put back).
+    pub const KEEP_RELEASES: &str = "FLEET_KEEP_RELEASES";
 }
 
 /// The function (or tool) whose requirements a [`Config`] is checked against.
@@ -230,7 +232,16 @@ pub struct ReleaseConfig {
     /// there (in the functions' region); unset, the instances sync the
     /// prefix as it is.
     pub manifest_bucket: Option<String>,
+    /// `FLEET_KEEP_RELEASES` (default [`DEFAULT_KEEP_RELEASES`], 2 to 20):
+    /// the releases each instance keeps besides the current, pinned and
+    /// previous ones, and the ones a rollback may put back.
+    pub keep_releases: usize,
 }
+
+/// The releases kept when `FLEET_KEEP_RELEASES` is unset: the current one and
+/// two to roll back to (hard links make an exact release cost little more
+/// than its changed files; a release synced without a manifest is a copy).
+pub const DEFAULT_KEEP_RELEASES: u64 = 3;
 
 /// The quiet period when `FLEET_SYNC_QUIET_SECONDS` is unset (and no marker
 /// is configured): see docs/consistent-releases.md for how it was chosen.
@@ -500,7 +511,9 @@ fn release_config(get: &impl Fn(&str) -> Option<String>) -> Result<ReleaseConfig
     if let Some(b) = &manifest_bucket {
         params::check(vars::MANIFEST_BUCKET, &params::BUCKET, b)?;
     }
-    Ok(ReleaseConfig { quiet_seconds, max_delay_seconds, marker, max_shrink_percent, manifest_bucket })
+    let keep = whole(get, vars::KEEP_RELEASES, 2..=20, DEFAULT_KEEP_RELEASES, "a number of releases")?;
+    let keep_releases = usize::try_from(keep).unwrap_or(20);
+    Ok(ReleaseConfig { quiet_seconds, max_delay_seconds, marker, max_shrink_percent, manifest_bucket, keep_releases })
 }
 
 /// `0.25` as 25: a share from 0 to 1 with at most two decimals.

@@ -162,7 +162,7 @@ def releases(dest: Path) -> list[str]:
 
 
 def hidden(dest: Path) -> list[str]:
-    """The rest of releases/: manifests, sources, and leftovers (.tmp-*)."""
+    """The rest of releases/: manifests, sources and their sha256, and leftovers (.tmp-*)."""
     return sorted(p.name for p in (dest / "releases").iterdir() if p.name.startswith("."))
 
 
@@ -215,7 +215,7 @@ def test_a_first_exact_sync_holds_exactly_the_manifest(bucket: str, manifests: s
     assert not (dest / "current" / "outside.txt").exists()
     assert (dest / "releases" / ".source-1").read_text() == m.text, "the manifest's lines, header included"
     assert (dest / "releases" / ".manifest-1").read_text() == CODE_LIST
-    assert hidden(dest) == [".manifest-1", ".source-1"], "no temporary file is left"
+    assert hidden(dest) == [".manifest-1", ".sha256-1", ".source-1"], "no temporary file is left"
     for name in CODE:
         assert os.stat(dest / "current" / name).st_mode & 0o777 == 0o644, f"{name}: readable by the web server"
 
@@ -252,7 +252,7 @@ def test_unchanged_files_are_hard_links_and_changed_ones_are_new_files(bucket: s
     assert files(dest / "releases" / "1") == CODE, "the previous release is untouched"
     assert files(dest / "current") == {**CODE, "lib/a.php": "a, second", "new.php": "new"}
     assert os.stat(dest / "current" / "new.php").st_mode & 0o777 == 0o644
-    assert hidden(dest) == [".manifest-1", ".manifest-2", ".source-1", ".source-2"]
+    assert hidden(dest) == [".manifest-1", ".manifest-2", ".sha256-1", ".sha256-2", ".source-1", ".source-2"]
 
 
 def test_a_file_edited_in_place_on_the_host_is_fetched_again(bucket: str, manifests: str, tmp_path: Path) -> None:
@@ -346,7 +346,7 @@ def test_on_an_unversioned_bucket_an_upload_after_the_manifest_is_stale(bucket: 
     assert stale_line("lib/a.php") in out.splitlines(), out
     assert stale_line("lib/a.php") in err.splitlines(), err
     assert "synced" not in out
-    assert_kept(dest, [".manifest-1", ".source-1"])
+    assert_kept(dest, [".manifest-1", ".sha256-1", ".source-1"])
     # The next wave, with a fresh manifest.
     code, _, err = run(bucket, dest, 2, shell=shell, extra=take(bucket, manifests).params)
     assert code == 0, err
@@ -507,17 +507,17 @@ def test_sources_go_with_their_releases(bucket: str, manifests: str, tmp_path: P
     for generation in range(1, 6):
         assert run(bucket, dest, generation, extra=m.params)[0] == 0
     assert releases(dest) == ["3", "4", "5"]
-    assert hidden(dest) == [".manifest-3", ".manifest-4", ".manifest-5", ".source-3", ".source-4", ".source-5"]
+    assert hidden(dest) == [".manifest-3", ".manifest-4", ".manifest-5", ".sha256-3", ".sha256-4", ".sha256-5", ".source-3", ".source-4", ".source-5"]
     # A sync without a manifest writes no source, and prunes them too.
     code, out, err = run(bucket, dest, 6)
     assert code == 0, err
     assert "fleetkeeper: manifest " not in out
-    assert hidden(dest) == [".manifest-4", ".manifest-5", ".manifest-6", ".source-4", ".source-5"]
+    assert hidden(dest) == [".manifest-4", ".manifest-5", ".manifest-6", ".sha256-4", ".sha256-5", ".source-4", ".source-5"]
     # Current (6) has no source: size and time decide, as aws s3 sync did.
     code, out, err = run(bucket, dest, 7, extra=m.params)
     assert code == 0, err
     assert summary(out) == f"fleetkeeper: manifest {m.sha256[:12]} 3 keys: 3 kept, 0 fetched (per key)"
-    assert hidden(dest) == [".manifest-5", ".manifest-6", ".manifest-7", ".source-5", ".source-7"]
+    assert hidden(dest) == [".manifest-5", ".manifest-6", ".manifest-7", ".sha256-5", ".sha256-7", ".source-5", ".source-7"]
     assert files(dest / "current") == CODE
 
 
@@ -535,7 +535,7 @@ def test_a_manifest_that_does_not_match_its_sha256_is_refused(bucket: str, manif
     code, out, err = run(bucket, dest, 2, extra={**m.params, "SSM_manifest_sha256": first.sha256})
     assert code == 2, (out, err)
     assert "fleetkeeper: the manifest does not match its sha256" in err.splitlines()
-    assert_kept(dest, [".manifest-1", ".source-1"])
+    assert_kept(dest, [".manifest-1", ".sha256-1", ".source-1"])
 
 
 @pytest.mark.parametrize(
@@ -697,11 +697,11 @@ def test_without_a_manifest_the_older_path_runs(bucket: str, manifests: str, tmp
 
 
 def embedded_python() -> str:
-    """The program between `python3 ... <<'PY'` and `PY`."""
+    """The program between `exact_program=$(cat <<'PY'` and `PY`."""
     lines = SCRIPT.split("\n")
     starts = [n for n, line in enumerate(lines) if line.endswith("<<'PY'")]
     assert len(starts) == 1, "one program, in a quoted heredoc: the shell expands nothing in it"
-    assert "python3" in lines[starts[0]]
+    assert lines[starts[0]].strip() == "exact_program=$(cat <<'PY'", "run by exact() with python3 -I -c"
     end = lines.index("PY", starts[0])
     return "\n".join(lines[starts[0] + 1 : end])
 

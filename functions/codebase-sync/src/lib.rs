@@ -13,6 +13,11 @@
 //! document to every instance `InService` in a managed group and `Online` in
 //! SSM; losers return at once: their demand is counted and the running
 //! wave's follow-up covers it. Nothing from an event reaches the command.
+//!
+//! `{"action": "rollback", "to": "previous" | <release>, "reason": "..."}`
+//! puts a kept release back as a new generation and pins the fleet (uploads
+//! still count, no wave runs); `{"action": "resume"}` unpins it and syncs
+//! the codebase as it is.
 
 use std::time::Duration;
 
@@ -52,6 +57,10 @@ pub struct Summary {
     pub allow_shrink: bool,
     /// The delayed start this invocation handled (due at, epoch ms).
     pub due: Option<u64>,
+    /// A rollback: the release asked for.
+    pub rollback: Option<String>,
+    /// A resume of a pinned fleet.
+    pub resume: bool,
     /// Events skipped, by reason.
     pub skipped: Skips,
     /// `requested_gen` after this invocation's demand.
@@ -73,7 +82,14 @@ pub fn classify(event: &Event, settings: &SyncSettings) -> Result<(), Skip> {
             }
         }
         Event::S3Test(_) => Err(Skip::new(SkipReason::TestNotification, "s3:TestEvent")),
-        Event::Manual(m) if matches!(m.action, ManualAction::Sync | ManualAction::SyncDue) => Ok(()),
+        Event::Manual(m)
+            if matches!(
+                m.action,
+                ManualAction::Sync | ManualAction::SyncDue | ManualAction::Rollback | ManualAction::Resume
+            ) =>
+        {
+            Ok(())
+        }
         other => Err(not_for_this_function(other)),
     }
 }
@@ -105,6 +121,10 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         Event::Manual(m) if m.action == ManualAction::SyncDue => Some(m.due.unwrap_or_default()),
         _ => None,
     });
+    let pin = demand.iter().find_map(|r| match &r.event {
+        Event::Manual(m) if matches!(m.action, ManualAction::Rollback | ManualAction::Resume) => Some(m.clone()),
+        _ => None,
+    });
     let relevant = demand.iter().filter(|r| matches!(r.event, Event::S3(_))).count();
     let mut summary = Summary {
         function: "codebase-sync",
@@ -113,6 +133,8 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         manual: manual.as_ref().map(|m| m.reason.clone().unwrap_or_else(|| "no reason given".into())),
         allow_shrink: manual.as_ref().is_some_and(|m| m.allow_shrink),
         due,
+        rollback: pin.as_ref().and_then(|m| m.to.clone()),
+        resume: pin.as_ref().is_some_and(|m| m.action == ManualAction::Resume),
         skipped,
         requested_gen: None,
         recovered: None,
@@ -130,6 +152,19 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         None if relevant > 0 => ("upload".to_owned(), StartWhen::Quiet { due: None }),
         None => ("quiet period over".to_owned(), StartWhen::Quiet { due }),
     };
+    if let Some(m) = &pin {
+        // A rollback or a resume is the invocation's only work: an
+        // operator's request, answered (or refused with why) directly.
+        if f.settings.dry_run {
+            return Err("dry run: a rollback or a resume writes; nothing was done".into());
+        }
+        let why = m.reason.clone().unwrap_or_else(|| "no reason given".into());
+        summary.wave = Some(match &summary.rollback {
+            Some(to) => cx.rollback(to, &why).await.map_err(Box::new)?,
+            None => cx.resume_pinned(&why).await.map_err(Box::new)?,
+        });
+        return Ok(summary);
+    }
     if f.settings.dry_run {
         summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
         return Ok(summary);

@@ -1,5 +1,7 @@
 //! Manual payloads: `{"action": "sync", "reason": "...", "allow_shrink":
-//! true}`, `{"action": "reconcile"}`, `{"action": "sweep"}`; and the sync's
+//! true}`, `{"action": "rollback", "to": "previous" | <release>, "reason":
+//! "..."}`, `{"action": "resume"}`, `{"action": "reconcile"}`,
+//! `{"action": "sweep"}`; and the sync's
 //! own delayed start, `{"action": "sync-due", "due": <epoch ms>}`, which
 //! `codebase-sync` queues for itself when a quiet period holds a wave back.
 //! The reason is free text for the logs and the wave record; it never
@@ -25,6 +27,10 @@ pub enum ManualAction {
     /// Start the wave a quiet period held back, if it is quiet now
     /// (`codebase-sync`'s own delayed trigger).
     SyncDue,
+    /// Put a kept release back and pin the fleet to it (`codebase-sync`).
+    Rollback,
+    /// Unpin the fleet and sync the codebase as it is (`codebase-sync`).
+    Resume,
 }
 
 /// A manual invocation.
@@ -38,6 +44,9 @@ pub struct ManualRequest {
     pub allow_shrink: bool,
     /// When a delayed start was due, epoch ms (`sync-due`).
     pub due: Option<u64>,
+    /// The release a rollback puts back: `previous`, a generation, a
+    /// release id (at most 128 bytes; `previous` when not given).
+    pub to: Option<String>,
 }
 
 /// Longest reason kept.
@@ -49,6 +58,8 @@ pub(super) fn parse(value: &Value) -> Event {
         Some("reconcile") => ManualAction::Reconcile,
         Some("sweep") => ManualAction::Sweep,
         Some("sync-due") => ManualAction::SyncDue,
+        Some("rollback") => ManualAction::Rollback,
+        Some("resume") => ManualAction::Resume,
         Some(other) => {
             let mut other = format!("{other:?}");
             truncate(&mut other, 40);
@@ -70,5 +81,22 @@ pub(super) fn parse(value: &Value) -> Event {
         Some(_) => return Event::skipped(SkipReason::Malformed, "allow_shrink is not true or false"),
     };
     let due = value.get("due").and_then(Value::as_u64);
-    Event::Manual(ManualRequest { action, reason, allow_shrink, due })
+    let to = match (value.get("to"), action) {
+        (None, ManualAction::Rollback) => Some("previous".to_owned()),
+        (None, _) => None,
+        (Some(Value::String(to)), ManualAction::Rollback) if release_name(to) => Some(to.clone()),
+        (Some(_), ManualAction::Rollback) => {
+            return Event::skipped(
+                SkipReason::Malformed,
+                "to is not previous, a generation or a release id (letters, digits and ._:+-, at most 128)",
+            );
+        }
+        (Some(_), _) => return Event::skipped(SkipReason::Malformed, "to is only for a rollback"),
+    };
+    Event::Manual(ManualRequest { action, reason, allow_shrink, due, to })
+}
+
+/// A release as an operator names it: the release id pattern of the document.
+fn release_name(to: &str) -> bool {
+    crate::params::RELEASE.is_match(to) && !to.is_empty()
 }

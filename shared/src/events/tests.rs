@@ -226,6 +226,7 @@ fn manual_sync_keeps_a_clean_reason() {
             reason: Some("hotfix 4711 deployed by ops".into()),
             allow_shrink: false,
             due: None,
+            to: None,
         })
     );
     for (action, expected) in [("reconcile", ManualAction::Reconcile), ("sweep", ManualAction::Sweep)] {
@@ -252,6 +253,27 @@ fn allow_shrink_must_be_said_plainly() {
     }
     let event = parse(&json!({"action": "sweep", "allow_shrink": true})).remove(0).event;
     assert!(matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed), "only a sync lifts it");
+}
+
+#[test]
+fn a_rollback_names_its_release_plainly() {
+    let Event::Manual(m) = parse(&json!({"action": "rollback", "reason": "500s"})).remove(0).event else { panic!() };
+    assert_eq!(
+        (m.action, m.to.as_deref(), m.reason.as_deref()),
+        (ManualAction::Rollback, Some("previous"), Some("500s"))
+    );
+    for to in ["previous", "12", "3f2a9c1b7d0e", "v1.2.3"] {
+        let Event::Manual(m) = parse(&json!({"action": "rollback", "to": to})).remove(0).event else { panic!() };
+        assert_eq!(m.to.as_deref(), Some(to));
+    }
+    for hostile in [json!(""), json!("$(reboot)"), json!("../x"), json!(12), json!(null), json!("x".repeat(200))] {
+        let event = parse(&json!({"action": "rollback", "to": hostile})).remove(0).event;
+        assert!(matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed), "{hostile}: {event:?}");
+    }
+    let event = parse(&json!({"action": "sync", "to": "previous"})).remove(0).event;
+    assert!(matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed), "only a rollback has a target");
+    let Event::Manual(m) = parse(&json!({"action": "resume", "reason": "fixed"})).remove(0).event else { panic!() };
+    assert_eq!((m.action, m.to), (ManualAction::Resume, None));
 }
 
 #[test]

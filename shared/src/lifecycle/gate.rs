@@ -24,7 +24,7 @@ use crate::events::{LifecycleAction, Place, Transition};
 use crate::mount_targets;
 use crate::ssm_document::history::{InstanceResult, Synced};
 use crate::ssm_document::run::Sent;
-use crate::store::StoreError;
+use crate::store::{CatchUpPlan, StoreError};
 use crate::trigger::Retrigger;
 
 /// How long a finished instance item is kept after the instance is gone.
@@ -639,39 +639,47 @@ impl<S: RecordStore> Gate<'_, S> {
         let id = &action.instance_id;
         let Some(settings) = &self.settings.catch_up else { return Ok(Some(d.out.clone())) };
         let lineage = self.store.requested().await?;
-        if lineage.release_held {
-            // The instances refused what the prefix holds: a catch-up would
-            // put exactly that live on this instance, then in service.
-            let reason = "the codebase's last release was refused by the instances' shrink guard: the launch waits \
-                          for a release the fleet takes (a fixed upload), or a sync with allow_shrink"
-                .to_owned();
-            return self.hold(action, d, reason, None, true).await.map(Some);
+        if let CatchUpPlan::Hold(reason) = lineage.catch_up_plan() {
+            // A catch-up would put the prefix live on this instance, then in
+            // service: the instances refused it, or a rollback pinned the
+            // fleet to a release that cannot be materialized.
+            return self.hold(action, d, format!("the launch waits: {reason}"), None, true).await.map(Some);
         }
-        // Exact releases: the release the fleet serves, as its generation,
-        // when it can be materialized (a versioned bucket) and the document
-        // takes a manifest, and the instance never synced a later
-        // generation of the lineage (a warm-pool instance back with a
-        // wave's newer release would find it superseded and go into service
-        // with it). Otherwise the prefix as it is, as the generation requested.
+        // Exact releases: the release the fleet serves (the pinned one while
+        // pinned), as its generation, when it can be materialized (a
+        // versioned bucket) and the document takes a manifest, and the
+        // instance never synced a later generation of the lineage (a
+        // warm-pool instance back with a wave's newer release would find it
+        // superseded and go into service with it). Otherwise the prefix as
+        // it is, as the generation requested.
         let document = crate::ssm_document::run::resolve(&self.clients.ssm, &settings.document, None).await?;
-        let mut manifest = settings
-            .manifest
-            .as_ref()
-            .and(lineage.materializable_release())
-            .filter(|_| document.declared.contains("manifest"))
-            .cloned();
-        if manifest.is_some() {
+        let exact_possible = settings.manifest.is_some() && document.declared.contains("manifest");
+        let (mut manifest, pinned) = match lineage.catch_up_plan().usable(exact_possible) {
+            CatchUpPlan::Exact { release, pinned } => (Some(release), pinned),
+            CatchUpPlan::Prefix => (None, false),
+            CatchUpPlan::Hold(reason) => {
+                return self.hold(action, d, format!("the launch waits: {reason}"), None, true).await.map(Some);
+            }
+        };
+        if let Some(release) = &manifest {
             let ahead = self
                 .store
                 .instances(std::slice::from_ref(id))
                 .await?
                 .into_iter()
-                .any(|r| r.last_synced_epoch == lineage.epoch && r.last_synced_gen > lineage.completed_gen);
+                .any(|r| r.last_synced_epoch == lineage.epoch && r.last_synced_gen > release.generation);
+            if ahead && pinned {
+                let reason = "the launch waits: the instance synced a generation newer than the release the fleet is \
+                              pinned to (a warm-pool instance): it would keep that one. Resume the fleet, or replace \
+                              the instance"
+                    .to_owned();
+                return self.hold(action, d, reason, None, true).await.map(Some);
+            }
             if ahead {
                 manifest = None;
             }
         }
-        let generation = if manifest.is_some() { lineage.completed_gen } else { lineage.requested_gen };
+        let generation = manifest.as_ref().map_or(lineage.requested_gen, |r| r.generation);
         let epoch = lineage.epoch;
         let intent = CatchUp { attempt, generation, epoch: epoch.clone(), command_id: None, sent_at: now, manifest };
         d.state.catch_up = Some(intent.clone());

@@ -29,7 +29,7 @@ pub const MAX_INSTANCE_IDS: usize = 50;
 /// The document's parameters, with the pattern each must match. The SSM
 /// document (`infra/sync-document.yaml`) declares the same `allowedPattern`s;
 /// a test holds the two to each other.
-pub const PARAMETERS: [(&str, &Pattern); 13] = [
+pub const PARAMETERS: [(&str, &Pattern); 16] = [
     ("bucket", &params::BUCKET),
     ("prefix", &params::PREFIX),
     ("destination", &params::DESTINATION),
@@ -43,13 +43,26 @@ pub const PARAMETERS: [(&str, &Pattern); 13] = [
     ("manifest_region", &params::MANIFEST_REGION),
     ("manifest", &params::MANIFEST),
     ("manifest_sha256", &params::SHA256),
+    ("rollback", &params::ROLLBACK),
+    ("keep_releases", &params::KEEP_RELEASES),
+    ("keep_from", &params::KEEP_FROM),
 ];
 
 /// Parameters added after the first document: each has a default in the
 /// document that keeps the old behaviour, and is left out when a document
 /// version that does not declare it is pinned (an upgrade in progress).
-pub const OPTIONAL: [&str; 7] =
-    ["epoch", "release", "max_shrink", "manifest_bucket", "manifest_region", "manifest", "manifest_sha256"];
+pub const OPTIONAL: [&str; 10] = [
+    "epoch",
+    "release",
+    "max_shrink",
+    "manifest_bucket",
+    "manifest_region",
+    "manifest",
+    "manifest_sha256",
+    "rollback",
+    "keep_releases",
+    "keep_from",
+];
 
 /// A parameter that does not match its pattern, or that the pinned
 /// document lacks: nothing is sent.
@@ -131,6 +144,14 @@ pub struct SyncParameters {
     pub guard: Guard,
     /// The manifest to materialize (exact releases), if any.
     pub manifest: Option<ManifestRef>,
+    /// A rollback: an instance holding the manifest's release switches to
+    /// it with no download.
+    pub rollback: bool,
+    /// How many releases the instance keeps (`None`: the document's default).
+    pub keep_releases: Option<usize>,
+    /// The lowest generation the instance keeps whatever their number (the
+    /// fleet's rollback targets).
+    pub keep_from: Option<u64>,
 }
 
 /// The manifest bucket (`FLEET_MANIFEST_BUCKET`), in the functions' own
@@ -231,6 +252,9 @@ impl SyncParameters {
             release: String::new(),
             guard: Guard::MaxShrink(max_shrink),
             manifest: None,
+            rollback: false,
+            keep_releases: None,
+            keep_from: None,
         }
     }
 
@@ -252,6 +276,9 @@ impl SyncParameters {
             self.manifest.as_ref().map(|m| m.region.clone()).unwrap_or_default(),
             self.manifest.as_ref().map(|m| m.key.clone()).unwrap_or_default(),
             self.manifest.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(),
+            if self.rollback { "true".to_owned() } else { String::new() },
+            self.keep_releases.map(|k| k.to_string()).unwrap_or_default(),
+            self.keep_from.map(|g| g.to_string()).unwrap_or_default(),
         ];
         let mut out = HashMap::new();
         for ((name, pattern), value) in PARAMETERS.iter().zip(values) {

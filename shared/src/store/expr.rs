@@ -142,6 +142,38 @@ pub fn release_ref(r: &Reader<'_>, attr: &str) -> Result<Option<super::ReleaseRe
     })
 }
 
+/// A pin as stored (a map: `release`, `manifest`, `reason`, `since`).
+pub fn pin(r: &Reader<'_>, attr: &str) -> Result<Option<super::Pin>, StoreError> {
+    r.map(attr, |inner| {
+        Ok(super::Pin {
+            release: inner.string("release")?.unwrap_or_default(),
+            manifest: release_ref(inner, "manifest")?.ok_or_else(|| r.bad(attr, "a pin with its manifest"))?,
+            reason: inner.string("reason")?.unwrap_or_default(),
+            since: inner.number("since")?.unwrap_or_default(),
+        })
+    })
+}
+
+/// A manifest reference as stored by [`release_ref`].
+pub fn release_value(r: &super::ReleaseRef) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("key".to_owned(), AttributeValue::S(r.key.clone())),
+        ("sha256".to_owned(), AttributeValue::S(r.sha256.clone())),
+        ("generation".to_owned(), num(r.generation)),
+        ("versioned".to_owned(), AttributeValue::Bool(r.versioned)),
+    ]))
+}
+
+/// A pin as stored by [`pin`].
+pub fn pin_value(p: &super::Pin) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("release".to_owned(), AttributeValue::S(p.release.clone())),
+        ("manifest".to_owned(), release_value(&p.manifest)),
+        ("reason".to_owned(), AttributeValue::S(p.reason.clone())),
+        ("since".to_owned(), num(p.since)),
+    ]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,7 @@ impl Items for MemoryTable {
                 release: item
                     .get(fleet_attrs::RELEASE_MANIFEST)
                     .and_then(|v| serde_json::from_value::<super::ReleaseRef>(v.clone()).ok()),
+                pin: item.get(fleet_attrs::PIN).and_then(|v| serde_json::from_value::<super::Pin>(v.clone()).ok()),
                 release_held: fleet_attrs::release_held(
                     number(fleet_attrs::REFUSED_GEN),
                     completed,

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-pub use expr::{Expr, Reader, num, release_ref, string_list};
+pub use expr::{Expr, Reader, num, pin, pin_value, release_ref, release_value, string_list};
 pub use memory::MemoryTable;
 pub use table::{Attrs, Table, Updated};
 
@@ -57,6 +57,9 @@ pub mod fleet_attrs {
     /// The manifest of the release the fleet serves (a map: `key`,
     /// `sha256`): what catch-ups materialize (exact releases).
     pub const RELEASE_MANIFEST: &str = "release_manifest";
+    /// The release a rollback pinned the fleet to (a map, see
+    /// [`super::Pin`]); absent when the fleet is not pinned.
+    pub const PIN: &str = "pin";
 
     /// Whether a refused release is not yet followed by one the instances
     /// took, nor lifted by `allow_shrink`: no catch-up may put what the
@@ -97,6 +100,82 @@ impl ReleaseRef {
     }
 }
 
+/// A fleet pinned by a rollback: no wave runs until `{"action": "resume"}`
+/// (uploads still count as demand), and catch-ups materialize the pinned
+/// release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Pin {
+    /// The release's id, as shown (its manifest's sha256, first 12 digits).
+    pub release: String,
+    /// Its manifest, as the rollback's generation (`generation`).
+    pub manifest: ReleaseRef,
+    /// Why, as the operator gave it.
+    pub reason: String,
+    /// When the rollback started, epoch ms.
+    pub since: u64,
+}
+
+/// What a catch-up of an instance behind the fleet syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUpPlan {
+    /// The release's manifest, as its generation.
+    Exact {
+        /// The manifest (its `generation` is the catch-up's).
+        release: ReleaseRef,
+        /// The fleet is pinned to it: nothing else may go live.
+        pinned: bool,
+    },
+    /// The prefix as it is, as the generation requested.
+    Prefix,
+    /// No catch-up may run: why (said loudly, never retried in a loop).
+    Hold(String),
+}
+
+impl CatchUpPlan {
+    /// The plan of a fleet: pinned (`pin`), holding a refused release
+    /// (`held`), serving `release` as `completed_gen`.
+    pub fn of(pin: Option<&Pin>, held: bool, release: Option<&ReleaseRef>, completed_gen: u64) -> Self {
+        if let Some(pin) = pin {
+            if pin.manifest.versioned {
+                return CatchUpPlan::Exact { release: pin.manifest.clone(), pinned: true };
+            }
+            return CatchUpPlan::Hold(format!(
+                "the fleet is pinned to release {} (a rollback: {}) and the codebase bucket is not versioned, so its \
+                 objects cannot be fetched as they were: a catch-up would serve the codebase as it is now. It waits \
+                 for {{\"action\": \"resume\"}} (or turn on versioning, then roll back again)",
+                pin.release, pin.reason
+            ));
+        }
+        if held {
+            return CatchUpPlan::Hold(
+                "the codebase's last release was refused by the instances' shrink guard: catch-ups wait for a release \
+                 the fleet takes (a fixed upload), or a sync with allow_shrink"
+                    .to_owned(),
+            );
+        }
+        match release.filter(|r| r.materializable(completed_gen)) {
+            Some(r) => CatchUpPlan::Exact { release: r.clone(), pinned: false },
+            None => CatchUpPlan::Prefix,
+        }
+    }
+
+    /// The plan once the means are known: an exact plan without a manifest
+    /// bucket or a document that takes one becomes the prefix, or a hold
+    /// while pinned (the prefix is not the pinned release).
+    pub fn usable(self, exact_possible: bool) -> Self {
+        match self {
+            CatchUpPlan::Exact { pinned: true, .. } if !exact_possible => CatchUpPlan::Hold(
+                "the fleet is pinned by a rollback, and the sync document or the functions' configuration takes no \
+                 manifest: a catch-up would serve the codebase as it is now. It waits for {\"action\": \"resume\"}"
+                    .to_owned(),
+            ),
+            CatchUpPlan::Exact { pinned: false, .. } if !exact_possible => CatchUpPlan::Prefix,
+            other => other,
+        }
+    }
+}
+
 /// The fleet item as a catch-up needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lineage {
@@ -111,12 +190,14 @@ pub struct Lineage {
     /// Its release's manifest (exact releases): a catch-up materializes it,
     /// as `completed_gen`, when [`ReleaseRef::materializable`].
     pub release: Option<ReleaseRef>,
+    /// The rollback that pinned the fleet, if any.
+    pub pin: Option<Pin>,
 }
 
 impl Lineage {
-    /// The fleet's release, when a catch-up can materialize it.
-    pub fn materializable_release(&self) -> Option<&ReleaseRef> {
-        self.release.as_ref().filter(|r| r.materializable(self.completed_gen))
+    /// What a catch-up syncs.
+    pub fn catch_up_plan(&self) -> CatchUpPlan {
+        CatchUpPlan::of(self.pin.as_ref(), self.release_held, self.release.as_ref(), self.completed_gen)
     }
 }
 

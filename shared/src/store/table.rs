@@ -194,6 +194,7 @@ impl Items for Table {
                     requested_gen: number(fleet_attrs::REQUESTED_GEN)?,
                     completed_gen: completed,
                     release: super::expr::release_ref(&r, fleet_attrs::RELEASE_MANIFEST)?,
+                    pin: super::expr::pin(&r, fleet_attrs::PIN)?,
                     release_held: fleet_attrs::release_held(
                         number(fleet_attrs::REFUSED_GEN)?,
                         completed,

@@ -339,6 +339,33 @@ pub async fn list(
 /// Writes `manifest` to `bucket` under `key`, never over anything:
 /// `If-None-Match: *`. The key is its content's hash, so one already there
 /// (a 412) is this manifest.
+/// The tag that decides a manifest's expiry: the manifest bucket's lifecycle
+/// rule expires objects tagged `false` (written so), never those a fleet
+/// keeps as a rollback target (`true`, see [`mark_kept`]).
+pub const KEPT_TAG: &str = "fleetkeeper-kept";
+
+/// Tags the manifest `key` as kept (a rollback target: never expired) or
+/// not (expired by the bucket's lifecycle rule).
+pub async fn mark_kept(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, kept: bool) -> Result<(), AwsError> {
+    let tag = aws_sdk_s3::types::Tag::builder()
+        .key(KEPT_TAG)
+        .value(if kept { "true" } else { "false" })
+        .build()
+        .map_err(|e| AwsError::construction("PutObjectTagging", e))?;
+    let tagging = aws_sdk_s3::types::Tagging::builder()
+        .tag_set(tag)
+        .build()
+        .map_err(|e| AwsError::construction("PutObjectTagging", e))?;
+    s3.put_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .tagging(tagging)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("PutObjectTagging", e))?;
+    Ok(())
+}
+
 pub async fn publish(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, manifest: &Manifest) -> Result<(), AwsError> {
     const ATTEMPTS: u32 = 3;
     for attempt in 1..=ATTEMPTS {
@@ -349,6 +376,8 @@ pub async fn publish(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, manifest:
             .if_none_match("*")
             .content_type("application/x-ndjson")
             .content_encoding("gzip")
+            // Expired by the bucket's lifecycle unless a fleet keeps it.
+            .tagging(format!("{KEPT_TAG}=false"))
             .body(ByteStream::from(manifest.bytes.clone()))
             .send()
             .await;

@@ -21,3 +21,5 @@ pub mod store;
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod rollback_model;

@@ -70,7 +70,34 @@ impl Fingerprint {
     }
 }
 
-pub use crate::store::ReleaseRef;
+pub use crate::store::{CatchUpPlan, Pin, ReleaseRef};
+
+/// How many releases the fleet item remembers (rollback targets are the
+/// newest `FLEET_KEEP_RELEASES` of them).
+pub const MAX_HISTORY: usize = 20;
+
+/// A release the fleet served: a successful wave's manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeptRelease {
+    /// Its id: the manifest's sha256, first 12 digits.
+    pub id: String,
+    /// Its manifest, as the generation of the wave that made it.
+    pub manifest: ReleaseRef,
+    /// That wave (its record names the marker's release id, if any).
+    pub wave_id: String,
+}
+
+impl KeptRelease {
+    /// The release a successful wave's manifest makes.
+    pub fn of(manifest: &ReleaseRef, wave_id: &str) -> Self {
+        KeptRelease {
+            id: manifest.sha256.chars().take(12).collect(),
+            manifest: manifest.clone(),
+            wave_id: wave_id.to_owned(),
+        }
+    }
+}
 
 /// The wave holding the lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +123,8 @@ pub struct Wave {
     /// resumer's is new): a slow sender whose wave was resumed can no longer
     /// renew, record or pause it.
     pub sender: String,
+    /// A rollback: the id of the release it puts back (its `manifest`).
+    pub rollback: Option<String>,
 }
 
 /// The fleet item.
@@ -140,6 +169,12 @@ pub struct FleetItem {
     /// materialize it ([`FleetItem::materializable_release`]).
     #[serde(rename = "release_manifest")]
     pub release: Option<ReleaseRef>,
+    /// The releases the fleet served, oldest first (at most
+    /// [`MAX_HISTORY`]): what a rollback may put back.
+    pub releases: Vec<KeptRelease>,
+    /// The rollback that pinned the fleet, if any: no wave starts until
+    /// `resume` ([`Refusal::Pinned`]).
+    pub pin: Option<Pin>,
 }
 
 impl FleetItem {
@@ -158,10 +193,76 @@ impl FleetItem {
         crate::store::fleet_attrs::release_held(self.refused_gen, self.completed_gen, self.allow_shrink_gen)
     }
 
-    /// The fleet's release, when a catch-up can materialize it (exact
-    /// releases on a versioned bucket, written for `completed_gen`).
-    pub fn materializable_release(&self) -> Option<&ReleaseRef> {
-        self.release.as_ref().filter(|r| r.materializable(self.completed_gen))
+    /// What a catch-up of an instance behind the fleet syncs.
+    pub fn catch_up_plan(&self) -> CatchUpPlan {
+        CatchUpPlan::of(self.pin.as_ref(), self.refusal_held(), self.release.as_ref(), self.completed_gen)
+    }
+
+    /// The generation the fleet serves: the pin's while pinned.
+    pub fn fleet_gen(&self) -> u64 {
+        self.pin.as_ref().map_or(self.completed_gen, |p| p.manifest.generation)
+    }
+
+    /// The release the fleet serves (the pinned one while pinned), by its
+    /// manifest's sha256.
+    pub fn serving(&self) -> Option<&str> {
+        match &self.pin {
+            Some(p) => Some(&p.manifest.sha256),
+            None => self.release.as_ref().map(|r| r.sha256.as_str()),
+        }
+    }
+
+    /// The releases a rollback may put back: the newest `keep` the fleet
+    /// served (instances keep them, see the document's `keep_from`).
+    pub fn rollback_targets(&self, keep: usize) -> &[KeptRelease] {
+        &self.releases[self.releases.len().saturating_sub(keep)..]
+    }
+
+    /// The lowest generation of the releases a rollback may put back: no
+    /// instance deletes a release of that generation or above.
+    pub fn keep_from(&self, keep: usize) -> Option<u64> {
+        self.rollback_targets(keep).iter().map(|r| r.manifest.generation).min()
+    }
+
+    /// The release `to` names among the rollback targets: `previous` (the
+    /// one served before the current one), a generation, or a prefix of its
+    /// id (at least 7 hex digits). Marker release ids are resolved by the
+    /// caller from the waves' records.
+    pub fn rollback_target(&self, to: &str, keep: usize) -> Result<&KeptRelease, String> {
+        let targets = self.rollback_targets(keep);
+        let listed = || {
+            let ids: Vec<String> =
+                targets.iter().map(|r| format!("{} (generation {})", r.id, r.manifest.generation)).collect();
+            if ids.is_empty() { "none yet (no exact release succeeded)".to_owned() } else { ids.join(", ") }
+        };
+        let found = if to == "previous" {
+            let serving = self.serving();
+            match targets.iter().rposition(|r| Some(r.manifest.sha256.as_str()) == serving) {
+                Some(i) => i.checked_sub(1).map(|p| &targets[p]),
+                // Serving no kept release (a wave without a manifest): the newest kept one.
+                None => targets.last(),
+            }
+            .ok_or_else(|| format!("no release before the current one is kept; kept: {}", listed()))?
+        } else if !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit()) {
+            targets
+                .iter()
+                .rfind(|r| r.manifest.generation.to_string() == to)
+                .ok_or_else(|| format!("no kept release of generation {to}; kept: {}", listed()))?
+        } else if to.len() >= 7 && to.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let to = to.to_ascii_lowercase();
+            let matching: Vec<&KeptRelease> = targets.iter().filter(|r| r.manifest.sha256.starts_with(&to)).collect();
+            match matching.len() {
+                1 => matching[0],
+                0 => return Err(format!("no kept release {to}; kept: {}", listed())),
+                _ => return Err(format!("{to} names more than one kept release; kept: {}", listed())),
+            }
+        } else {
+            return Err(format!("unknown release {to:?}; kept: {}", listed()));
+        };
+        if Some(found.manifest.sha256.as_str()) == self.serving() {
+            return Err(format!("the fleet already serves release {}", found.id));
+        }
+        Ok(found)
     }
 }
 
@@ -285,6 +386,20 @@ pub enum Refusal {
         /// When it is due, epoch ms.
         at: u64,
     },
+    /// A rollback pinned the fleet: no wave runs until `resume`.
+    Pinned {
+        /// The pinned release.
+        release: String,
+        /// Since when, epoch ms.
+        since: u64,
+    },
+    /// `resume`, but the fleet is not pinned.
+    NotPinned,
+    /// A rollback to a release the fleet no longer keeps.
+    UnknownRelease {
+        /// The release asked for.
+        release: String,
+    },
 }
 
 /// A transition: what it needs to know.
@@ -388,6 +503,23 @@ pub enum Op {
         /// How it ended.
         end: WaveEnd,
     },
+    /// Roll back: a new generation (demand + 1) whose wave puts back the
+    /// kept release `to`, and pin the fleet to it.
+    Rollback {
+        /// The rollback wave's id.
+        wave_id: String,
+        /// Now, epoch ms.
+        now: u64,
+        /// Lease length, ms.
+        lease_ms: u64,
+        /// The release (one of [`FleetItem::releases`]).
+        to: KeptRelease,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
+    /// Unpin (`resume`): demand + 1, so the next wave syncs the codebase as
+    /// it is.
+    Unpin,
     /// Finish a wave whose sender died: only once its lease expired.
     TakeOver {
         /// The dead wave.
@@ -403,7 +535,12 @@ impl Op {
     /// The wave this transition must be holding, if any.
     pub fn holder(&self) -> Option<&str> {
         match self {
-            Op::Demand { .. } | Op::Start { .. } | Op::Trigger { .. } | Op::ClearTrigger { .. } => None,
+            Op::Demand { .. }
+            | Op::Start { .. }
+            | Op::Trigger { .. }
+            | Op::ClearTrigger { .. }
+            | Op::Rollback { .. }
+            | Op::Unpin => None,
             Op::RecordCommands { wave_id, .. }
             | Op::Renew { wave_id, .. }
             | Op::Finish { wave_id, .. }
@@ -451,6 +588,48 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             }
             let mut next = item;
             next.trigger_at = None;
+            return Ok(next);
+        }
+        _ => {}
+    }
+    match op {
+        Op::Rollback { wave_id, now, lease_ms, to, reason } => {
+            if let Some(w) = &item.wave {
+                return Err(Refusal::Busy {
+                    wave_id: w.id.clone(),
+                    target: w.target,
+                    lease_expires_at: w.lease_expires_at,
+                });
+            }
+            if !item.releases.iter().any(|r| r.manifest.sha256 == to.manifest.sha256) {
+                return Err(Refusal::UnknownRelease { release: to.id.clone() });
+            }
+            let mut next = item;
+            next.requested_gen += 1;
+            let target = next.requested_gen;
+            let manifest = ReleaseRef { generation: target, ..to.manifest.clone() };
+            next.pin =
+                Some(Pin { release: to.id.clone(), manifest: manifest.clone(), reason: reason.clone(), since: *now });
+            next.last_start_at = Some(*now);
+            next.wave = Some(Wave {
+                id: wave_id.clone(),
+                target,
+                lease_expires_at: now + lease_ms,
+                sending_since: *now,
+                sender: wave_id.clone(),
+                manifest: Some(manifest),
+                rollback: Some(to.id.clone()),
+                ..Wave::default()
+            });
+            return Ok(next);
+        }
+        Op::Unpin => {
+            if item.pin.is_none() {
+                return Err(Refusal::NotPinned);
+            }
+            let mut next = item;
+            next.pin = None;
+            next.requested_gen += 1;
             return Ok(next);
         }
         _ => {}
@@ -532,7 +711,12 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             }
             finish(&mut next, &wave, *end);
         }
-        Op::Demand { .. } | Op::Start { .. } | Op::Trigger { .. } | Op::ClearTrigger { .. } => {}
+        Op::Demand { .. }
+        | Op::Start { .. }
+        | Op::Trigger { .. }
+        | Op::ClearTrigger { .. }
+        | Op::Rollback { .. }
+        | Op::Unpin => {}
     }
     Ok(next)
 }
@@ -559,6 +743,9 @@ pub fn start_refusal(item: &FleetItem) -> Result<(), Refusal> {
     if let Some(w) = &item.wave {
         return Err(Refusal::Busy { wave_id: w.id.clone(), target: w.target, lease_expires_at: w.lease_expires_at });
     }
+    if let Some(pin) = &item.pin {
+        return Err(Refusal::Pinned { release: pin.release.clone(), since: pin.since });
+    }
     if item.requested_gen <= item.completed_gen {
         return Err(Refusal::CaughtUp);
     }
@@ -580,6 +767,14 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
                 item.fingerprint_synced = wave.fingerprint;
             }
             item.release.clone_from(&wave.manifest);
+            // A new release joins the history (a rollback's is there already;
+            // the same content synced again moves to the newest place).
+            if let (Some(m), None) = (&wave.manifest, &wave.rollback) {
+                item.releases.retain(|r| r.manifest.sha256 != m.sha256);
+                item.releases.push(KeptRelease::of(m, &wave.id));
+                let over = item.releases.len().saturating_sub(MAX_HISTORY);
+                item.releases.drain(..over);
+            }
         }
         WaveEnd::Failure => {
             item.failed_attempts = if item.failed_gen == wave.target { item.failed_attempts + 1 } else { 1 };
@@ -995,5 +1190,158 @@ mod tests {
         assert!(!apply(Some(&item), &lifted).expect("demand").refusal_held(), "or the guard lifted");
         let next = apply(Some(&item), &demand(1)).and_then(|i| apply(Some(&i), &start("w3", 2)));
         assert_eq!(next.expect("new demand").wave.map(|w| w.target), Some(2));
+    }
+
+    /// A fleet that served three exact releases (generations 1 to 3).
+    fn three_releases() -> FleetItem {
+        let mut item = None;
+        for n in 1..=3u64 {
+            let id = format!("w{n}");
+            let manifest = ReleaseRef {
+                key: format!("manifests/f/{n}.jsonl.gz"),
+                sha256: format!("{n}{}", "a".repeat(63)),
+                generation: n,
+                versioned: true,
+            };
+            for op in [
+                demand(1),
+                start(&id, n),
+                Op::RecordCommands {
+                    wave_id: id.clone(),
+                    sender: id.clone(),
+                    command_ids: vec![],
+                    sent: true,
+                    fingerprint: None,
+                    manifest: Some(manifest),
+                },
+                finish_op(&id, WaveEnd::Success),
+            ] {
+                item = Some(apply(item.as_ref(), &op).expect("applies"));
+            }
+        }
+        item.expect("item")
+    }
+
+    fn rollback(item: &FleetItem, to: &str) -> Result<FleetItem, Refusal> {
+        let to = item.rollback_target(to, 3).map_err(|release| Refusal::UnknownRelease { release })?.clone();
+        apply(Some(item), &Op::Rollback { wave_id: "rb".into(), now: 50, lease_ms: 10, to, reason: "500s".into() })
+    }
+
+    #[test]
+    fn successful_releases_are_kept_newest_last_and_bounded() {
+        let item = three_releases();
+        let gens: Vec<u64> = item.releases.iter().map(|r| r.manifest.generation).collect();
+        assert_eq!(gens, [1, 2, 3]);
+        assert_eq!(item.releases[0].id, format!("1{}", "a".repeat(11)), "the id: the sha256's first 12 digits");
+        assert_eq!(item.keep_from(2), Some(2));
+        assert_eq!(item.rollback_targets(2).len(), 2);
+        let mut long = item.clone();
+        for n in 0..30 {
+            long.releases.push(KeptRelease::of(
+                &ReleaseRef { sha256: format!("{n:064}"), generation: 10 + n, ..ReleaseRef::default() },
+                "w",
+            ));
+        }
+        let wave = Wave {
+            id: "w".into(),
+            target: 99,
+            manifest: Some(ReleaseRef { sha256: "f".repeat(64), generation: 99, ..ReleaseRef::default() }),
+            ..Wave::default()
+        };
+        finish(&mut long, &wave, WaveEnd::Success);
+        assert_eq!(long.releases.len(), MAX_HISTORY);
+        assert_eq!(long.releases.last().map(|r| r.manifest.generation), Some(99));
+    }
+
+    #[test]
+    fn a_rollback_is_a_new_generation_whose_wave_puts_an_old_release_back_and_pins() {
+        let item = three_releases();
+        let next = rollback(&item, "previous").expect("rolls back");
+        let wave = next.wave.clone().expect("a rollback wave");
+        assert_eq!((next.requested_gen, wave.target), (4, 4), "a new, higher generation");
+        let m = wave.manifest.clone().expect("the old release's manifest");
+        assert_eq!((m.sha256.as_bytes()[0], m.generation), (b'2', 4), "generation 2's content, as generation 4");
+        assert_eq!(wave.rollback.as_deref(), Some(&item.releases[1].id[..]));
+        let pin = next.pin.clone().expect("pinned");
+        assert_eq!((pin.reason.as_str(), pin.since, pin.manifest.generation), ("500s", 50, 4));
+        // Its success serves it, as generation 4, and adds no release.
+        let done = apply(Some(&next), &finish_op("rb", WaveEnd::Success)).expect("finish");
+        assert_eq!(done.completed_gen, 4);
+        assert_eq!(done.release.as_ref().map(|r| (&r.sha256[..1], r.generation)), Some(("2", 4)));
+        assert_eq!(done.releases, item.releases, "the history is unchanged");
+        assert!(done.release.as_ref().is_some_and(|r| r.materializable(done.completed_gen)));
+        assert_eq!(done.serving().map(|s| &s[..1]), Some("2"));
+        // Previous is now generation 1's; the current one is refused.
+        assert_eq!(done.rollback_target("previous", 3).map(|r| r.manifest.generation), Ok(1));
+        assert!(done.rollback_target("2", 3).is_err_and(|e| e.contains("already serves")));
+        assert_eq!(done.rollback_target("3", 3).map(|r| r.manifest.generation), Ok(3), "forward again, by generation");
+    }
+
+    #[test]
+    fn a_pinned_fleet_counts_demand_and_starts_nothing_until_resume() {
+        let item = three_releases();
+        let pinned = rollback(&item, "1").and_then(|i| apply(Some(&i), &finish_op("rb", WaveEnd::Success)));
+        let pinned = pinned.expect("pinned");
+        let (after, results) = {
+            let mut item = pinned.clone();
+            let mut results = Vec::new();
+            for op in [demand(1), start("w9", 60), demand(1), start("w10", 61)] {
+                match apply(Some(&item), &op) {
+                    Ok(next) => {
+                        item = next;
+                        results.push(Ok(()));
+                    }
+                    Err(r) => results.push(Err(r)),
+                }
+            }
+            (item, results)
+        };
+        assert!(matches!(&results[1], Err(Refusal::Pinned { release, since: 50 }) if *release == item.releases[0].id));
+        assert!(matches!(results[3], Err(Refusal::Pinned { .. })));
+        assert_eq!((after.requested_gen, after.completed_gen), (6, 4), "uploads keep counting");
+        let resumed = apply(Some(&after), &Op::Unpin).expect("resume");
+        assert!(resumed.pin.is_none());
+        assert_eq!(resumed.requested_gen, 7, "resume is demand: the next wave syncs the codebase as it is");
+        let wave = apply(Some(&resumed), &start("w11", 70)).expect("starts").wave.expect("wave");
+        assert_eq!((wave.target, wave.rollback), (7, None));
+        assert_eq!(apply(Some(&resumed), &Op::Unpin), Err(Refusal::NotPinned));
+    }
+
+    #[test]
+    fn a_rollback_waits_for_the_running_wave_and_needs_a_kept_release() {
+        let item = three_releases();
+        let busy = apply(Some(&apply(Some(&item), &demand(1)).expect("demand")), &start("w4", 9)).expect("start");
+        assert!(matches!(rollback(&busy, "previous"), Err(Refusal::Busy { .. })));
+        let gone = KeptRelease { id: "gone".into(), ..KeptRelease::default() };
+        let op = Op::Rollback { wave_id: "rb".into(), now: 1, lease_ms: 1, to: gone, reason: String::new() };
+        assert_eq!(apply(Some(&item), &op), Err(Refusal::UnknownRelease { release: "gone".into() }));
+        for bad in ["7", "zzzzzzz", "abc", "", "previous!"] {
+            assert!(item.rollback_target(bad, 3).is_err(), "{bad}");
+        }
+        assert!(item.rollback_target("1", 2).is_err_and(|e| e.contains("kept:")), "older than the kept releases");
+        assert_eq!(item.rollback_target(&item.releases[0].id[..7], 3).map(|r| r.manifest.generation), Ok(1));
+        assert!(FleetItem::default().rollback_target("previous", 3).is_err_and(|e| e.contains("none yet")));
+    }
+
+    #[test]
+    fn catch_ups_materialize_the_pinned_release_or_wait_loudly() {
+        let item = three_releases();
+        let pinned = rollback(&item, "previous").expect("pinned");
+        // Even before the rollback wave succeeds: the pinned release, as its generation.
+        match pinned.catch_up_plan() {
+            CatchUpPlan::Exact { release, pinned: true } => {
+                assert_eq!((&release.sha256[..1], release.generation), ("2", 4))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pinned.fleet_gen(), 4);
+        let mut unversioned = pinned.clone();
+        if let Some(p) = unversioned.pin.as_mut() {
+            p.manifest.versioned = false;
+        }
+        assert!(matches!(unversioned.catch_up_plan(), CatchUpPlan::Hold(why) if why.contains("not versioned")));
+        assert!(matches!(pinned.catch_up_plan().usable(false), CatchUpPlan::Hold(why) if why.contains("resume")));
+        assert!(matches!(item.catch_up_plan(), CatchUpPlan::Exact { pinned: false, .. }));
+        assert_eq!(item.catch_up_plan().usable(false), CatchUpPlan::Prefix, "not pinned: the prefix, as before");
     }
 }

@@ -10,6 +10,7 @@ mod lifecycle_real;
 mod mount_targets;
 mod releases;
 mod reliability;
+mod rollback;
 mod runtime_harness;
 mod sync_real;
 mod sync_store;

@@ -126,6 +126,9 @@ impl<S: FleetStore> SyncContext<'_, S> {
             (_, _) => WaveResult { end: WaveEnd::Abandoned, results: Vec::new(), blame: None },
         };
         let quarantined = self.record_results(&item, &wave, &result, record, now).await?;
+        if result.end == WaveEnd::Success {
+            self.mark_kept(&item).await;
+        }
         match &result.blame {
             Some(blame) => {
                 warn!(wave_id = %wave.id, generation = wave.target, blame = %blame.describe(), failed = ?result.with(InstanceResult::Failed), "wave failed")
@@ -150,6 +153,24 @@ impl<S: FleetStore> SyncContext<'_, S> {
             taken_over: matches!(op, Op::TakeOver { .. }),
             follow_up: follow_up.map(Box::new),
         })
+    }
+
+    /// Tags the manifests of the releases a rollback may put back as kept
+    /// (the manifest bucket's expiry never removes them), and the one that
+    /// just left that window as not (best effort: the next success tags
+    /// again; a manifest expires only after `ManifestRetentionDays`).
+    async fn mark_kept(&self, item: &FleetItem) {
+        let Some(store) = &self.settings.manifest else { return };
+        let keep = self.settings.release.keep_releases;
+        let s3 = store.client(&self.clients.s3);
+        let kept = item.rollback_targets(keep);
+        let left = item.releases.len().checked_sub(kept.len() + 1).map(|i| &item.releases[i]);
+        let marks = kept.iter().map(|r| (r, true)).chain(left.map(|r| (r, false)));
+        for (release, keep) in marks {
+            if let Err(e) = crate::sync::manifest::mark_kept(&s3, &store.bucket, &release.manifest.key, keep).await {
+                warn!(release = %release.id, keep, error = %e, "could not tag a release's manifest: the next successful wave tags it again");
+            }
+        }
     }
 
     async fn follow_up(&self, wave: &Wave, end: WaveEnd, item: &FleetItem) -> Result<Option<StartOutcome>, SyncError> {

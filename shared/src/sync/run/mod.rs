@@ -229,6 +229,9 @@ pub enum SyncError {
     /// A request could not be built (a bug, not an input).
     #[error("request: {0}")]
     Build(#[from] aws_sdk_ssm::error::BuildError),
+    /// A rollback that cannot be done as asked.
+    #[error("rollback: {0}")]
+    Rollback(String),
 }
 
 /// A wave that was started (or resumed), as reported in summaries.
@@ -286,6 +289,14 @@ pub enum StartOutcome {
     Held {
         /// The generation.
         generation: u64,
+    },
+    /// A rollback pinned the fleet: the demand is counted, no wave runs
+    /// until `{"action": "resume"}`.
+    Pinned {
+        /// The pinned release.
+        release: String,
+        /// Since when, epoch ms.
+        since: u64,
     },
     /// The quiet period holds the wave back: the codebase is still changing.
     Waiting {
@@ -481,10 +492,25 @@ impl<S> SyncContext<'_, S> {
     }
 }
 
+impl<S> SyncContext<'_, S> {
+    /// `parameters` with the fleet's retention: how many releases each
+    /// instance keeps, and the lowest generation a rollback may put back
+    /// (kept whatever their number).
+    pub(super) fn retention(
+        &self,
+        parameters: crate::ssm_document::SyncParameters,
+        item: &super::state::FleetItem,
+    ) -> crate::ssm_document::SyncParameters {
+        let keep = self.settings.release.keep_releases;
+        crate::ssm_document::SyncParameters { keep_releases: Some(keep), keep_from: item.keep_from(keep), ..parameters }
+    }
+}
+
 fn refused(refusal: Refusal) -> StartOutcome {
     match refusal {
         Refusal::Busy { wave_id, target, .. } => StartOutcome::Coalesced { wave_id, target },
         Refusal::Held { generation, .. } => StartOutcome::Held { generation },
+        Refusal::Pinned { release, since } => StartOutcome::Pinned { release, since },
         _ => StartOutcome::CaughtUp,
     }
 }

@@ -134,6 +134,105 @@ impl<S: FleetStore> SyncContext<'_, S> {
         Ok(last.unwrap_or(StartOutcome::CaughtUp))
     }
 
+    /// Rolls back to the kept release `to` names (`previous`, a generation,
+    /// a release id or a prefix of it, or the marker's release id of the
+    /// wave that made it), and pins the fleet: a new generation whose wave
+    /// every instance holding that release takes by switching `current`,
+    /// with no download. Refused (nothing written) while a wave runs, or
+    /// when the release is not kept.
+    pub async fn rollback(&self, to: &str, reason: &str) -> Result<StartOutcome, SyncError> {
+        let s = self.settings;
+        if s.manifest.is_none() {
+            return Err(SyncError::Rollback(format!(
+                "exact releases are off ({} is not set): there is no kept release to roll back to",
+                crate::config::vars::MANIFEST_BUCKET
+            )));
+        }
+        let document = resolve(&self.clients.ssm, &s.document, None).await?;
+        if !document.declared.contains("manifest") {
+            return Err(SyncError::Rollback(format!(
+                "document {} version {} takes no manifest: update the document",
+                document.name, document.version
+            )));
+        }
+        let keep = s.release.keep_releases;
+        for _ in 0..3 {
+            let item = self.store.load().await?.unwrap_or_default();
+            if let Some(w) = &item.wave {
+                return Err(SyncError::Rollback(format!(
+                    "wave {} (generation {}) is running: roll back once it ends (its lease ends at {} ms at the latest)",
+                    w.id, w.target, w.lease_expires_at
+                )));
+            }
+            let target = match item.rollback_target(to, keep) {
+                Ok(t) => t.clone(),
+                Err(why) => match self.marker_release(&item, to, keep).await? {
+                    Some(t) => t,
+                    None => return Err(SyncError::Rollback(why)),
+                },
+            };
+            let wave_id = uuid::Uuid::new_v4().to_string();
+            let now = self.clock.now_ms();
+            let op = Op::Rollback {
+                wave_id: wave_id.clone(),
+                now,
+                lease_ms: self.sender_lease_ms(now),
+                to: target.clone(),
+                reason: reason.to_owned(),
+            };
+            let item = match self.store.apply(&op).await? {
+                Applied::Won(item) => *item,
+                Applied::Lost(Refusal::Busy { wave_id: holder, .. }) if holder == wave_id => {
+                    self.store.load().await?.unwrap_or_default()
+                }
+                // A wave started, or the release left the history, meanwhile: look again.
+                Applied::Lost(_) => continue,
+            };
+            let Some(wave) = item.wave.clone() else { continue };
+            warn!(wave_id = %wave.id, generation = wave.target, release = %target.id,
+                from_generation = target.manifest.generation, reason, "rollback: the fleet is pinned");
+            let why = format!("rollback to {} (generation {}): {reason}", target.id, target.manifest.generation);
+            let started = self.send_new(&item, &wave, &why).await?;
+            return Ok(StartOutcome::Started(Box::new(started)));
+        }
+        Err(SyncError::Rollback("the fleet item kept changing: try again".into()))
+    }
+
+    /// The kept release whose wave's record names `to` as its release id
+    /// (release-marker mode), if one does.
+    async fn marker_release(
+        &self,
+        item: &FleetItem,
+        to: &str,
+        keep: usize,
+    ) -> Result<Option<crate::sync::state::KeptRelease>, SyncError> {
+        for kept in item.rollback_targets(keep).iter().rev() {
+            if let Some(record) = self.store.wave(&kept.wave_id).await?
+                && record.release.as_deref() == Some(to)
+            {
+                if item.serving() == Some(kept.manifest.sha256.as_str()) {
+                    return Err(SyncError::Rollback(format!("the fleet already serves release {to}")));
+                }
+                return Ok(Some(kept.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Unpins the fleet (`resume`) and starts a wave of the codebase as it is.
+    pub async fn resume_pinned(&self, reason: &str) -> Result<StartOutcome, SyncError> {
+        match self.store.apply(&Op::Unpin).await? {
+            Applied::Won(item) => {
+                info!(requested_gen = item.requested_gen, reason, "resume: the fleet is unpinned");
+            }
+            Applied::Lost(Refusal::NotPinned) => {
+                return Err(SyncError::Rollback("the fleet is not pinned: nothing to resume".into()));
+            }
+            Applied::Lost(other) => return Err(SyncError::Rollback(format!("resume refused: {other:?}"))),
+        }
+        self.start(&format!("resume: {reason}"), StartWhen::Now).await
+    }
+
     /// The quiet period holds a wave back until `until`: queues the delayed
     /// start for then, unless one is already on its way (`due`: the one
     /// this invocation handles, which it replaces). A start that cannot be
@@ -246,6 +345,33 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let prepared = async {
             let eligible = self.eligible().await?;
             let document = resolve(&self.clients.ssm, &s.document, None).await?;
+            if let (Some(to), Some(m)) = (&wave.rollback, &wave.manifest) {
+                // A rollback: the kept release's manifest, nothing listed.
+                if s.manifest.is_none() || !document.declared.contains("manifest") {
+                    return Err(SyncError::Rollback(format!(
+                        "document {} version {} or the functions' configuration takes no manifest: a rollback \
+                         cannot be sent (update the document, set {})",
+                        document.name,
+                        document.version,
+                        crate::config::vars::MANIFEST_BUCKET
+                    )));
+                }
+                let kept = item.releases.iter().find(|r| r.manifest.sha256 == m.sha256);
+                let release = match kept {
+                    Some(k) => self.store.wave(&k.wave_id).await?.and_then(|r| r.release),
+                    None => None,
+                };
+                info!(wave_id = %wave.id, to, generation = wave.target, "rolling back");
+                let written = Written {
+                    key: m.key.clone(),
+                    sha256: m.sha256.clone(),
+                    versioned: m.versioned,
+                    fingerprint: None,
+                    refused: Vec::new(),
+                    refused_count: 0,
+                };
+                return Ok::<_, SyncError>((eligible, document, release, Some(written)));
+            }
             // In marker mode the marker names the release (read once, by the winner).
             let marker = match s.marker_key() {
                 Some(key) => release_id(&self.clients.s3, &s.codebase.bucket, &key).await?,
@@ -331,6 +457,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             manifest_versioned: exact.as_ref().is_some_and(|e| e.versioned),
             refused_keys: exact.as_ref().map(|e| e.refused.clone()).unwrap_or_default(),
             refused_key_count: exact.as_ref().map_or(0, |e| e.refused_count),
+            rollback_to: wave.rollback.clone(),
             ..WaveRecord::default()
         };
         if record.allow_shrink {
@@ -392,6 +519,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let manifest = record_release(&record);
         let fp = match exact.and_then(|e| e.fingerprint) {
             Some(fp) => Some(fp),
+            // A rollback's content is not the prefix's.
+            None if wave.rollback.is_some() => None,
             None => match tokio::time::timeout(listing, self.fingerprint()).await {
                 Ok(fp) => Some(fp?),
                 Err(_) => {
@@ -490,9 +619,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
         );
         parameters.release = record.release.clone().unwrap_or_default();
         parameters.manifest = self.manifest_ref(&record);
-        if record.allow_shrink {
+        // A rollback puts back a release the fleet served: no guard.
+        parameters.rollback = record.rollback_to.is_some() && parameters.manifest.is_some();
+        if record.allow_shrink || parameters.rollback {
             parameters.guard = Guard::Lifted;
         }
+        let item = self.store.load().await?.unwrap_or_default();
+        let parameters = self.retention(parameters, &item);
         let parameters = parameters.to_ssm(Some(document))?;
         let skip: BTreeSet<&String> = covered.iter().chain(&record.gone).chain(&record.unreachable).collect();
         let todo: Vec<String> = record.instances.iter().filter(|i| !skip.contains(i)).cloned().collect();

@@ -27,7 +27,7 @@ use crate::ssm_document::run::{
 };
 use crate::ssm_document::{SyncParameters, new_epoch};
 use crate::store::StoreError;
-use crate::sync::state::{ChangeTimes, Fingerprint, FleetItem, Op, Refusal, start_refusal};
+use crate::sync::state::{CatchUpPlan, ChangeTimes, Fingerprint, FleetItem, Op, Refusal, start_refusal};
 use crate::sync::store::FleetStore;
 
 impl<S: FleetStore> SyncContext<'_, S> {
@@ -119,12 +119,15 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let eligible = self.eligible().await?;
         let now = self.clock.now_ms();
         let in_wave = self.wave_instances(item).await?;
-        // The instances refused what the prefix holds now: a catch-up would
-        // put exactly that live. New demand (a fix, or allow_shrink) ends it.
-        let held = item.refusal_held();
-        if held {
-            warn!(generation = item.refused_gen, "the release was refused: no catch-up until new demand");
+        // The instances refused what the prefix holds now, or a rollback
+        // pinned a release that cannot be materialized: a catch-up would put
+        // the prefix live. New demand (a fix, allow_shrink) or a resume ends it.
+        let plan = item.catch_up_plan();
+        let held = matches!(plan, CatchUpPlan::Hold(_));
+        if let CatchUpPlan::Hold(why) = &plan {
+            warn!(why, "no catch-up is sent");
         }
+        let fleet_gen = item.fleet_gen();
         let mut out = Vec::new();
         let mut in_flight = 0;
         let mut due: Vec<(InstanceRecord, bool)> = Vec::new();
@@ -160,7 +163,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 if r.recovery_sent_at.is_none_or(|t| now >= t + RECOVERY_SPACING_MS) {
                     due.push((free, true));
                 }
-            } else if r.behind(&item.epoch, item.completed_gen) && item.completed_gen > 0 {
+            } else if r.behind(&item.epoch, fleet_gen) && fleet_gen > 0 {
                 due.push((free, false));
             }
         }
@@ -184,15 +187,22 @@ impl<S: FleetStore> SyncContext<'_, S> {
         // its manifest can still be materialized (a versioned bucket). A
         // recovery (its record may name a higher generation that failed), an
         // unversioned bucket, or a document without the parameter: the
-        // prefix as it is, as the generation requested.
-        let exact = s
-            .manifest
-            .as_ref()
-            .zip(item.materializable_release())
-            .filter(|_| document.declared.contains("manifest"))
-            .map(|(m, r)| m.reference(r));
+        // prefix as it is, as the generation requested. While pinned, the
+        // pinned release only (a recovery too), switched to with no download
+        // by an instance that holds it.
+        let exact_possible = s.manifest.is_some() && document.declared.contains("manifest");
+        let (exact, pinned) = match plan.usable(exact_possible) {
+            CatchUpPlan::Exact { release, pinned } => {
+                (s.manifest.as_ref().map(|m| (m.reference(&release), release.generation)), pinned)
+            }
+            CatchUpPlan::Prefix => (None, false),
+            CatchUpPlan::Hold(why) => {
+                warn!(why, "no catch-up is sent");
+                return Ok(out);
+            }
+        };
         let plan = |recovery: bool| match &exact {
-            Some(m) if !recovery => (item.completed_gen, Some(m.clone())),
+            Some((m, generation)) if !recovery || pinned => (*generation, Some(m.clone())),
             _ => (item.requested_gen, None),
         };
         let claim = Claim::new(now, self.deadline.saturating_add(LISTING_LAG_MS));
@@ -219,7 +229,8 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 &s.region,
                 crate::ssm_document::CATCH_UP_MAX_SHRINK,
             );
-            SyncParameters { manifest, ..p }.to_ssm(Some(&document))
+            let rollback = pinned && manifest.is_some();
+            SyncParameters { manifest, rollback, ..self.retention(p, item) }.to_ssm(Some(&document))
         };
         let prepared = parameters(false).and_then(|exact| Ok((exact, parameters(true)?)));
         let (exact_parameters, plain_parameters) = match prepared {

@@ -49,6 +49,7 @@ fn settings() -> SyncSettings {
             marker: None,
             max_shrink_percent: 50,
             manifest_bucket: None,
+            keep_releases: 3,
         },
         trigger_queue_url: None,
         manifest: None,

@@ -92,7 +92,56 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
         // Bounds larger than the clock: nothing below zero may hold.
         _ => Some(state::Quiet { quiet_ms: now + 1 + rng.below(1_000), max_delay_ms: now + 1 }),
     };
-    match rng.below(12) {
+    // Rollbacks need a history (a success with a manifest) and no wave;
+    // resumes a pin: steered towards both, so that they are exercised.
+    if let Some(item) = current {
+        if item.wave.is_none() && !item.releases.is_empty() && rng.below(3) == 0 {
+            *next_id += 1;
+            let to = item.releases[rng.below(item.releases.len() as u64) as usize].clone();
+            return Op::Rollback { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, to, reason: "steered".into() };
+        }
+        if item.pin.is_some() && rng.below(4) == 0 {
+            return Op::Unpin;
+        }
+        if let Some(w) = item.wave.as_ref().filter(|w| w.manifest.is_none() && rng.below(3) == 0) {
+            let manifest = ReleaseRef {
+                key: format!("manifests/f/{}.jsonl.gz", w.target),
+                sha256: format!("{}", w.target % 4),
+                generation: w.target,
+                versioned: rng.below(2) == 0,
+            };
+            return Op::RecordCommands {
+                wave_id: w.id.clone(),
+                sender: w.sender.clone(),
+                command_ids: vec![],
+                sent: true,
+                fingerprint: None,
+                manifest: Some(manifest),
+            };
+        }
+        if let Some(w) = item.wave.as_ref().filter(|w| w.manifest.is_some() && rng.below(3) == 0) {
+            return Op::Finish { wave_id: w.id.clone(), end: WaveEnd::Success };
+        }
+    }
+    match rng.below(16) {
+        12..=14 => {
+            *next_id += 1;
+            let kept = current.map(|i| i.releases.clone()).unwrap_or_default();
+            let to = match (kept.is_empty(), rng.below(4)) {
+                (false, 0..=2) => kept[rng.below(kept.len() as u64) as usize].clone(),
+                _ => state::KeptRelease {
+                    id: "unknown".into(),
+                    manifest: ReleaseRef {
+                        key: "manifests/f/x.jsonl.gz".into(),
+                        sha256: "x".into(),
+                        ..ReleaseRef::default()
+                    },
+                    wave_id: "w0".into(),
+                },
+            };
+            Op::Rollback { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, to, reason: "conformance".into() }
+        }
+        15 => Op::Unpin,
         0 | 1 => Op::Demand {
             count: rng.below(3),
             epoch: format!("{:032x}", rng.below(3)),
@@ -131,7 +180,7 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
                 newest_ms: now,
                 digest: rng.below(3),
             }),
-            manifest: (rng.below(2) == 0).then(|| ReleaseRef {
+            manifest: (rng.below(4) > 0).then(|| ReleaseRef {
                 key: format!("manifests/f/{}.jsonl.gz", rng.below(3)),
                 sha256: format!("{}", rng.below(3)),
                 generation: rng.below(5),
@@ -167,7 +216,14 @@ const DOC: Doc = Doc { attr: "conformance_doc", version: "conformance_version" }
 
 /// Runs `steps` random steps of seed `seed` on `store` (empty, for its own
 /// fleet) and on the specification; the first disagreement is the error.
-pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) -> Result<(), String> {
+/// What it returns: how many transitions of each kind were applied (by
+/// their name), so a test can tell that every kind was exercised.
+pub async fn check<S: FleetStore + Items>(
+    store: &S,
+    seed: u64,
+    steps: usize,
+) -> Result<BTreeMap<String, usize>, String> {
+    let mut won: BTreeMap<String, usize> = BTreeMap::new();
     let mut rng = Rng::new(seed);
     let mut model = Model::default();
     let mut now = 10_000;
@@ -187,6 +243,8 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
                     return Err(at(&format!("{op:?}: store {got:?}, specification {expected:?}")));
                 }
                 if let Applied::Won(next) = expected {
+                    let kind = format!("{op:?}");
+                    *won.entry(kind.split([' ', '{']).next().unwrap_or_default().to_owned()).or_default() += 1;
                     if let Some(before) = model.fleet.as_ref().and_then(|i| i.wave.as_ref())
                         && next.wave.as_ref().map(|w| &w.id) != Some(&before.id)
                     {
@@ -365,7 +423,7 @@ pub async fn check<S: FleetStore + Items>(store: &S, seed: u64, steps: usize) ->
             return Err(at(&format!("instances: store {got:?}, specification {expected:?}")));
         }
     }
-    Ok(())
+    Ok(won)
 }
 
 #[cfg(test)]
@@ -375,11 +433,18 @@ mod tests {
 
     #[tokio::test]
     async fn the_memory_table_follows_the_specification() {
+        let mut won: BTreeMap<String, usize> = BTreeMap::new();
         for seed in 1..=200u64 {
             let table = MemoryTable::new(format!("fleet-{seed}"));
-            if let Err(e) = check(&table, seed, 80).await {
-                panic!("{e}");
+            match check(&table, seed, 80).await {
+                Ok(counts) => counts.into_iter().for_each(|(k, n)| *won.entry(k).or_default() += n),
+                Err(e) => panic!("{e}"),
             }
         }
+        for kind in ["Demand", "Start", "RecordCommands", "Finish", "TakeOver", "Rollback", "Unpin", "Resume", "Pause"]
+        {
+            assert!(won.get(kind).is_some_and(|n| *n > 0), "{kind} never applied: {won:?}");
+        }
+        eprintln!("{won:?}");
     }
 }

@@ -20,9 +20,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Applied, FleetStore, WAVE_RECORD_DAYS, WaveRecord};
 use crate::store::{
-    Attrs, EXPIRES_AT, Expr, Items, PK, Reader, StoreError, Table, Updated, fleet_attrs, num, release_ref, string_list,
+    Attrs, EXPIRES_AT, Expr, Items, PK, Reader, StoreError, Table, Updated, fleet_attrs, num, pin, pin_value,
+    release_ref, release_value, string_list,
 };
-use crate::sync::state::{self, Fingerprint, FleetItem, Op, Refusal, ReleaseRef, SCHEMA, Wave, WaveEnd};
+use crate::sync::state::{self, Fingerprint, FleetItem, KeptRelease, Op, Refusal, SCHEMA, Wave, WaveEnd};
 
 const A_SCHEMA: &str = fleet_attrs::SCHEMA;
 const A_REQUESTED: &str = fleet_attrs::REQUESTED_GEN;
@@ -49,14 +50,33 @@ const A_LAST_START: &str = "last_start_at";
 const A_REFUSED: &str = fleet_attrs::REFUSED_GEN;
 const A_MANIFEST_START: &str = "manifest_start";
 const A_RELEASE: &str = fleet_attrs::RELEASE_MANIFEST;
+const A_PIN: &str = fleet_attrs::PIN;
+const A_RELEASES: &str = "releases";
+const A_ROLLBACK: &str = "rollback_to";
 
-fn release_value(r: &ReleaseRef) -> AttributeValue {
+fn kept_value(r: &KeptRelease) -> AttributeValue {
     AttributeValue::M(HashMap::from([
-        ("key".to_owned(), AttributeValue::S(r.key.clone())),
-        ("sha256".to_owned(), AttributeValue::S(r.sha256.clone())),
-        ("generation".to_owned(), num(r.generation)),
-        ("versioned".to_owned(), AttributeValue::Bool(r.versioned)),
+        ("id".to_owned(), AttributeValue::S(r.id.clone())),
+        ("manifest".to_owned(), release_value(&r.manifest)),
+        ("wave_id".to_owned(), AttributeValue::S(r.wave_id.clone())),
     ]))
+}
+
+fn kept(r: &Reader<'_>) -> Result<Vec<KeptRelease>, StoreError> {
+    let Some(list) = r.attrs.get(A_RELEASES) else { return Ok(Vec::new()) };
+    let AttributeValue::L(list) = list else { return Err(r.bad(A_RELEASES, "a list")) };
+    list.iter()
+        .map(|v| {
+            let AttributeValue::M(m) = v else { return Err(r.bad(A_RELEASES, "a list of maps")) };
+            let inner = Reader { pk: r.pk, attrs: m };
+            Ok(KeptRelease {
+                id: inner.string("id")?.unwrap_or_default(),
+                manifest: release_ref(&inner, "manifest")?
+                    .ok_or_else(|| r.bad(A_RELEASES, "releases with a manifest"))?,
+                wave_id: inner.string("wave_id")?.unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 fn fingerprint_value(fp: &Fingerprint) -> AttributeValue {
@@ -163,6 +183,69 @@ impl Table {
     }
 }
 
+impl Table {
+    /// `Rollback` and `Unpin`: read, compute with the pure function, write
+    /// on condition that the counters and the pin are as read (and, for a
+    /// rollback, that no wave started): a lost race reads again.
+    async fn pin_write(&self, op: &Op) -> Result<Applied, StoreError> {
+        for _ in 0..8 {
+            let current = self.load().await?;
+            let next = match state::apply(current.as_ref(), op) {
+                Ok(next) => next,
+                Err(refusal) => return Ok(Applied::Lost(refusal)),
+            };
+            let current = current.unwrap_or_default();
+            let mut e = Expr::default();
+            let (requested, completed, wave, pinned) = (e.n(A_REQUESTED), e.n(A_COMPLETED), e.n(A_WAVE), e.n(A_PIN));
+            let rq = e.v("rq", num(current.requested_gen));
+            let cg = e.v("cg", num(current.completed_gen));
+            let nrq = e.v("nrq", num(next.requested_gen));
+            let mut condition = format!("{requested} = {rq} AND {completed} = {cg}");
+            if matches!(op, Op::Rollback { .. }) {
+                condition.push_str(&format!(" AND attribute_not_exists({wave})"));
+            }
+            condition.push_str(&match &current.pin {
+                Some(p) => format!(" AND {pinned}.{} = {}", e.n("since"), e.v("since", num(p.since))),
+                None => format!(" AND attribute_not_exists({pinned})"),
+            });
+            let mut sets = vec![format!("{requested} = {nrq}")];
+            let mut removes = Vec::new();
+            match &next.pin {
+                Some(p) => sets.push(format!("{pinned} = {}", e.v("pin", pin_value(p)))),
+                None => removes.push(pinned.clone()),
+            }
+            if let Some(w) = &next.wave {
+                let mut values = vec![
+                    (A_WAVE, AttributeValue::S(w.id.clone())),
+                    (A_SENDER, AttributeValue::S(w.sender.clone())),
+                    (A_RUNNING, num(w.target)),
+                    (A_LEASE, num(w.lease_expires_at)),
+                    (A_SINCE, num(w.sending_since)),
+                    (A_COMMANDS, AttributeValue::L(Vec::new())),
+                    (A_SENT, AttributeValue::Bool(false)),
+                    (A_LAST_START, num(w.sending_since)),
+                ];
+                values.extend(w.manifest.as_ref().map(|m| (A_MANIFEST_START, release_value(m))));
+                values.extend(w.rollback.as_ref().map(|r| (A_ROLLBACK, AttributeValue::S(r.clone()))));
+                for (attr, value) in values {
+                    let (n, v) = (e.n(attr), e.v(attr, value));
+                    sets.push(format!("{n} = {v}"));
+                }
+                removes.push(e.n(A_FP_START));
+            }
+            let mut update = format!("SET {}", sets.join(", "));
+            if !removes.is_empty() {
+                update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+            }
+            match self.fleet_update(update, Some(condition), e).await? {
+                Ok(item) => return Ok(Applied::Won(Box::new(item))),
+                Err(_) => continue,
+            }
+        }
+        Err(StoreError::Invariant(format!("{op:?}: the fleet item kept moving under eight tries")))
+    }
+}
+
 /// Classifies a failed condition from the item as it was.
 fn refusal(old: Option<FleetItem>, op: &Op) -> Result<Refusal, StoreError> {
     match state::apply(old.as_ref(), op) {
@@ -212,13 +295,13 @@ impl FleetStore for Table {
                 let sender = e.n(A_SENDER);
                 let (unsynced, last_start) = (e.n(A_UNSYNCED), e.n(A_LAST_START));
                 // (An older version's finish may have left a wave's manifest.)
-                let manifest = e.n(A_MANIFEST_START);
+                let (manifest, rollback, pinned) = (e.n(A_MANIFEST_START), e.n(A_ROLLBACK), e.n(A_PIN));
                 let update = format!(
-                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}, {manifest}"
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}, {manifest}, {rollback}"
                 );
                 // The exact negation of state::start_refusal ...
                 let mut condition = format!(
-                    "attribute_not_exists({wave}) AND {requested} > {completed} AND (attribute_not_exists({fgen}) OR {fgen} < {requested} OR {fatt} < {max})"
+                    "attribute_not_exists({wave}) AND attribute_not_exists({pinned}) AND {requested} > {completed} AND (attribute_not_exists({fgen}) OR {fgen} < {requested} OR {fatt} < {max})"
                 );
                 // ... and of the quiet period (state::Quiet::until): quiet
                 // since the newest change, or the first unsynced one is old
@@ -288,6 +371,7 @@ impl FleetStore for Table {
                 }
                 (format!("SET {lease} = {exp}"), Some(condition))
             }
+            Op::Rollback { .. } | Op::Unpin => return self.pin_write(op).await,
             Op::Finish { wave_id, .. } | Op::TakeOver { wave_id, .. } => {
                 // Read, compute with the pure function, write on condition
                 // that the same wave still holds (see the module docs).
@@ -326,6 +410,14 @@ impl FleetStore for Table {
                     }
                     None => gone.push(A_RELEASE),
                 }
+                if !next.releases.is_empty() {
+                    let (attr, v) = (
+                        e.n(A_RELEASES),
+                        e.v("releases", AttributeValue::L(next.releases.iter().map(kept_value).collect())),
+                    );
+                    update.push_str(&format!(", {attr} = {v}"));
+                }
+                gone.push(A_ROLLBACK);
                 let removed: Vec<String> = gone.iter().map(|a| e.n(a)).collect();
                 update.push_str(&format!(" REMOVE {wave}, {}", removed.join(", ")));
                 let mut condition = format!("{wave} = {w}");
@@ -386,6 +478,9 @@ impl FleetStore for Table {
             item.insert("manifest_sha256".to_owned(), AttributeValue::S(sha.clone()));
             item.insert("manifest_versioned".to_owned(), AttributeValue::Bool(r.manifest_versioned));
         }
+        if let Some(to) = &r.rollback_to {
+            item.insert("rollback_to".to_owned(), AttributeValue::S(to.clone()));
+        }
         if r.refused_key_count > 0 {
             item.insert("refused_keys".to_owned(), list(&r.refused_keys));
             item.insert("refused_key_count".to_owned(), num(r.refused_key_count));
@@ -428,6 +523,7 @@ impl FleetStore for Table {
             manifest_versioned: r.boolean("manifest_versioned")?,
             refused_keys: r.strings("refused_keys")?,
             refused_key_count: r.number("refused_key_count")?.unwrap_or_default(),
+            rollback_to: r.string("rollback_to")?,
         }))
     }
 }
@@ -480,6 +576,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
             fingerprint: fingerprint(&r, A_FP_START)?,
             manifest: release_ref(&r, A_MANIFEST_START)?,
             sender: r.string(A_SENDER)?.unwrap_or_default(),
+            rollback: r.string(A_ROLLBACK)?,
         }),
         None => None,
     };
@@ -500,5 +597,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         last_start_at: r.number(A_LAST_START)?,
         refused_gen: r.number(A_REFUSED)?.unwrap_or_default(),
         release: release_ref(&r, A_RELEASE)?,
+        releases: kept(&r)?,
+        pin: pin(&r, A_PIN)?,
     })
 }

@@ -97,6 +97,9 @@ pub struct WaveRecord {
     pub refused_keys: Vec<String>,
     /// How many keys it refused in all.
     pub refused_key_count: u64,
+    /// A rollback: the id of the release it put back (its manifest is the
+    /// record's).
+    pub rollback_to: Option<String>,
 }
 
 /// How long a wave record is kept (DynamoDB TTL deletes it later).

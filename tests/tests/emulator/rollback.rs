@@ -1,0 +1,190 @@
+//! Instant rollback and pinning (issue 14): `{"action": "rollback"}` to
+//! `codebase-sync` is a new generation whose wave puts a kept release back;
+//! every instance that holds it switches `current` with no S3 request; the
+//! fleet is then pinned (uploads count, no wave runs) until
+//! `{"action": "resume"}`. The four handlers in process behind the event
+//! router, the local agent running the real document on each instance.
+
+use fleetkeeper::Component;
+use fleetkeeper::config::vars;
+use fleetkeeper::sync::state::FleetItem;
+use fleetkeeper_tests::emulator::{Caller, unique};
+use fleetkeeper_tests::fleet::FleetSpec;
+use fleetkeeper_tests::inprocess::set_var;
+use serde_json::{Value, json};
+
+use crate::releases::{bucket_tree, live_tree, put};
+use crate::world::World;
+
+/// A fleet writing manifests to a bucket of its own, its codebase bucket
+/// versioned or not; waves start at once.
+async fn world(spec: FleetSpec, versioned: bool) -> World {
+    let manifests = unique("man");
+    let bucket = manifests.clone();
+    let w = World::with_quiet(spec, 0, move |env| set_var(env, vars::MANIFEST_BUCKET, &bucket)).await;
+    w.clients.s3.create_bucket().bucket(&manifests).send().await.expect("manifest bucket");
+    if versioned {
+        let on = aws_sdk_s3::types::VersioningConfiguration::builder()
+            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+            .build();
+        w.clients
+            .s3
+            .put_bucket_versioning()
+            .bucket(&w.fleet.bucket)
+            .versioning_configuration(on)
+            .send()
+            .await
+            .expect("versioning");
+        put(&w, "index.php", "<?php // index").await;
+    }
+    w
+}
+
+fn plain(instances: i32) -> FleetSpec {
+    FleetSpec { instances, launch_hook: false, terminate_hook: false, ..FleetSpec::default() }
+}
+
+/// Asks `codebase-sync` for `payload` as an operator does: its answer.
+async fn operator(w: &mut World, payload: Value) -> Value {
+    let delivery = w.router.invoke(Component::CodebaseSync, payload).await.expect("delivered");
+    delivery.reply.unwrap_or_else(|e| panic!("codebase-sync refused: {e}"))
+}
+
+/// Two releases, each synced everywhere: `app.php` good, then broken.
+async fn good_then_broken(w: &mut World) -> FleetItem {
+    put(w, "app.php", "good").await;
+    w.settle().await;
+    let good = w.item().await;
+    put(w, "app.php", "broken!").await;
+    w.settle().await;
+    assert_eq!(w.item().await.releases.len(), good.releases.len() + 1);
+    good
+}
+
+#[tokio::test]
+async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet() {
+    let mut w = world(plain(2), true).await;
+    let ids = w.instances().await;
+    w.settle().await;
+    let good = good_then_broken(&mut w).await;
+    let good_tree = {
+        let mut t = bucket_tree(&w).await;
+        t.insert("app.php".into(), "good".into());
+        t
+    };
+    let before: Vec<_> =
+        ids.iter().map(|id| std::fs::read_link(w.current(id).expect("current")).expect("link")).collect();
+    w.emulator.forget_calls(Caller::Agent).await;
+
+    let answer = operator(&mut w, json!({"action": "rollback", "reason": "500s after deploy"})).await;
+    assert_eq!(answer["wave"]["outcome"], "started", "{answer}");
+    let s = w.settle().await;
+    let item = w.item().await;
+    let pin = item.pin.clone().expect("pinned");
+    assert_eq!(pin.release, good.releases.last().expect("kept").id, "previous: the release before the broken one");
+    assert_eq!((pin.reason.as_str(), item.completed_gen), ("500s after deploy", item.requested_gen));
+    // (The local agent itself asks SSM for its version: not the document.)
+    let calls = w.emulator.calls(Caller::Agent).await.operations();
+    assert!(
+        calls.iter().all(|op| !op.starts_with("s3:")),
+        "no instance made an S3 request, not even for the manifest: {calls:?}"
+    );
+    for (id, was) in ids.iter().zip(before) {
+        assert_eq!(live_tree(&w, id), good_tree, "{id} serves the good release again");
+        let now = std::fs::read_link(w.current(id).expect("current")).expect("link");
+        assert_ne!(now, was, "{id}: current switched");
+        let out: String = s.runs.iter().filter(|r| r.instance_id == *id).map(|r| r.run.stdout.clone()).collect();
+        assert!(out.contains("nothing downloaded"), "{id}: {out}");
+    }
+    let record = w.waves().await.pop().expect("the rollback's record");
+    assert_eq!(record.rollback_to.as_deref(), Some(pin.release.as_str()));
+    assert!(record.reason.contains("500s after deploy"), "{}", record.reason);
+
+    // Pinned: an upload counts as demand, and no wave runs.
+    put(&w, "app.php", "fixed").await;
+    w.settle().await;
+    w.tick().await;
+    let pinned = w.item().await;
+    assert!(pinned.requested_gen > item.requested_gen, "the upload was counted");
+    assert_eq!(pinned.completed_gen, item.completed_gen, "no wave ran");
+    for id in &ids {
+        assert_eq!(live_tree(&w, id)["app.php"], "good", "{id}");
+    }
+
+    // Resume: the codebase as it is now.
+    let answer = operator(&mut w, json!({"action": "resume", "reason": "fixed"})).await;
+    assert_eq!(answer["resume"], true, "{answer}");
+    w.settle().await;
+    let resumed = w.item().await;
+    assert!(resumed.pin.is_none());
+    assert_eq!(resumed.completed_gen, resumed.requested_gen);
+    for id in &ids {
+        assert_eq!(live_tree(&w, id), bucket_tree(&w).await, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_is_refused_plainly_when_it_cannot_be_done() {
+    let mut w = world(plain(1), true).await;
+    w.settle().await;
+    let item = w.item().await;
+    // Nothing to roll back to yet (one release at most).
+    let delivery = w.router.invoke(Component::CodebaseSync, json!({"action": "rollback"})).await.expect("delivered");
+    let error = delivery.reply.expect_err("refused");
+    assert!(error.contains("no release before the current one") || error.contains("none yet"), "{error}");
+    let delivery = w.router.invoke(Component::CodebaseSync, json!({"action": "resume"})).await.expect("delivered");
+    assert!(delivery.reply.expect_err("refused").contains("not pinned"));
+    let delivery = w
+        .router
+        .invoke(Component::CodebaseSync, json!({"action": "rollback", "to": "$(reboot)"}))
+        .await
+        .expect("delivered");
+    let skipped = delivery.reply.expect("a malformed request is a logged skip");
+    assert_eq!(skipped["skipped"]["by_reason"]["malformed"], 1, "{skipped}");
+    assert_eq!(w.item().await, item, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_new_instance_while_pinned_gets_the_pinned_release() {
+    let mut w = world(FleetSpec { instances: 1, ..FleetSpec::default() }, true).await;
+    w.settle().await;
+    good_then_broken(&mut w).await;
+    operator(&mut w, json!({"action": "rollback", "to": "previous"})).await;
+    w.settle().await;
+    let first = w.instances().await.remove(0);
+    assert_eq!(live_tree(&w, &first)["app.php"], "good");
+    w.fleet.scale_to(&w.clients, 2).await;
+    w.settle().await;
+    let newcomer = w.instances().await.into_iter().find(|i| *i != first).expect("a new instance");
+    assert_eq!(w.fleet.lifecycle_state(&w.clients, &newcomer).await.as_deref(), Some("InService"));
+    assert_eq!(live_tree(&w, &newcomer), live_tree(&w, &first), "the pinned release, not the prefix");
+}
+
+#[tokio::test]
+async fn on_an_unversioned_bucket_a_launch_while_pinned_waits_and_says_why() {
+    let mut w = world(FleetSpec { instances: 1, ..FleetSpec::default() }, false).await;
+    w.settle().await;
+    good_then_broken(&mut w).await;
+    operator(&mut w, json!({"action": "rollback"})).await;
+    w.settle().await;
+    let first = w.instances().await.remove(0);
+    assert_eq!(live_tree(&w, &first)["app.php"], "good", "an instance holding it switches, versioned or not");
+    w.fleet.scale_to(&w.clients, 2).await;
+    let s = w.settle().await;
+    let newcomer = w.instances().await.into_iter().find(|i| *i != first).expect("a new instance");
+    assert_eq!(
+        w.fleet.lifecycle_state(&w.clients, &newcomer).await.as_deref(),
+        Some("Pending:Wait"),
+        "held: never in service with the codebase as it is now"
+    );
+    assert!(w.current(&newcomer).is_none(), "nothing was synced onto it");
+    let said: String = s.deliveries.iter().map(|d| format!("{:?}", d.reply)).collect();
+    assert!(said.contains("pinned") && said.contains("not versioned"), "{said}");
+    // Resume: the launch goes on with the codebase as it is.
+    operator(&mut w, json!({"action": "resume"})).await;
+    w.settle().await;
+    w.clock.advance(std::time::Duration::from_secs(60)).await;
+    w.tick().await;
+    assert_eq!(w.fleet.lifecycle_state(&w.clients, &newcomer).await.as_deref(), Some("InService"));
+    assert_eq!(live_tree(&w, &newcomer), bucket_tree(&w).await);
+}
