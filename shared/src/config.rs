@@ -603,6 +603,23 @@ mod tests {
     }
 
     #[test]
+    fn kept_releases_default_to_three_and_are_bounded() {
+        let cfg = parse(CodebaseSync, &full()).expect("defaults");
+        assert_eq!(cfg.release.keep_releases, 3);
+        for (value, kept) in [("2", 2), ("20", 20), (" 5 ", 5)] {
+            let mut env = full();
+            env.insert(vars::KEEP_RELEASES, value);
+            assert_eq!(parse(CodebaseSync, &env).map(|c| c.release.keep_releases), Ok(kept), "{value}");
+        }
+        for bad in ["1", "0", "21", "-3", "three", "3.5"] {
+            let mut env = full();
+            env.insert(vars::KEEP_RELEASES, bad);
+            let err = parse(CodebaseSync, &env).expect_err(bad).to_string();
+            assert!(err.contains("FLEET_KEEP_RELEASES"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn full_environment_serves_every_component() {
         for c in Component::ALL {
             let cfg = parse(c, &full()).unwrap_or_else(|e| panic!("{c}: {e}"));

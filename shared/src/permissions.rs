@@ -159,10 +159,12 @@ const SYNC: [Grant; 14] = [
         why: "exact releases: whether a manifest can pin versions (the bucket's versioning status)",
     },
     Grant {
-        actions: &["s3:PutObject"],
+        actions: &["s3:PutObject", "s3:PutObjectTagging"],
         scope: Scope::Manifests,
         why: "exact releases: writes each wave's manifest, never over an existing one (If-None-Match), under the \
-              fleet's own prefix of the manifest bucket",
+              fleet's own prefix of the manifest bucket, tagged fleetkeeper-kept=false (PutObject with a tag needs \
+              PutObjectTagging too); a successful wave tags the manifests of the releases a rollback may put back \
+              fleetkeeper-kept=true (never expired) and the one leaving that window false",
     },
     Grant {
         actions: &["sqs:SendMessage"],

@@ -494,6 +494,7 @@ RELEASE_PARAMETERS = {
     "FLEET_SYNC_MAX_DELAY_SECONDS": "SyncMaxDelaySeconds",
     "FLEET_RELEASE_MARKER": "ReleaseMarker",
     "FLEET_SYNC_MAX_SHRINK": "SyncMaxShrink",
+    "FLEET_KEEP_RELEASES": "KeepReleases",
 }
 SYNC_FUNCTIONS = ("codebase-sync", "sync-completion")
 #: The functions that name manifests: the sync functions write each wave's,
@@ -737,16 +738,24 @@ def test_the_manifest_bucket_is_private_encrypted_tls_only_and_expires_manifests
     blocks = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
     assert props["PublicAccessBlockConfiguration"] == {b: True for b in blocks}
     assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    # Manifests expire after ManifestRetentionDays and incomplete uploads
-    # are aborted; every object is under manifests/ (the only prefix the
-    # functions may write).
-    (rule,) = props["LifecycleConfiguration"]["Rules"]
-    assert (rule["Status"], rule["Prefix"]) == ("Enabled", "manifests/")
-    assert rule["ExpirationInDays"] == {"Ref": "ManifestRetentionDays"}
-    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    # Manifests tagged fleetkeeper-kept=false (as they are written) expire
+    # after ManifestRetentionDays; those a rollback may put back are tagged
+    # true and never expire. Incomplete uploads are aborted (a rule of its
+    # own: S3 takes no tag filter with that action). Every object is under
+    # manifests/ (the only prefix the functions may write).
+    expire, abort = props["LifecycleConfiguration"]["Rules"]
+    assert (expire["Status"], expire["Prefix"]) == ("Enabled", "manifests/")
+    assert expire["TagFilters"] == [{"Key": "fleetkeeper-kept", "Value": "false"}]
+    assert expire["ExpirationInDays"] == {"Ref": "ManifestRetentionDays"}
+    assert "AbortIncompleteMultipartUpload" not in expire
+    assert (abort["Status"], abort["Prefix"]) == ("Enabled", "manifests/")
+    assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    assert set(abort) == {"Id", "Status", "Prefix", "AbortIncompleteMultipartUpload"}, "it expires nothing"
     retention = p["ManifestRetentionDays"]
     assert (retention["Type"], retention["Default"], retention["MinValue"]) == ("Number", 400, 30)
-    assert "rollback" in retention["Description"]
+    assert "rollback" in retention["Description"] and "fleetkeeper-kept" in retention["Description"]
+    keep = p["KeepReleases"]
+    assert (keep["Type"], keep["Default"], keep["MinValue"], keep["MaxValue"]) == ("Number", 3, 2, 20)
     # TLS only, on the bucket and its objects.
     policy = resources["ManifestBucketPolicy"]
     assert policy["Condition"] == "HasManifestBucket"
@@ -811,7 +820,7 @@ def test_the_manifest_grants_are_the_fleets_prefix_and_the_bucket_setting_only(t
         (put,) = puts
         condition, statement, otherwise = put["Fn::If"]
         assert (condition, otherwise) == ("HasManifestBucket", NO_VALUE), function
-        assert actions_of(statement) == ["s3:PutObject"], function
+        assert actions_of(statement) == ["s3:PutObject", "s3:PutObjectTagging"], function
         assert statement["Resource"] == {"Fn::Sub": MANIFESTS_ARN}, function
         # GetBucketVersioning: the codebase bucket's ARN, no condition (the
         # request carries no s3:prefix, so a prefix condition would deny it).
@@ -830,7 +839,9 @@ def test_the_manifest_grants_are_the_fleets_prefix_and_the_bucket_setting_only(t
         for s in statements(role):
             s3 = [a for a in actions_of(s) if a.startswith("s3:")]
             assert not s3 or s["Resource"] != "*", f"{function}: {s}"
-            assert not [a for a in s3 if a.startswith(("s3:Put", "s3:Delete")) and a != "s3:PutObject"], f"{function}: {s}"
+            writes = [a for a in s3 if a.startswith(("s3:Put", "s3:Delete"))]
+            assert not [a for a in writes if a not in ("s3:PutObject", "s3:PutObjectTagging")], f"{function}: {s}"
+            assert not writes or s["Resource"] == {"Fn::Sub": MANIFESTS_ARN}, f"{function}: {s}"
 
 
 def instance_statements(source: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

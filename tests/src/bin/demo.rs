@@ -126,6 +126,7 @@ async fn main() -> ExitCode {
     demo.gate_in().await;
     demo.mount_targets().await;
     demo.burst().await;
+    demo.rollback().await;
     demo.drain_out().await;
     demo.calls().await;
 
@@ -299,6 +300,76 @@ impl Demo {
             .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
     }
 
+    /// What every instance serves as `index.php`.
+    async fn served_index(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.fleet.members(&self.clients).await {
+            let path = self.agent.on_instance(&m.id, &self.fleet.destination).join("current/index.php");
+            out.push(std::fs::read_to_string(path).unwrap_or_default());
+        }
+        out
+    }
+
+    async fn put_index(&self, body: &str) {
+        let key = format!("{}index.php", self.fleet.prefix);
+        let put = self.clients.s3.put_object().bucket(&self.fleet.bucket).key(key);
+        put.body(body.as_bytes().to_vec().into()).send().await.expect("upload index.php");
+    }
+
+    async fn operator(&mut self, payload: Value) -> Value {
+        let d = self.router.invoke(Component::CodebaseSync, payload).await;
+        let Some(d) = d else { return Value::Null };
+        self.say_delivery(&d);
+        d.reply.unwrap_or_default()
+    }
+
+    async fn rollback(&mut self) {
+        self.t.scene("A bad release is rolled back at once, the fleet pinned, then resumed");
+        let good = self.served_index().await;
+        self.put_index("<?php http_response_code(500); // broken").await;
+        self.t.say("a broken index.php is uploaded");
+        self.settle().await;
+        self.skip(QUIET_S + 1, "quiet: the broken release goes out").await;
+        self.settle().await;
+        let broken = self.served_index().await;
+        self.t.expect(broken.iter().all(|b| b.contains("broken")), "every instance serves the broken release");
+        self.emulator.forget_calls(Caller::Agent).await;
+        let answer = self.operator(serde_json::json!({"action": "rollback", "reason": "500s after the deploy"})).await;
+        let (_, runs) = self.settle().await;
+        let s3 = self.emulator.calls(Caller::Agent).await.operations().iter().filter(|o| o.starts_with("s3:")).count();
+        let item = self.fleet.item(&self.clients).await;
+        let pinned = item.pin.as_ref().map(|p| p.release.clone()).unwrap_or_default();
+        self.t.say(format!(
+            "rollback to release {pinned} (generation {}): {} instance(s) switched current, {s3} S3 request(s) by the instances",
+            item.completed_gen,
+            runs.iter().filter(|r| r.run.stdout.contains("nothing downloaded")).count()
+        ));
+        self.t.expect(answer["wave"]["outcome"] == "started", "codebase-sync started the rollback wave");
+        self.t
+            .expect(self.served_index().await == good, "every instance serves the release before the broken one again");
+        self.t.expect(
+            s3 == 0 && runs.iter().all(|r| r.run.stdout.contains("nothing downloaded")),
+            "no download: a switch",
+        );
+        self.put_index("<?php // fixed").await;
+        self.t.say("a fix is uploaded while the fleet is pinned");
+        self.settle().await;
+        self.skip(QUIET_S + 1, "a wave would have started by now").await;
+        let (_, runs) = self.settle().await;
+        let after = self.fleet.item(&self.clients).await;
+        self.t.say(format!(
+            "pinned: requested_gen {} (the upload counted), completed_gen {}, {} run(s)",
+            after.requested_gen,
+            after.completed_gen,
+            runs.len()
+        ));
+        self.t.expect(runs.is_empty() && self.served_index().await == good, "a pinned fleet runs no wave");
+        self.operator(serde_json::json!({"action": "resume", "reason": "fix uploaded"})).await;
+        self.settle().await;
+        let fixed = self.served_index().await;
+        self.t.expect(fixed.iter().all(|b| b.contains("fixed")), "resume syncs the codebase as it is: the fix");
+    }
+
     /// How many files under `dir` (relative to the codebase) the first
     /// instance serves.
     async fn live_count(&self, dir: &str) -> usize {
@@ -338,7 +409,10 @@ impl Demo {
             self.t.say(format!("{component}: {} calls, {} errors{which}", calls.total(), calls.errors()));
         }
         let agent = self.emulator.calls(Caller::Agent).await;
-        self.t.say(format!("the instances' agents (aws s3 sync): {} calls", agent.total()));
+        self.t.say(format!(
+            "the instances' agents (the document's AWS CLI, since the last rollback): {} calls",
+            agent.total()
+        ));
     }
 
     async fn healthy_targets(&self) -> usize {
@@ -386,6 +460,10 @@ fn summary(to: Component, v: &Value) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
+        Component::CodebaseSync if v["rollback"].is_string() => {
+            format!("rollback to {}: {}", v["rollback"], describe_start(&v["wave"]))
+        }
+        Component::CodebaseSync if v["resume"] == true => format!("resume: {}", describe_start(&v["wave"])),
         Component::CodebaseSync => format!("{} relevant change(s): {}", v["relevant"], describe_start(&v["wave"])),
         Component::SyncCompletion => {
             if let Some(sweep) = v["sweep"].as_object() {
@@ -448,6 +526,7 @@ fn describe_start(wave: &Value) -> String {
             wave["command_ids"].as_array().map(Vec::len).unwrap_or_default()
         ),
         "coalesced" => format!("coalesced into running wave {short} (generation {})", wave["target"]),
+        "pinned" => format!("the fleet is pinned to release {} by a rollback: counted, no wave", wave["release"]),
         "waiting" => {
             let trigger = match wave["trigger"]["trigger"].as_str().unwrap_or_default() {
                 "queued" => "delayed start queued",

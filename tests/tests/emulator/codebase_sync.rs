@@ -370,6 +370,9 @@ async fn hostile_keys_never_reach_the_command() {
         ("epoch".into(), vec![epoch]),
         ("excludes".into(), vec!["media/*".into()]),
         ("generation".into(), vec!["1".into()]),
+        // Retention: three releases kept (no rollback target yet).
+        ("keep_from".into(), vec![String::new()]),
+        ("keep_releases".into(), vec!["3".into()]),
         // (No manifest bucket configured: no exact release.)
         ("manifest".into(), vec![String::new()]),
         ("manifest_bucket".into(), vec![String::new()]),
@@ -379,6 +382,7 @@ async fn hostile_keys_never_reach_the_command() {
         ("prefix".into(), vec![w.fleet.prefix.clone()]),
         ("region".into(), vec!["us-east-1".into()]),
         ("release".into(), vec![String::new()]),
+        ("rollback".into(), vec![String::new()]),
     ];
     assert_eq!(
         sent[0].parameters, expected,
