@@ -233,8 +233,9 @@ pub struct ReleaseConfig {
     /// prefix as it is.
     pub manifest_bucket: Option<String>,
     /// `FLEET_KEEP_RELEASES` (default [`DEFAULT_KEEP_RELEASES`], 2 to 20):
-    /// the releases each instance keeps besides the current, pinned and
-    /// previous ones, and the ones a rollback may put back.
+    /// the newest releases each instance keeps (current among them; the
+    /// previous one and the rollback targets are kept too), and how many a
+    /// rollback may put back.
     pub keep_releases: usize,
 }
 

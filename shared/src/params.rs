@@ -87,11 +87,11 @@ pattern!(MANIFEST_REGION, "an AWS region or nothing", r"^([a-z]{2}(-[a-z]+)+-[0-
 pattern!(MANIFEST, "a manifest key", r"^(manifests/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.jsonl\.gz)?$");
 pattern!(SHA256, "a sha256 in hex or nothing", r"^([0-9a-f]{64})?$");
 // Rollback and retention: `true` or nothing; how many releases an instance
-// keeps; the lowest generation it keeps whatever their number (each empty:
-// the older behaviour).
+// keeps; the releases (ids: their manifest's sha256, first 12 digits) it
+// keeps whatever their number (each empty: the older behaviour).
 pattern!(ROLLBACK, "true or nothing", r"^(true)?$");
 pattern!(KEEP_RELEASES, "a number of releases (1 to 99) or nothing", r"^([1-9][0-9]?)?$");
-pattern!(KEEP_FROM, "a generation number or nothing", r"^([0-9]{1,18})?$");
+pattern!(KEEP, "up to 20 release ids (12 hex digits), comma-separated", r"^([0-9a-f]{12}(,[0-9a-f]{12}){0,19})?$");
 // The release marker, a key relative to the prefix (segments checked apart).
 pattern!(MARKER, "a release marker key", r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,255}$");
 

@@ -37,7 +37,7 @@ CODE = {"index.php": "v1", "lib/a.php": "a", "lib/b.php": "b"}
 CODE_LIST = "./index.php\n./lib/a.php\n./lib/b.php\n"
 MANY = {f"many/{n:03}.txt": "one" for n in range(80)}
 STALE = "fleetkeeper: stale: "
-NEW_PARAMETERS = ("manifest_bucket", "manifest_region", "manifest", "manifest_sha256")
+NEW_PARAMETERS = ("manifest_bucket", "manifest_region", "manifest", "manifest_sha256", "rollback", "keep_releases", "keep")
 
 
 @pytest.fixture
@@ -697,11 +697,11 @@ def test_without_a_manifest_the_older_path_runs(bucket: str, manifests: str, tmp
 
 
 def embedded_python() -> str:
-    """The program between `exact_program=$(cat <<'PY'` and `PY`."""
+    """The program between `cat > "$dest/.fleetkeeper/exact.py" <<'PY'` and `PY`."""
     lines = SCRIPT.split("\n")
     starts = [n for n, line in enumerate(lines) if line.endswith("<<'PY'")]
     assert len(starts) == 1, "one program, in a quoted heredoc: the shell expands nothing in it"
-    assert lines[starts[0]].strip() == "exact_program=$(cat <<'PY'", "run by exact() with python3 -I -c"
+    assert lines[starts[0]].strip() == "cat > \"$dest/.fleetkeeper/exact.py\" <<'PY'", "written under the lock, run by exact()"
     end = lines.index("PY", starts[0])
     return "\n".join(lines[starts[0] + 1 : end])
 
@@ -734,3 +734,10 @@ def test_the_new_parameters_keep_the_older_behaviour_by_default() -> None:
 
 # (Their allowedPatterns are checked against shared/fixtures/parameters.json
 # with every other parameter's: test_sync_document.py and the Rust suite.)
+
+
+def test_the_document_leaves_room_under_the_ssm_size_limit() -> None:
+    # SSM documents are at most 64 KB, as JSON or YAML; the parameters a run
+    # is sent count toward a command's size too. Keep a margin.
+    as_json = json.dumps(DOCUMENT, separators=(",", ":"))
+    assert len(as_json.encode()) < 56 * 1024, len(as_json.encode())

@@ -1,5 +1,5 @@
 """The sync document's rollback and retention (``rollback``, ``keep_releases``,
-``keep_from``), run for real as in ``test_exact_release.py``.
+``keep``), run for real as in ``test_exact_release.py``.
 
 A rollback is a new generation whose manifest is an older release's: an
 instance that holds that release intact switches ``current`` to it with no
@@ -135,20 +135,27 @@ def test_a_rollback_needs_a_manifest_and_is_said_plainly(versioned_bucket: str, 
         assert code == 2 and "rollback is not true or empty" in err, hostile
 
 
-def test_keep_from_keeps_the_fleet_rollback_targets_and_the_previous_release(versioned_bucket: str, manifests: str, tmp_path: Path) -> None:
+def test_keep_keeps_the_fleet_rollback_targets_and_the_previous_release(versioned_bucket: str, manifests: str, tmp_path: Path) -> None:
     dest = tmp_path / "www"
+    made = {}
     for generation in range(1, 6):
         s3.put_object(Bucket=versioned_bucket, Key="app/index.php", Body=f"v{generation}".encode())
         m = take(versioned_bucket, manifests, versioned=True)
-        keep = {"SSM_keep_releases": "1", "SSM_keep_from": "3"}
+        made[generation] = m.sha256[:12]
+        # The fleet's rollback targets: releases 2 and 3 (by the sha256 of their manifests).
+        keep = {"SSM_keep_releases": "1", "SSM_keep": ",".join(made[g] for g in (2, 3) if g in made)}
         assert run(versioned_bucket, dest, generation, extra={**m.params, **keep})[0] == 0
-    assert releases(dest) == ["3", "4", "5"], "the newest, the previous one (4), and generation 3 and above"
-    assert hidden(dest) == [f".{kind}-{n}" for kind in ("manifest", "sha256", "source") for n in (3, 4, 5)]
-    # Without keep_from: the newest and the previous one only.
+    assert releases(dest) == ["2", "3", "4", "5"], "the newest, the previous one (4), and the two keep names"
+    assert (dest / "releases" / ".sha256-2").read_text().startswith(made[2])
+    # Without keep: the newest and the previous one only; the sha256 files go with their releases.
     s3.put_object(Bucket=versioned_bucket, Key="app/index.php", Body=b"v6")
     m = take(versioned_bucket, manifests, versioned=True)
     assert run(versioned_bucket, dest, 6, extra={**m.params, "SSM_keep_releases": "1"})[0] == 0
     assert releases(dest) == ["5", "6"]
+    assert hidden(dest) == [f".{kind}-{n}" for kind in ("manifest", "sha256", "source") for n in (5, 6)]
+    for hostile in ("0123456789AB", "$(reboot)", "../x"):
+        code, _, err = run(versioned_bucket, dest, 7, extra={**m.params, "SSM_keep": hostile})
+        assert code == 2 and "keep is not a list of release ids" in err, hostile
 
 
 def test_the_fence_of_another_lineage_does_not_hold(versioned_bucket: str, manifests: str, tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ pub struct Summary {
     pub rollback: Option<String>,
     /// A resume of a pinned fleet.
     pub resume: bool,
+    /// What the operator should know (a rollback to a release an unversioned
+    /// bucket cannot give back to an instance that lacks it).
+    pub warnings: Vec<String>,
     /// Events skipped, by reason.
     pub skipped: Skips,
     /// `requested_gen` after this invocation's demand.
@@ -135,12 +138,19 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         due,
         rollback: pin.as_ref().and_then(|m| m.to.clone()),
         resume: pin.as_ref().is_some_and(|m| m.action == ManualAction::Resume),
+        warnings: Vec::new(),
         skipped,
         requested_gen: None,
         recovered: None,
         wave: None,
     };
     if demand.is_empty() {
+        // An operator's rollback or resume that could not be read is refused
+        // loudly: a skip would answer success to someone waiting on it.
+        if let Some(action @ ("rollback" | "resume")) = event.payload.get("action").and_then(Value::as_str) {
+            let why = summary.skipped.examples.first().map(|s| s.detail.clone()).unwrap_or_default();
+            return Err(format!("{action} refused: {why}").into());
+        }
         info!(events, skipped = summary.skipped.total(), "no relevant change");
         return Ok(summary);
     }
@@ -153,17 +163,31 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         None => ("quiet period over".to_owned(), StartWhen::Quiet { due }),
     };
     if let Some(m) = &pin {
-        // A rollback or a resume is the invocation's only work: an
-        // operator's request, answered (or refused with why) directly.
-        if f.settings.dry_run {
-            return Err("dry run: a rollback or a resume writes; nothing was done".into());
+        // A rollback or a resume is an operator's request, answered (or
+        // refused with why) directly, on its own: mixed into a batch of other
+        // records (which must not be lost or replayed with it) it is skipped.
+        if demand.len() > 1 {
+            warn!(records = demand.len(), "a rollback or a resume must be invoked on its own: skipped");
+            let skip = Skip::new(SkipReason::Malformed, "a rollback or a resume must be invoked on its own");
+            summary.skipped.record(&events::Via::Direct, skip);
+            summary.rollback = None;
+            summary.resume = false;
+        } else {
+            if f.settings.dry_run {
+                return Err("dry run: a rollback or a resume writes; nothing was done".into());
+            }
+            let why = m.reason.clone().unwrap_or_else(|| "no reason given".into());
+            summary.wave = Some(match &summary.rollback {
+                Some(to) => {
+                    let (outcome, warnings) =
+                        cx.rollback(to, &why, &event.context.request_id).await.map_err(Box::new)?;
+                    summary.warnings = warnings;
+                    outcome
+                }
+                None => cx.resume_pinned(&why).await.map_err(Box::new)?,
+            });
+            return Ok(summary);
         }
-        let why = m.reason.clone().unwrap_or_else(|| "no reason given".into());
-        summary.wave = Some(match &summary.rollback {
-            Some(to) => cx.rollback(to, &why).await.map_err(Box::new)?,
-            None => cx.resume_pinned(&why).await.map_err(Box::new)?,
-        });
-        return Ok(summary);
     }
     if f.settings.dry_run {
         summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);

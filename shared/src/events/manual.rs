@@ -85,6 +85,8 @@ pub(super) fn parse(value: &Value) -> Event {
         (None, ManualAction::Rollback) => Some("previous".to_owned()),
         (None, _) => None,
         (Some(Value::String(to)), ManualAction::Rollback) if release_name(to) => Some(to.clone()),
+        // A generation typed as a number.
+        (Some(Value::Number(n)), ManualAction::Rollback) if n.is_u64() => Some(n.to_string()),
         (Some(_), ManualAction::Rollback) => {
             return Event::skipped(
                 SkipReason::Malformed,

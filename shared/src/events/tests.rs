@@ -266,7 +266,11 @@ fn a_rollback_names_its_release_plainly() {
         let Event::Manual(m) = parse(&json!({"action": "rollback", "to": to})).remove(0).event else { panic!() };
         assert_eq!(m.to.as_deref(), Some(to));
     }
-    for hostile in [json!(""), json!("$(reboot)"), json!("../x"), json!(12), json!(null), json!("x".repeat(200))] {
+    let Event::Manual(m) = parse(&json!({"action": "rollback", "to": 12})).remove(0).event else { panic!() };
+    assert_eq!(m.to.as_deref(), Some("12"), "a generation typed as a number");
+    for hostile in
+        [json!(""), json!("$(reboot)"), json!("../x"), json!(-1), json!(1.5), json!(null), json!("x".repeat(200))]
+    {
         let event = parse(&json!({"action": "rollback", "to": hostile})).remove(0).event;
         assert!(matches!(&event, Event::Skipped(s) if s.reason == SkipReason::Malformed), "{hostile}: {event:?}");
     }

@@ -42,6 +42,9 @@ impl<S: RecordStore> Gate<'_, S> {
             ssm_document::CATCH_UP_MAX_SHRINK,
         );
         parameters.manifest = settings.manifest.as_ref().zip(c.manifest.as_ref()).map(|(m, r)| m.reference(r));
+        parameters.rollback = c.rollback && parameters.manifest.is_some();
+        parameters.keep_releases = Some(settings.keep_releases);
+        parameters.keep.clone_from(&c.keep);
         let parameters = parameters.to_ssm(Some(document))?;
         let sent =
             ssm_document::run::send_catch_up(&self.clients.ssm, document, parameters, id, comment(id, c), self.clock)

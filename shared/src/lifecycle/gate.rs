@@ -79,6 +79,8 @@ pub struct CatchUpSettings {
     pub quarantine_after: u32,
     /// Exact releases: the manifest bucket (`FLEET_MANIFEST_BUCKET`).
     pub manifest: Option<crate::ssm_document::ManifestStore>,
+    /// `FLEET_KEEP_RELEASES`.
+    pub keep_releases: usize,
 }
 
 impl GateSettings {
@@ -92,6 +94,7 @@ impl GateSettings {
                 region: c.region.clone().unwrap_or_else(|| region.to_owned()),
                 quarantine_after: config.quarantine_after,
                 manifest: crate::ssm_document::ManifestStore::from_config(config, region),
+                keep_releases: config.release.keep_releases,
             })
         });
         GateSettings {
@@ -680,8 +683,19 @@ impl<S: RecordStore> Gate<'_, S> {
             }
         }
         let generation = manifest.as_ref().map_or(lineage.requested_gen, |r| r.generation);
+        let rollback = pinned && manifest.is_some();
+        let keep = lineage.keep_ids(settings.keep_releases);
         let epoch = lineage.epoch;
-        let intent = CatchUp { attempt, generation, epoch: epoch.clone(), command_id: None, sent_at: now, manifest };
+        let intent = CatchUp {
+            attempt,
+            generation,
+            epoch: epoch.clone(),
+            command_id: None,
+            sent_at: now,
+            manifest,
+            rollback,
+            keep,
+        };
         d.state.catch_up = Some(intent.clone());
         d.state.step = format!("sending catch-up to generation {generation} (attempt {attempt})");
         d.record.action = Some(d.state.clone());

@@ -433,6 +433,7 @@ async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_
             region: "us-east-1".into(),
             quarantine_after: 3,
             manifest: None,
+            keep_releases: 3,
         }),
         ..settings()
     };
@@ -447,6 +448,8 @@ async fn a_continue_by_default_result_near_the_global_timeout_never_counts_as_a_
         command_id: Some("cmd-1".into()),
         sent_at: T0 - 3_600_000,
         manifest: None,
+        rollback: false,
+        keep: vec![],
     });
     let record = super::record::LifecycleRecord { action: Some(state), registered: vec![] };
     use crate::lifecycle::store::RecordStore;

@@ -63,6 +63,8 @@ fn synced() -> PlanRecord {
             command_id: Some("c".into()),
             sent_at: NOW - 30_000,
             manifest: None,
+            rollback: false,
+            keep: vec![],
         }),
         registered: vec![],
         registered_at: None,

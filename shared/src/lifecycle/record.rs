@@ -30,6 +30,13 @@ pub struct CatchUp {
     /// of `generation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<crate::store::ReleaseRef>,
+    /// The fleet is pinned to that release: an instance holding it switches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The releases the instance keeps whatever their number (the fleet's
+    /// rollback targets, by id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<String>,
 }
 
 /// What an action already found ready: monotone within one action, so a

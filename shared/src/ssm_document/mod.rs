@@ -45,7 +45,7 @@ pub const PARAMETERS: [(&str, &Pattern); 16] = [
     ("manifest_sha256", &params::SHA256),
     ("rollback", &params::ROLLBACK),
     ("keep_releases", &params::KEEP_RELEASES),
-    ("keep_from", &params::KEEP_FROM),
+    ("keep", &params::KEEP),
 ];
 
 /// Parameters added after the first document: each has a default in the
@@ -61,7 +61,7 @@ pub const OPTIONAL: [&str; 10] = [
     "manifest_sha256",
     "rollback",
     "keep_releases",
-    "keep_from",
+    "keep",
 ];
 
 /// A parameter that does not match its pattern, or that the pinned
@@ -149,9 +149,9 @@ pub struct SyncParameters {
     pub rollback: bool,
     /// How many releases the instance keeps (`None`: the document's default).
     pub keep_releases: Option<usize>,
-    /// The lowest generation the instance keeps whatever their number (the
-    /// fleet's rollback targets).
-    pub keep_from: Option<u64>,
+    /// The releases the instance keeps whatever their number (the fleet's
+    /// rollback targets), by id.
+    pub keep: Vec<String>,
 }
 
 /// The manifest bucket (`FLEET_MANIFEST_BUCKET`), in the functions' own
@@ -254,7 +254,7 @@ impl SyncParameters {
             manifest: None,
             rollback: false,
             keep_releases: None,
-            keep_from: None,
+            keep: Vec::new(),
         }
     }
 
@@ -278,7 +278,7 @@ impl SyncParameters {
             self.manifest.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(),
             if self.rollback { "true".to_owned() } else { String::new() },
             self.keep_releases.map(|k| k.to_string()).unwrap_or_default(),
-            self.keep_from.map(|g| g.to_string()).unwrap_or_default(),
+            self.keep.join(","),
         ];
         let mut out = HashMap::new();
         for ((name, pattern), value) in PARAMETERS.iter().zip(values) {

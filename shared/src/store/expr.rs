@@ -150,8 +150,21 @@ pub fn pin(r: &Reader<'_>, attr: &str) -> Result<Option<super::Pin>, StoreError>
             manifest: release_ref(inner, "manifest")?.ok_or_else(|| r.bad(attr, "a pin with its manifest"))?,
             reason: inner.string("reason")?.unwrap_or_default(),
             since: inner.number("since")?.unwrap_or_default(),
+            request: inner.string("request")?.unwrap_or_default(),
         })
     })
+}
+
+/// The ids of a fleet item's releases (a list of maps with an `id`).
+pub fn release_ids(r: &Reader<'_>, attr: &str) -> Result<Vec<String>, StoreError> {
+    let Some(list) = r.attrs.get(attr) else { return Ok(Vec::new()) };
+    let AttributeValue::L(list) = list else { return Err(r.bad(attr, "a list")) };
+    list.iter()
+        .map(|v| match v {
+            AttributeValue::M(m) => Ok(Reader { pk: r.pk, attrs: m }.string("id")?.unwrap_or_default()),
+            _ => Err(r.bad(attr, "a list of maps")),
+        })
+        .collect()
 }
 
 /// A manifest reference as stored by [`release_ref`].
@@ -171,6 +184,7 @@ pub fn pin_value(p: &super::Pin) -> AttributeValue {
         ("manifest".to_owned(), release_value(&p.manifest)),
         ("reason".to_owned(), AttributeValue::S(p.reason.clone())),
         ("since".to_owned(), num(p.since)),
+        ("request".to_owned(), AttributeValue::S(p.request.clone())),
     ]))
 }
 

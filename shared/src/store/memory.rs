@@ -94,6 +94,11 @@ impl Items for MemoryTable {
                     .get(fleet_attrs::RELEASE_MANIFEST)
                     .and_then(|v| serde_json::from_value::<super::ReleaseRef>(v.clone()).ok()),
                 pin: item.get(fleet_attrs::PIN).and_then(|v| serde_json::from_value::<super::Pin>(v.clone()).ok()),
+                releases: item
+                    .get(fleet_attrs::RELEASES)
+                    .and_then(Value::as_array)
+                    .map(|l| l.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default(),
                 release_held: fleet_attrs::release_held(
                     number(fleet_attrs::REFUSED_GEN),
                     completed,

@@ -60,6 +60,9 @@ pub mod fleet_attrs {
     /// The release a rollback pinned the fleet to (a map, see
     /// [`super::Pin`]); absent when the fleet is not pinned.
     pub const PIN: &str = "pin";
+    /// The releases the fleet served (a list of maps: `id`, `manifest`,
+    /// `wave_id`), oldest first.
+    pub const RELEASES: &str = "releases";
 
     /// Whether a refused release is not yet followed by one the instances
     /// took, nor lifted by `allow_shrink`: no catch-up may put what the
@@ -68,8 +71,15 @@ pub mod fleet_attrs {
     pub fn release_held(refused_gen: u64, completed_gen: u64, allow_shrink_gen: u64) -> bool {
         refused_gen > completed_gen && allow_shrink_gen <= refused_gen
     }
-    /// The schema version this code writes and understands.
+    /// The schema version this code writes (an unpinned fleet item).
     pub const SCHEMA_VERSION: u64 = 1;
+    /// The schema version of a pinned fleet item: a version of the
+    /// functions from before rollback (which reads 1 only, and would start a
+    /// wave over the pin) refuses it, and says so, instead of undoing the
+    /// rollback.
+    pub const SCHEMA_PINNED: u64 = 2;
+    /// The newest schema version this code reads.
+    pub const SCHEMA_READ: u64 = SCHEMA_PINNED;
 }
 
 /// A wave's manifest (exact releases): its key in the manifest bucket and
@@ -114,6 +124,10 @@ pub struct Pin {
     pub reason: String,
     /// When the rollback started, epoch ms.
     pub since: u64,
+    /// The invocation that asked for it (Lambda's request id: an
+    /// asynchronous invocation retried by Lambda keeps it), so that a retry
+    /// never rolls back one release further.
+    pub request: String,
 }
 
 /// What a catch-up of an instance behind the fleet syncs.
@@ -192,9 +206,24 @@ pub struct Lineage {
     pub release: Option<ReleaseRef>,
     /// The rollback that pinned the fleet, if any.
     pub pin: Option<Pin>,
+    /// The ids of the releases the fleet served, oldest first (its history).
+    pub releases: Vec<String>,
 }
 
 impl Lineage {
+    /// The ids of the releases no instance may delete: the newest `keep`
+    /// the fleet served, and the pinned one.
+    pub fn keep_ids(&self, keep: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.releases[self.releases.len().saturating_sub(keep)..].to_vec();
+        if let Some(p) = &self.pin
+            && !ids.contains(&p.release)
+        {
+            ids.push(p.release.clone());
+        }
+        ids.retain(|id| crate::params::KEEP.is_match(id));
+        ids
+    }
+
     /// What a catch-up syncs.
     pub fn catch_up_plan(&self) -> CatchUpPlan {
         CatchUpPlan::of(self.pin.as_ref(), self.release_held, self.release.as_ref(), self.completed_gen)

@@ -183,7 +183,8 @@ impl Items for Table {
         let update = format!(
             "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {requested} = if_not_exists({requested}, {zero}), {ep} = if_not_exists({ep}, {epv})"
         );
-        let condition = format!("attribute_not_exists({schema}) OR {schema} <= {s}");
+        let newest = e.v("newest", num(fleet_attrs::SCHEMA_READ));
+        let condition = format!("attribute_not_exists({schema}) OR {schema} <= {newest}");
         match self.update(&pk, update, Some(condition), e, false).await? {
             Updated::Written(attrs) => {
                 let r = Reader { pk: &pk, attrs: &attrs };
@@ -195,6 +196,7 @@ impl Items for Table {
                     completed_gen: completed,
                     release: super::expr::release_ref(&r, fleet_attrs::RELEASE_MANIFEST)?,
                     pin: super::expr::pin(&r, fleet_attrs::PIN)?,
+                    releases: super::expr::release_ids(&r, fleet_attrs::RELEASES)?,
                     release_held: fleet_attrs::release_held(
                         number(fleet_attrs::REFUSED_GEN)?,
                         completed,
@@ -204,7 +206,7 @@ impl Items for Table {
             }
             Updated::ConditionFailed(_) => Err(StoreError::Unreadable {
                 pk,
-                why: format!("written by a schema newer than {}", fleet_attrs::SCHEMA_VERSION),
+                why: format!("written by a schema newer than {}", fleet_attrs::SCHEMA_READ),
             }),
         }
     }

@@ -336,9 +336,6 @@ pub async fn list(
     Ok(out)
 }
 
-/// Writes `manifest` to `bucket` under `key`, never over anything:
-/// `If-None-Match: *`. The key is its content's hash, so one already there
-/// (a 412) is this manifest.
 /// The tag that decides a manifest's expiry: the manifest bucket's lifecycle
 /// rule expires objects tagged `false` (written so), never those a fleet
 /// keeps as a rollback target (`true`, see [`mark_kept`]).
@@ -366,6 +363,9 @@ pub async fn mark_kept(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, kept: b
     Ok(())
 }
 
+/// Writes `manifest` to `bucket` under `key`, never over anything:
+/// `If-None-Match: *`. The key is its content's hash, so one already there
+/// (a 412) is this manifest.
 pub async fn publish(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, manifest: &Manifest) -> Result<(), AwsError> {
     const ATTEMPTS: u32 = 3;
     for attempt in 1..=ATTEMPTS {

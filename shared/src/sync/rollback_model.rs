@@ -6,7 +6,8 @@
 //! to `g`; a rollback switches to the release it holds, else materializes it
 //! (a versioned bucket); after each new release an instance keeps the
 //! `keep` newest, the current, the previous one, and those of generation
-//! `keep_from` or above (the parameters the functions send with each wave).
+//! `keep` (ids of the fleet's rollback targets: the parameters the functions
+//! send with each wave).
 //!
 //! Actions: uploads (a wave whose instances each succeed or fail), rollbacks
 //! (to `previous`, or to a random generation), resumes, an old command
@@ -26,6 +27,11 @@ use proptest::prelude::*;
 use super::state::{FleetItem, KeptRelease, Op, Refusal, ReleaseRef, WaveEnd, apply};
 
 const KEEP: usize = 3;
+
+/// The sha256 of generation `n`'s manifest: distinct ids (first 12 digits).
+fn sha(n: u64) -> String {
+    format!("{:012x}{:052x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16, n)
+}
 const INSTANCES: usize = 3;
 
 #[derive(Debug, Clone)]
@@ -69,7 +75,7 @@ struct Command {
     generation: u64,
     sha: String,
     rollback: bool,
-    keep_from: Option<u64>,
+    keep: Vec<String>,
 }
 
 impl Instance {
@@ -101,7 +107,7 @@ impl Instance {
         self.current = Some(to);
         self.fence = c.generation;
         if held.is_none() {
-            // Pruning: the newest `KEEP`, current, previous, keep_from and above.
+            // Pruning: the newest `KEEP`, current, previous, those `keep` names.
             let newest = self.dirs.len().saturating_sub(KEEP);
             let current = self.dirs[to].clone();
             let kept: Vec<Dir> = self
@@ -112,7 +118,7 @@ impl Instance {
                     *i >= newest
                         || **d == current
                         || Some(*d) == self.previous.as_ref()
-                        || c.keep_from.is_some_and(|from| d.generation >= from)
+                        || c.keep.iter().any(|id| d.sha.starts_with(id.as_str()))
                 })
                 .map(|(_, d)| d.clone())
                 .collect();
@@ -159,7 +165,7 @@ impl World {
         let Some(wave) = self.item.wave.clone() else { return };
         let manifest = wave.manifest.clone().unwrap_or_else(|| ReleaseRef {
             key: format!("manifests/f/m{}.jsonl.gz", wave.target),
-            sha256: format!("m{}", wave.target),
+            sha256: sha(wave.target),
             generation: wave.target,
             versioned: true,
         });
@@ -176,7 +182,7 @@ impl World {
             generation: wave.target,
             sha: manifest.sha256.clone(),
             rollback: wave.rollback.is_some(),
-            keep_from: self.item.keep_from(KEEP),
+            keep: self.item.keep_ids(KEEP),
         };
         self.sent.push(command.clone());
         let mut all = true;
@@ -225,7 +231,14 @@ impl World {
             );
         }
         let id = self.wave_id();
-        let op = Op::Rollback { wave_id: id, now: self.now, lease_ms: 1_000, to: target, reason: "test".into() };
+        let op = Op::Rollback {
+            wave_id: id,
+            now: self.now,
+            lease_ms: 1_000,
+            to: target,
+            reason: "test".into(),
+            request: String::new(),
+        };
         if self.apply(&op).is_ok() {
             self.run_wave(0);
         }
@@ -283,7 +296,7 @@ impl World {
                         generation: release.generation,
                         sha: release.sha256.clone(),
                         rollback: pinned,
-                        keep_from: self.item.keep_from(KEEP),
+                        keep: self.item.keep_ids(KEEP),
                     };
                     instance.run(&c);
                     self.took.entry(c.sha).or_default().push(self.instances.len());
@@ -326,11 +339,11 @@ mod scenarios {
         let served = w.item.release.clone().expect("a release").sha256;
         w.rollback(0);
         let pin = w.item.pin.clone().expect("pinned");
-        assert_eq!(pin.manifest.sha256, "m1", "previous is generation 1's release");
+        assert_eq!(pin.manifest.sha256, sha(1), "previous is generation 1's release");
         assert_ne!(pin.manifest.sha256, served);
         assert_eq!(w.item.completed_gen, 3, "the rollback is generation 3");
         for instance in &w.instances {
-            assert_eq!(instance.serving(), Some("m1"));
+            assert_eq!(instance.serving(), Some(sha(1).as_str()));
             assert_eq!(instance.dirs.len(), 2, "switched to, not made again");
         }
         w.upload(0);
@@ -339,6 +352,6 @@ mod scenarios {
         w.step(&Action::Resume);
         assert!(w.item.pin.is_none());
         assert_eq!(w.item.completed_gen, 5, "resume syncs the latest demand");
-        assert!(w.instances.iter().all(|i| i.serving() == Some("m5")));
+        assert!(w.instances.iter().all(|i| i.serving() == Some(sha(5).as_str())));
     }
 }

@@ -213,15 +213,22 @@ impl FleetItem {
     }
 
     /// The releases a rollback may put back: the newest `keep` the fleet
-    /// served (instances keep them, see the document's `keep_from`).
+    /// served (instances keep them, see the document's `keep`).
     pub fn rollback_targets(&self, keep: usize) -> &[KeptRelease] {
         &self.releases[self.releases.len().saturating_sub(keep)..]
     }
 
-    /// The lowest generation of the releases a rollback may put back: no
-    /// instance deletes a release of that generation or above.
-    pub fn keep_from(&self, keep: usize) -> Option<u64> {
-        self.rollback_targets(keep).iter().map(|r| r.manifest.generation).min()
+    /// The ids of the releases no instance may delete: the rollback targets
+    /// and the pinned one (the document's `keep`).
+    pub fn keep_ids(&self, keep: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.rollback_targets(keep).iter().map(|r| r.id.clone()).collect();
+        if let Some(p) = &self.pin
+            && !ids.contains(&p.release)
+        {
+            ids.push(p.release.clone());
+        }
+        ids.retain(|id| crate::params::KEEP.is_match(id));
+        ids
     }
 
     /// The release `to` names among the rollback targets: `previous` (the
@@ -235,6 +242,18 @@ impl FleetItem {
                 targets.iter().map(|r| format!("{} (generation {})", r.id, r.manifest.generation)).collect();
             if ids.is_empty() { "none yet (no exact release succeeded)".to_owned() } else { ids.join(", ") }
         };
+        // A rollback pinned but not yet done everywhere (its wave failed or
+        // was never sent): `previous`, or its own release, is that rollback
+        // again, never one release further back.
+        let pending = self.pin.as_ref().filter(|p| self.completed_gen < p.manifest.generation);
+        if let Some(p) = pending
+            && (to == "previous" || (to.len() >= 7 && p.manifest.sha256.starts_with(&to.to_ascii_lowercase())))
+        {
+            return targets
+                .iter()
+                .rfind(|r| r.manifest.sha256 == p.manifest.sha256)
+                .ok_or_else(|| format!("the pinned release {} is no longer kept; kept: {}", p.release, listed()));
+        }
         let found = if to == "previous" {
             let serving = self.serving();
             match targets.iter().rposition(|r| Some(r.manifest.sha256.as_str()) == serving) {
@@ -516,6 +535,8 @@ pub enum Op {
         to: KeptRelease,
         /// Why, as the operator gave it.
         reason: String,
+        /// The invocation asking (see [`Pin::request`]).
+        request: String,
     },
     /// Unpin (`resume`): demand + 1, so the next wave syncs the codebase as
     /// it is.
@@ -593,7 +614,7 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
         _ => {}
     }
     match op {
-        Op::Rollback { wave_id, now, lease_ms, to, reason } => {
+        Op::Rollback { wave_id, now, lease_ms, to, reason, request } => {
             if let Some(w) = &item.wave {
                 return Err(Refusal::Busy {
                     wave_id: w.id.clone(),
@@ -608,8 +629,13 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             next.requested_gen += 1;
             let target = next.requested_gen;
             let manifest = ReleaseRef { generation: target, ..to.manifest.clone() };
-            next.pin =
-                Some(Pin { release: to.id.clone(), manifest: manifest.clone(), reason: reason.clone(), since: *now });
+            next.pin = Some(Pin {
+                release: to.id.clone(),
+                manifest: manifest.clone(),
+                reason: reason.clone(),
+                since: *now,
+                request: request.clone(),
+            });
             next.last_start_at = Some(*now);
             next.wave = Some(Wave {
                 id: wave_id.clone(),
@@ -1224,7 +1250,15 @@ mod tests {
 
     fn rollback(item: &FleetItem, to: &str) -> Result<FleetItem, Refusal> {
         let to = item.rollback_target(to, 3).map_err(|release| Refusal::UnknownRelease { release })?.clone();
-        apply(Some(item), &Op::Rollback { wave_id: "rb".into(), now: 50, lease_ms: 10, to, reason: "500s".into() })
+        let op = Op::Rollback {
+            wave_id: "rb".into(),
+            now: 50,
+            lease_ms: 10,
+            to,
+            reason: "500s".into(),
+            request: "r1".into(),
+        };
+        apply(Some(item), &op)
     }
 
     #[test]
@@ -1233,7 +1267,7 @@ mod tests {
         let gens: Vec<u64> = item.releases.iter().map(|r| r.manifest.generation).collect();
         assert_eq!(gens, [1, 2, 3]);
         assert_eq!(item.releases[0].id, format!("1{}", "a".repeat(11)), "the id: the sha256's first 12 digits");
-        assert_eq!(item.keep_from(2), Some(2));
+        assert_eq!(item.keep_ids(2), [item.releases[1].id.clone(), item.releases[2].id.clone()]);
         assert_eq!(item.rollback_targets(2).len(), 2);
         let mut long = item.clone();
         for n in 0..30 {
@@ -1278,6 +1312,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_not_done_yet_is_retried_never_taken_one_release_further() {
+        let item = three_releases();
+        let pinned = rollback(&item, "previous").expect("pinned");
+        // Its wave was never sent (released), or failed: `previous` is it again.
+        let released = apply(Some(&pinned), &finish_op("rb", WaveEnd::Abandoned)).expect("released");
+        assert!(released.pin.is_some(), "still pinned");
+        let again = released.rollback_target("previous", 3).expect("a retry");
+        assert_eq!(again.manifest.generation, 2, "the same release, not generation 1's");
+        let id = &item.releases[1].id;
+        assert_eq!(released.rollback_target(id, 3).map(|r| r.manifest.generation), Ok(2), "named: the same");
+        let retried = rollback(&released, "previous").expect("re-issued");
+        assert_eq!(retried.wave.as_ref().map(|w| (w.target, w.rollback.as_deref())), Some((5, Some(id.as_str()))));
+        // Once done, `previous` goes one further back, deliberately.
+        let done = apply(Some(&retried), &finish_op("rb", WaveEnd::Success)).expect("done");
+        assert_eq!(done.rollback_target("previous", 3).map(|r| r.manifest.generation), Ok(1));
+        assert!(done.rollback_target(id, 3).is_err_and(|e| e.contains("already serves")));
+    }
+
+    #[test]
     fn a_pinned_fleet_counts_demand_and_starts_nothing_until_resume() {
         let item = three_releases();
         let pinned = rollback(&item, "1").and_then(|i| apply(Some(&i), &finish_op("rb", WaveEnd::Success)));
@@ -1313,7 +1366,14 @@ mod tests {
         let busy = apply(Some(&apply(Some(&item), &demand(1)).expect("demand")), &start("w4", 9)).expect("start");
         assert!(matches!(rollback(&busy, "previous"), Err(Refusal::Busy { .. })));
         let gone = KeptRelease { id: "gone".into(), ..KeptRelease::default() };
-        let op = Op::Rollback { wave_id: "rb".into(), now: 1, lease_ms: 1, to: gone, reason: String::new() };
+        let op = Op::Rollback {
+            wave_id: "rb".into(),
+            now: 1,
+            lease_ms: 1,
+            to: gone,
+            reason: String::new(),
+            request: String::new(),
+        };
         assert_eq!(apply(Some(&item), &op), Err(Refusal::UnknownRelease { release: "gone".into() }));
         for bad in ["7", "zzzzzzz", "abc", "", "previous!"] {
             assert!(item.rollback_target(bad, 3).is_err(), "{bad}");

@@ -371,7 +371,7 @@ async fn hostile_keys_never_reach_the_command() {
         ("excludes".into(), vec!["media/*".into()]),
         ("generation".into(), vec!["1".into()]),
         // Retention: three releases kept (no rollback target yet).
-        ("keep_from".into(), vec![String::new()]),
+        ("keep".into(), vec![String::new()]),
         ("keep_releases".into(), vec!["3".into()]),
         // (No manifest bucket configured: no exact release.)
         ("manifest".into(), vec![String::new()]),

@@ -28,7 +28,7 @@ async fn world(instances: i32, versioned: bool) -> (World, String) {
 }
 
 /// The same for `spec`, waves waiting for `quiet_s` of quiet.
-async fn world_of(spec: FleetSpec, versioned: bool, quiet_s: u64) -> (World, String) {
+pub(crate) async fn world_of(spec: FleetSpec, versioned: bool, quiet_s: u64) -> (World, String) {
     let manifests = unique("man");
     let bucket = manifests.clone();
     let w = World::with_quiet(spec, quiet_s, move |env| set_var(env, vars::MANIFEST_BUCKET, &bucket)).await;

@@ -6,11 +6,9 @@
 //! router, the local agent running the real document on each instance.
 
 use fleetkeeper::Component;
-use fleetkeeper::config::vars;
 use fleetkeeper::sync::state::FleetItem;
-use fleetkeeper_tests::emulator::{Caller, unique};
+use fleetkeeper_tests::emulator::Caller;
 use fleetkeeper_tests::fleet::FleetSpec;
-use fleetkeeper_tests::inprocess::set_var;
 use serde_json::{Value, json};
 
 use crate::releases::{bucket_tree, live_tree, put};
@@ -19,25 +17,7 @@ use crate::world::World;
 /// A fleet writing manifests to a bucket of its own, its codebase bucket
 /// versioned or not; waves start at once.
 async fn world(spec: FleetSpec, versioned: bool) -> World {
-    let manifests = unique("man");
-    let bucket = manifests.clone();
-    let w = World::with_quiet(spec, 0, move |env| set_var(env, vars::MANIFEST_BUCKET, &bucket)).await;
-    w.clients.s3.create_bucket().bucket(&manifests).send().await.expect("manifest bucket");
-    if versioned {
-        let on = aws_sdk_s3::types::VersioningConfiguration::builder()
-            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-            .build();
-        w.clients
-            .s3
-            .put_bucket_versioning()
-            .bucket(&w.fleet.bucket)
-            .versioning_configuration(on)
-            .send()
-            .await
-            .expect("versioning");
-        put(&w, "index.php", "<?php // index").await;
-    }
-    w
+    crate::exact::world_of(spec, versioned, 0).await.0
 }
 
 fn plain(instances: i32) -> FleetSpec {
@@ -48,6 +28,14 @@ fn plain(instances: i32) -> FleetSpec {
 async fn operator(w: &mut World, payload: Value) -> Value {
     let delivery = w.router.invoke(Component::CodebaseSync, payload).await.expect("delivered");
     delivery.reply.unwrap_or_else(|e| panic!("codebase-sync refused: {e}"))
+}
+
+/// The fleet item's `schema` attribute, as stored.
+async fn raw_schema(w: &World) -> u64 {
+    let key = aws_sdk_dynamodb::types::AttributeValue::S(w.fleet.name.clone());
+    let got = w.clients.dynamodb.get_item().table_name(&w.fleet.lock_table).key("pk", key).send().await.expect("get");
+    let item = got.item.expect("the fleet item");
+    item["schema"].as_n().expect("a number").parse().expect("a schema")
 }
 
 /// Two releases, each synced everywhere: `app.php` good, then broken.
@@ -96,6 +84,7 @@ async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet(
         let out: String = s.runs.iter().filter(|r| r.instance_id == *id).map(|r| r.run.stdout.clone()).collect();
         assert!(out.contains("nothing downloaded"), "{id}: {out}");
     }
+    assert_eq!(raw_schema(&w).await, 2, "pinned: a version of the functions from before rollback refuses the item");
     let record = w.waves().await.pop().expect("the rollback's record");
     assert_eq!(record.rollback_to.as_deref(), Some(pin.release.as_str()));
     assert!(record.reason.contains("500s after deploy"), "{}", record.reason);
@@ -117,6 +106,7 @@ async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet(
     w.settle().await;
     let resumed = w.item().await;
     assert!(resumed.pin.is_none());
+    assert_eq!(raw_schema(&w).await, 1);
     assert_eq!(resumed.completed_gen, resumed.requested_gen);
     for id in &ids {
         assert_eq!(live_tree(&w, id), bucket_tree(&w).await, "{id}");
@@ -139,8 +129,8 @@ async fn a_rollback_is_refused_plainly_when_it_cannot_be_done() {
         .invoke(Component::CodebaseSync, json!({"action": "rollback", "to": "$(reboot)"}))
         .await
         .expect("delivered");
-    let skipped = delivery.reply.expect("a malformed request is a logged skip");
-    assert_eq!(skipped["skipped"]["by_reason"]["malformed"], 1, "{skipped}");
+    let error = delivery.reply.expect_err("a malformed rollback is refused, never answered with success");
+    assert!(error.contains("rollback refused: to is not previous"), "{error}");
     assert_eq!(w.item().await, item, "nothing was written");
 }
 

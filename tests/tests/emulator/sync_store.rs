@@ -216,7 +216,7 @@ async fn an_item_from_a_newer_schema_is_refused_not_overwritten() {
         .put_item()
         .table_name(&table)
         .item("pk", AttributeValue::S(fleet.clone()))
-        .item("schema", AttributeValue::N("2".into()))
+        .item("schema", AttributeValue::N("3".into()))
         .item("requested_gen", AttributeValue::N("5".into()))
         .send()
         .await

@@ -163,12 +163,25 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let Some(store) = &self.settings.manifest else { return };
         let keep = self.settings.release.keep_releases;
         let s3 = store.client(&self.clients.s3);
-        let kept = item.rollback_targets(keep);
-        let left = item.releases.len().checked_sub(kept.len() + 1).map(|i| &item.releases[i]);
-        let marks = kept.iter().map(|r| (r, true)).chain(left.map(|r| (r, false)));
-        for (release, keep) in marks {
-            if let Err(e) = crate::sync::manifest::mark_kept(&s3, &store.bucket, &release.manifest.key, keep).await {
-                warn!(release = %release.id, keep, error = %e, "could not tag a release's manifest: the next successful wave tags it again");
+        // Kept: the rollback targets, the pinned release and the one served.
+        let mut kept: Vec<&crate::store::ReleaseRef> =
+            item.rollback_targets(keep).iter().map(|r| &r.manifest).collect();
+        kept.extend(item.pin.as_ref().map(|p| &p.manifest));
+        kept.extend(item.release.as_ref());
+        let left = item
+            .releases
+            .len()
+            .checked_sub(keep + 1)
+            .map(|i| &item.releases[i].manifest)
+            .filter(|m| !kept.iter().any(|k| k.sha256 == m.sha256));
+        let mut marked = std::collections::BTreeSet::new();
+        let marks = kept.into_iter().map(|m| (m, true)).chain(left.map(|m| (m, false)));
+        for (manifest, keep) in marks {
+            if !marked.insert(manifest.key.clone()) {
+                continue;
+            }
+            if let Err(e) = crate::sync::manifest::mark_kept(&s3, &store.bucket, &manifest.key, keep).await {
+                warn!(manifest = %manifest.key, keep, error = %e, "could not tag a release's manifest: the next successful wave tags it again");
             }
         }
     }

@@ -502,7 +502,7 @@ impl<S> SyncContext<'_, S> {
         item: &super::state::FleetItem,
     ) -> crate::ssm_document::SyncParameters {
         let keep = self.settings.release.keep_releases;
-        crate::ssm_document::SyncParameters { keep_releases: Some(keep), keep_from: item.keep_from(keep), ..parameters }
+        crate::ssm_document::SyncParameters { keep_releases: Some(keep), keep: item.keep_ids(keep), ..parameters }
     }
 }
 
@@ -510,7 +510,14 @@ fn refused(refusal: Refusal) -> StartOutcome {
     match refusal {
         Refusal::Busy { wave_id, target, .. } => StartOutcome::Coalesced { wave_id, target },
         Refusal::Held { generation, .. } => StartOutcome::Held { generation },
-        Refusal::Pinned { release, since } => StartOutcome::Pinned { release, since },
+        Refusal::Pinned { release, since } => {
+            tracing::warn!(
+                release,
+                since,
+                "the fleet is pinned by a rollback: the demand is counted, no wave runs until resume"
+            );
+            StartOutcome::Pinned { release, since }
+        }
         _ => StartOutcome::CaughtUp,
     }
 }

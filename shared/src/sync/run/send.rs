@@ -139,38 +139,61 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// wave that made it), and pins the fleet: a new generation whose wave
     /// every instance holding that release takes by switching `current`,
     /// with no download. Refused (nothing written) while a wave runs, or
-    /// when the release is not kept.
-    pub async fn rollback(&self, to: &str, reason: &str) -> Result<StartOutcome, SyncError> {
+    /// when the release is not kept. `request` (Lambda's request id) makes a
+    /// retried invocation a no-op. Also returns warnings for the operator.
+    pub async fn rollback(
+        &self,
+        to: &str,
+        reason: &str,
+        request: &str,
+    ) -> Result<(StartOutcome, Vec<String>), SyncError> {
         let s = self.settings;
+        let refuse = |why: String| Err(SyncError::Rollback(why));
         if s.manifest.is_none() {
-            return Err(SyncError::Rollback(format!(
+            return refuse(format!(
                 "exact releases are off ({} is not set): there is no kept release to roll back to",
                 crate::config::vars::MANIFEST_BUCKET
-            )));
+            ));
         }
         let document = resolve(&self.clients.ssm, &s.document, None).await?;
-        if !document.declared.contains("manifest") {
-            return Err(SyncError::Rollback(format!(
-                "document {} version {} takes no manifest: update the document",
+        if !document.declared.contains("rollback") {
+            return refuse(format!(
+                "document {} version {} does not take rollback: update the document (an older one would download \
+                 the release again and prune the fleet's rollback targets)",
                 document.name, document.version
-            )));
+            ));
         }
         let keep = s.release.keep_releases;
         for _ in 0..3 {
             let item = self.store.load().await?.unwrap_or_default();
-            if let Some(w) = &item.wave {
-                return Err(SyncError::Rollback(format!(
-                    "wave {} (generation {}) is running: roll back once it ends (its lease ends at {} ms at the latest)",
-                    w.id, w.target, w.lease_expires_at
-                )));
+            if let Some(pin) = item.pin.as_ref().filter(|p| !request.is_empty() && p.request == request) {
+                info!(release = %pin.release, request, "rollback: this request pinned the fleet already (a retry)");
+                return Ok((StartOutcome::Pinned { release: pin.release.clone(), since: pin.since }, Vec::new()));
             }
-            let target = match item.rollback_target(to, keep) {
-                Ok(t) => t.clone(),
-                Err(why) => match self.marker_release(&item, to, keep).await? {
-                    Some(t) => t,
-                    None => return Err(SyncError::Rollback(why)),
-                },
-            };
+            if let Some(w) = &item.wave {
+                let now = self.clock.now_ms();
+                if w.lease_expires_at < now {
+                    // Its lease expired: settle it from SSM, then look again.
+                    self.settle(super::Trigger::Demand).await?;
+                    continue;
+                }
+                let what = if w.rollback.is_some() { "a rollback wave" } else { "wave" };
+                return refuse(format!(
+                    "{what} {} (generation {}) is running: roll back once it ends (its lease ends in {} s at the latest)",
+                    w.id,
+                    w.target,
+                    (w.lease_expires_at - now).div_ceil(1000)
+                ));
+            }
+            let target = self.rollback_target(&item, to, keep).await?;
+            let mut warnings = Vec::new();
+            if !target.manifest.versioned {
+                warnings.push(format!(
+                    "release {} was listed on an unversioned bucket: an instance that does not hold it cannot get it \
+                     (its run fails as stale), and launches wait until resume",
+                    target.id
+                ));
+            }
             let wave_id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
             let op = Op::Rollback {
@@ -179,6 +202,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 lease_ms: self.sender_lease_ms(now),
                 to: target.clone(),
                 reason: reason.to_owned(),
+                request: request.to_owned(),
             };
             let item = match self.store.apply(&op).await? {
                 Applied::Won(item) => *item,
@@ -191,32 +215,62 @@ impl<S: FleetStore> SyncContext<'_, S> {
             let Some(wave) = item.wave.clone() else { continue };
             warn!(wave_id = %wave.id, generation = wave.target, release = %target.id,
                 from_generation = target.manifest.generation, reason, "rollback: the fleet is pinned");
+            for w in &warnings {
+                warn!(warning = %w, "rollback");
+            }
             let why = format!("rollback to {} (generation {}): {reason}", target.id, target.manifest.generation);
-            let started = self.send_new(&item, &wave, &why).await?;
-            return Ok(StartOutcome::Started(Box::new(started)));
+            let not_sent = |why: &str| {
+                SyncError::Rollback(format!(
+                    "the fleet is pinned to release {} but its rollback wave was not sent ({why}); the sweep's \
+                     catch-ups put it back on the instances behind: invoke the rollback again (to {}), or resume",
+                    target.id, target.id
+                ))
+            };
+            let started = self.send_new(&item, &wave, &why).await.map_err(|e| not_sent(&e.to_string()))?;
+            let after = self.store.load().await?.unwrap_or_default();
+            if after.wave.is_none() && after.completed_gen < wave.target {
+                return Err(not_sent(started.paused.as_deref().unwrap_or("it ended at once")));
+            }
+            return Ok((StartOutcome::Started(Box::new(started)), warnings));
         }
-        Err(SyncError::Rollback("the fleet item kept changing: try again".into()))
+        refuse("the fleet item kept changing: try again".into())
     }
 
-    /// The kept release whose wave's record names `to` as its release id
-    /// (release-marker mode), if one does.
-    async fn marker_release(
+    /// The kept release `to` names: by the rules of
+    /// [`crate::sync::state::FleetItem::rollback_target`], or as the release
+    /// marker's id of the wave that made it (while its record lasts, 30
+    /// days); one that names two different releases is refused.
+    async fn rollback_target(
         &self,
         item: &FleetItem,
         to: &str,
         keep: usize,
-    ) -> Result<Option<crate::sync::state::KeptRelease>, SyncError> {
-        for kept in item.rollback_targets(keep).iter().rev() {
-            if let Some(record) = self.store.wave(&kept.wave_id).await?
-                && record.release.as_deref() == Some(to)
-            {
-                if item.serving() == Some(kept.manifest.sha256.as_str()) {
-                    return Err(SyncError::Rollback(format!("the fleet already serves release {to}")));
+    ) -> Result<crate::sync::state::KeptRelease, SyncError> {
+        let by_rule = item.rollback_target(to, keep).cloned();
+        let mut by_marker = None;
+        if to != "previous" {
+            for kept in item.rollback_targets(keep).iter().rev() {
+                if let Some(record) = self.store.wave(&kept.wave_id).await?
+                    && record.release.as_deref() == Some(to)
+                {
+                    by_marker = Some(kept.clone());
+                    break;
                 }
-                return Ok(Some(kept.clone()));
             }
         }
-        Ok(None)
+        match (by_rule, by_marker) {
+            (Ok(a), Some(b)) if a.manifest.sha256 != b.manifest.sha256 => Err(SyncError::Rollback(format!(
+                "{to:?} names two releases: {} (generation {}) and the release marker's {} (generation {}): name the \
+                 release by its id",
+                a.id, a.manifest.generation, b.id, b.manifest.generation
+            ))),
+            (Ok(a), _) => Ok(a),
+            (Err(_), Some(b)) if item.serving() == Some(b.manifest.sha256.as_str()) => {
+                Err(SyncError::Rollback(format!("the fleet already serves release {to}")))
+            }
+            (Err(_), Some(b)) => Ok(b),
+            (Err(why), None) => Err(SyncError::Rollback(why)),
+        }
     }
 
     /// Unpins the fleet (`resume`) and starts a wave of the codebase as it is.

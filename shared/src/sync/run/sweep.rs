@@ -52,6 +52,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 // last synced one it would be sent, and refused, every sweep.
                 Err(Refusal::Held { .. }) if item.refusal_held() => item.fingerprint_failed.map(Some),
                 Err(Refusal::Held { .. }) => Some(item.fingerprint_failed.or(item.fingerprint_synced)),
+                // Pinned: said at every sweep, so a forgotten pin shows in the logs.
+                Err(Refusal::Pinned { release, since }) => {
+                    let pinned_s = self.clock.now_ms().saturating_sub(since) / 1000;
+                    let behind = item.requested_gen.saturating_sub(item.fleet_gen());
+                    warn!(release, pinned_s, behind, "the fleet is pinned by a rollback: no wave runs until resume");
+                    None
+                }
                 Err(_) => None,
             },
         };

@@ -98,7 +98,15 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
         if item.wave.is_none() && !item.releases.is_empty() && rng.below(3) == 0 {
             *next_id += 1;
             let to = item.releases[rng.below(item.releases.len() as u64) as usize].clone();
-            return Op::Rollback { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, to, reason: "steered".into() };
+            let request = format!("req-{}", rng.below(3));
+            return Op::Rollback {
+                wave_id: format!("w{next_id}"),
+                now,
+                lease_ms: 1_000,
+                to,
+                reason: "steered".into(),
+                request,
+            };
         }
         if item.pin.is_some() && rng.below(4) == 0 {
             return Op::Unpin;
@@ -139,7 +147,15 @@ pub fn random_op(rng: &mut Rng, current: Option<&FleetItem>, old: &[String], nex
                     wave_id: "w0".into(),
                 },
             };
-            Op::Rollback { wave_id: format!("w{next_id}"), now, lease_ms: 1_000, to, reason: "conformance".into() }
+            let request = String::new();
+            Op::Rollback {
+                wave_id: format!("w{next_id}"),
+                now,
+                lease_ms: 1_000,
+                to,
+                reason: "conformance".into(),
+                request,
+            }
         }
         15 => Op::Unpin,
         0 | 1 => Op::Demand {

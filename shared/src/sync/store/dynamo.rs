@@ -51,7 +51,7 @@ const A_REFUSED: &str = fleet_attrs::REFUSED_GEN;
 const A_MANIFEST_START: &str = "manifest_start";
 const A_RELEASE: &str = fleet_attrs::RELEASE_MANIFEST;
 const A_PIN: &str = fleet_attrs::PIN;
-const A_RELEASES: &str = "releases";
+const A_RELEASES: &str = fleet_attrs::RELEASES;
 const A_ROLLBACK: &str = "rollback_to";
 
 fn kept_value(r: &KeptRelease) -> AttributeValue {
@@ -134,11 +134,12 @@ impl Table {
         let mut e = Expr::default();
         let (schema, completed, requested, ep) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
         let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
+        let newest = e.v("newest", num(fleet_attrs::SCHEMA_READ));
         let epv = e.v("epoch", AttributeValue::S(epoch.clone()));
         let mut set = format!(
             "{schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv})"
         );
-        let mut condition = format!("(attribute_not_exists({schema}) OR {schema} <= {s})");
+        let mut condition = format!("(attribute_not_exists({schema}) OR {schema} <= {newest})");
         if let Some(t) = changes {
             let (unsynced, oldest) = (e.n(A_UNSYNCED), e.v("oldest", num(t.oldest)));
             set.push_str(&format!(", {unsynced} = if_not_exists({unsynced}, {oldest})"));
@@ -208,7 +209,10 @@ impl Table {
                 Some(p) => format!(" AND {pinned}.{} = {}", e.n("since"), e.v("since", num(p.since))),
                 None => format!(" AND attribute_not_exists({pinned})"),
             });
-            let mut sets = vec![format!("{requested} = {nrq}")];
+            // A pinned item is schema 2: older functions refuse it.
+            let schema = if next.pin.is_some() { fleet_attrs::SCHEMA_PINNED } else { SCHEMA };
+            let (sa, sv) = (e.n(A_SCHEMA), e.v("schema", num(schema)));
+            let mut sets = vec![format!("{requested} = {nrq}"), format!("{sa} = {sv}")];
             let mut removes = Vec::new();
             match &next.pin {
                 Some(p) => sets.push(format!("{pinned} = {}", e.v("pin", pin_value(p)))),
@@ -559,10 +563,10 @@ fn fingerprint(r: &Reader<'_>, attr: &str) -> Result<Option<Fingerprint>, StoreE
 fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
     let r = Reader { pk, attrs };
     let schema = r.number(A_SCHEMA)?.unwrap_or(SCHEMA);
-    if schema > SCHEMA {
+    if schema > fleet_attrs::SCHEMA_READ {
         return Err(StoreError::Unreadable {
             pk: pk.to_owned(),
-            why: format!("written by schema {schema}; this version reads {SCHEMA}"),
+            why: format!("written by schema {schema}; this version reads up to {}", fleet_attrs::SCHEMA_READ),
         });
     }
     let wave = match r.string(A_WAVE)? {
