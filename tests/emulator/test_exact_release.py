@@ -697,11 +697,11 @@ def test_without_a_manifest_the_older_path_runs(bucket: str, manifests: str, tmp
 
 
 def embedded_python() -> str:
-    """The program between `cat > "$dest/.fleetkeeper/exact.py" <<'PY'` and `PY`."""
+    """The program between `python3 -I -X utf8 - <<'PY'` (in exact()) and `PY`."""
     lines = SCRIPT.split("\n")
     starts = [n for n, line in enumerate(lines) if line.endswith("<<'PY'")]
     assert len(starts) == 1, "one program, in a quoted heredoc: the shell expands nothing in it"
-    assert lines[starts[0]].strip() == "cat > \"$dest/.fleetkeeper/exact.py\" <<'PY'", "written under the lock, run by exact()"
+    assert "python3 -I -X utf8 - <<'PY'" in lines[starts[0]], "fed on standard input by exact()"
     end = lines.index("PY", starts[0])
     return "\n".join(lines[starts[0] + 1 : end])
 

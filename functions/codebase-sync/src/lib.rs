@@ -115,17 +115,33 @@ fn change_times(demand: &[events::Received], now: u64) -> Option<ChangeTimes> {
 pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result<Summary, Error> {
     let received = events::parse(&event.payload);
     let events = received.len();
-    let (demand, skipped) = triage(received, |e| classify(e, &f.settings));
+    let (demand, mut skipped) = triage(received, |e| classify(e, &f.settings));
+    // A rollback or a resume is an operator's request, invoked directly and
+    // on its own. In an SQS batch (redelivered with a new request id, it
+    // could roll back one release further) or mixed with other records
+    // (which must not be lost, or replayed with it) it is skipped.
+    let is_pin = |r: &events::Received| matches!(&r.event, Event::Manual(m) if matches!(m.action, ManualAction::Rollback | ManualAction::Resume));
+    let (pins, demand): (Vec<_>, Vec<_>) = demand.into_iter().partition(is_pin);
+    let pin = match pins.as_slice() {
+        [only] if demand.is_empty() && only.via == events::Via::Direct => match &only.event {
+            Event::Manual(m) => Some(m.clone()),
+            _ => None,
+        },
+        _ => {
+            for r in &pins {
+                warn!(via = ?r.via, "a rollback or a resume must be invoked directly, on its own: skipped");
+                let why = "a rollback or a resume must be invoked directly, on its own";
+                skipped.record(&r.via, Skip::new(SkipReason::Malformed, why));
+            }
+            None
+        }
+    };
     let manual = demand.iter().find_map(|r| match &r.event {
         Event::Manual(m) if m.action == ManualAction::Sync => Some(m.clone()),
         _ => None,
     });
     let due = demand.iter().find_map(|r| match &r.event {
         Event::Manual(m) if m.action == ManualAction::SyncDue => Some(m.due.unwrap_or_default()),
-        _ => None,
-    });
-    let pin = demand.iter().find_map(|r| match &r.event {
-        Event::Manual(m) if matches!(m.action, ManualAction::Rollback | ManualAction::Resume) => Some(m.clone()),
         _ => None,
     });
     let relevant = demand.iter().filter(|r| matches!(r.event, Event::S3(_))).count();
@@ -144,6 +160,24 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         recovered: None,
         wave: None,
     };
+    if let Some(m) = &pin {
+        if f.settings.dry_run {
+            return Err("dry run: a rollback or a resume writes; nothing was done".into());
+        }
+        let now = f.deps.clock.now_ms();
+        let budget = deadline::budget(event.context.deadline, now, MAX_WORK);
+        let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
+        let why = m.reason.clone().unwrap_or_else(|| "no reason given".into());
+        summary.wave = Some(match &summary.rollback {
+            Some(to) => {
+                let (outcome, warnings) = cx.rollback(to, &why, &event.context.request_id).await.map_err(Box::new)?;
+                summary.warnings = warnings;
+                outcome
+            }
+            None => cx.resume_pinned(&why).await.map_err(Box::new)?,
+        });
+        return Ok(summary);
+    }
     if demand.is_empty() {
         // An operator's rollback or resume that could not be read is refused
         // loudly: a skip would answer success to someone waiting on it.
@@ -162,33 +196,6 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
         None if relevant > 0 => ("upload".to_owned(), StartWhen::Quiet { due: None }),
         None => ("quiet period over".to_owned(), StartWhen::Quiet { due }),
     };
-    if let Some(m) = &pin {
-        // A rollback or a resume is an operator's request, answered (or
-        // refused with why) directly, on its own: mixed into a batch of other
-        // records (which must not be lost or replayed with it) it is skipped.
-        if demand.len() > 1 {
-            warn!(records = demand.len(), "a rollback or a resume must be invoked on its own: skipped");
-            let skip = Skip::new(SkipReason::Malformed, "a rollback or a resume must be invoked on its own");
-            summary.skipped.record(&events::Via::Direct, skip);
-            summary.rollback = None;
-            summary.resume = false;
-        } else {
-            if f.settings.dry_run {
-                return Err("dry run: a rollback or a resume writes; nothing was done".into());
-            }
-            let why = m.reason.clone().unwrap_or_else(|| "no reason given".into());
-            summary.wave = Some(match &summary.rollback {
-                Some(to) => {
-                    let (outcome, warnings) =
-                        cx.rollback(to, &why, &event.context.request_id).await.map_err(Box::new)?;
-                    summary.warnings = warnings;
-                    outcome
-                }
-                None => cx.resume_pinned(&why).await.map_err(Box::new)?,
-            });
-            return Ok(summary);
-        }
-    }
     if f.settings.dry_run {
         summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
         return Ok(summary);

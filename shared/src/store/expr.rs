@@ -24,10 +24,15 @@ impl Expr {
         key
     }
 
-    /// The placeholder of a value named `name` (`:name`).
+    /// The placeholder of a value named `name` (`:name`). One name, one
+    /// value: a second value under a name already used is a bug (it would
+    /// silently replace the first in every place that names it), caught in
+    /// debug builds.
     pub fn v(&mut self, name: &str, value: AttributeValue) -> String {
         let key = format!(":{name}");
-        self.values.insert(key.clone(), value);
+        if let Some(old) = self.values.insert(key.clone(), value.clone()) {
+            debug_assert_eq!(old, value, "placeholder {key} given two values");
+        }
         key
     }
 

@@ -183,7 +183,7 @@ impl Items for Table {
         let update = format!(
             "SET {schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {requested} = if_not_exists({requested}, {zero}), {ep} = if_not_exists({ep}, {epv})"
         );
-        let newest = e.v("newest", num(fleet_attrs::SCHEMA_READ));
+        let newest = e.v("schema_read", num(fleet_attrs::SCHEMA_READ));
         let condition = format!("attribute_not_exists({schema}) OR {schema} <= {newest}");
         match self.update(&pk, update, Some(condition), e, false).await? {
             Updated::Written(attrs) => {

@@ -231,57 +231,94 @@ impl FleetItem {
         ids
     }
 
+    /// The pin of a rollback not yet done everywhere (its wave failed, or
+    /// was never sent).
+    pub fn pending_pin(&self) -> Option<&Pin> {
+        self.pin.as_ref().filter(|p| self.completed_gen < p.manifest.generation)
+    }
+
+    /// Refuses `release` as a rollback target when the fleet already serves
+    /// it, except to retry a rollback to it that is not done everywhere.
+    pub fn not_served(&self, release: &KeptRelease) -> Result<(), TargetError> {
+        let retry = self.pending_pin().is_some_and(|p| p.manifest.sha256 == release.manifest.sha256);
+        if !retry && Some(release.manifest.sha256.as_str()) == self.serving() {
+            return Err(TargetError::Refused(format!("the fleet already serves release {}", release.id)));
+        }
+        Ok(())
+    }
+
     /// The release `to` names among the rollback targets: `previous` (the
     /// one served before the current one), a generation, or a prefix of its
-    /// id (at least 7 hex digits). Marker release ids are resolved by the
-    /// caller from the waves' records.
-    pub fn rollback_target(&self, to: &str, keep: usize) -> Result<&KeptRelease, String> {
+    /// id (at least 7 hex digits, not all decimal). Marker release ids are
+    /// resolved by the caller from the waves' records. While a rollback is
+    /// not done everywhere, `previous` is that rollback again (a retry),
+    /// never one release further back.
+    pub fn rollback_target(&self, to: &str, keep: usize) -> Result<&KeptRelease, TargetError> {
         let targets = self.rollback_targets(keep);
         let listed = || {
             let ids: Vec<String> =
                 targets.iter().map(|r| format!("{} (generation {})", r.id, r.manifest.generation)).collect();
             if ids.is_empty() { "none yet (no exact release succeeded)".to_owned() } else { ids.join(", ") }
         };
-        // A rollback pinned but not yet done everywhere (its wave failed or
-        // was never sent): `previous`, or its own release, is that rollback
-        // again, never one release further back.
-        let pending = self.pin.as_ref().filter(|p| self.completed_gen < p.manifest.generation);
-        if let Some(p) = pending
-            && (to == "previous" || (to.len() >= 7 && p.manifest.sha256.starts_with(&to.to_ascii_lowercase())))
-        {
-            return targets
-                .iter()
-                .rfind(|r| r.manifest.sha256 == p.manifest.sha256)
-                .ok_or_else(|| format!("the pinned release {} is no longer kept; kept: {}", p.release, listed()));
-        }
+        let not_kept = |why: String| TargetError::NotKept(format!("{why}; kept: {}", listed()));
+        let digits = !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit());
         let found = if to == "previous" {
-            let serving = self.serving();
-            match targets.iter().rposition(|r| Some(r.manifest.sha256.as_str()) == serving) {
-                Some(i) => i.checked_sub(1).map(|p| &targets[p]),
-                // Serving no kept release (a wave without a manifest): the newest kept one.
-                None => targets.last(),
+            match self.pending_pin() {
+                Some(p) => targets
+                    .iter()
+                    .rfind(|r| r.manifest.sha256 == p.manifest.sha256)
+                    .ok_or_else(|| not_kept(format!("the pinned release {} is no longer kept", p.release)))?,
+                None => {
+                    let serving = self.serving();
+                    match targets.iter().rposition(|r| Some(r.manifest.sha256.as_str()) == serving) {
+                        Some(i) => i.checked_sub(1).map(|p| &targets[p]),
+                        // Serving no kept release (a wave without a manifest): the newest kept one.
+                        None => targets.last(),
+                    }
+                    .ok_or_else(|| not_kept("no release before the current one is kept".into()))?
+                }
             }
-            .ok_or_else(|| format!("no release before the current one is kept; kept: {}", listed()))?
-        } else if !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit()) {
+        } else if digits {
             targets
                 .iter()
                 .rfind(|r| r.manifest.generation.to_string() == to)
-                .ok_or_else(|| format!("no kept release of generation {to}; kept: {}", listed()))?
+                .ok_or_else(|| not_kept(format!("no kept release of generation {to}")))?
         } else if to.len() >= 7 && to.bytes().all(|b| b.is_ascii_hexdigit()) {
             let to = to.to_ascii_lowercase();
             let matching: Vec<&KeptRelease> = targets.iter().filter(|r| r.manifest.sha256.starts_with(&to)).collect();
             match matching.len() {
                 1 => matching[0],
-                0 => return Err(format!("no kept release {to}; kept: {}", listed())),
-                _ => return Err(format!("{to} names more than one kept release; kept: {}", listed())),
+                0 => return Err(not_kept(format!("no kept release {to}"))),
+                _ => {
+                    return Err(TargetError::Refused(format!(
+                        "{to} names more than one kept release; kept: {}",
+                        listed()
+                    )));
+                }
             }
         } else {
-            return Err(format!("unknown release {to:?}; kept: {}", listed()));
+            return Err(not_kept(format!("unknown release {to:?}")));
         };
-        if Some(found.manifest.sha256.as_str()) == self.serving() {
-            return Err(format!("the fleet already serves release {}", found.id));
-        }
+        self.not_served(found)?;
         Ok(found)
+    }
+}
+
+/// Why no rollback target was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// Nothing kept goes by that name (a release marker's id may).
+    NotKept(String),
+    /// It names a release that cannot be the target (served already, or
+    /// more than one).
+    Refused(String),
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetError::NotKept(why) | TargetError::Refused(why) => f.write_str(why),
+        }
     }
 }
 
@@ -1249,7 +1286,7 @@ mod tests {
     }
 
     fn rollback(item: &FleetItem, to: &str) -> Result<FleetItem, Refusal> {
-        let to = item.rollback_target(to, 3).map_err(|release| Refusal::UnknownRelease { release })?.clone();
+        let to = item.rollback_target(to, 3).map_err(|e| Refusal::UnknownRelease { release: e.to_string() })?.clone();
         let op = Op::Rollback {
             wave_id: "rb".into(),
             now: 50,
@@ -1307,7 +1344,7 @@ mod tests {
         assert_eq!(done.serving().map(|s| &s[..1]), Some("2"));
         // Previous is now generation 1's; the current one is refused.
         assert_eq!(done.rollback_target("previous", 3).map(|r| r.manifest.generation), Ok(1));
-        assert!(done.rollback_target("2", 3).is_err_and(|e| e.contains("already serves")));
+        assert!(done.rollback_target("2", 3).is_err_and(|e| e.to_string().contains("already serves")));
         assert_eq!(done.rollback_target("3", 3).map(|r| r.manifest.generation), Ok(3), "forward again, by generation");
     }
 
@@ -1327,7 +1364,7 @@ mod tests {
         // Once done, `previous` goes one further back, deliberately.
         let done = apply(Some(&retried), &finish_op("rb", WaveEnd::Success)).expect("done");
         assert_eq!(done.rollback_target("previous", 3).map(|r| r.manifest.generation), Ok(1));
-        assert!(done.rollback_target(id, 3).is_err_and(|e| e.contains("already serves")));
+        assert!(done.rollback_target(id, 3).is_err_and(|e| e.to_string().contains("already serves")));
     }
 
     #[test]
@@ -1378,9 +1415,12 @@ mod tests {
         for bad in ["7", "zzzzzzz", "abc", "", "previous!"] {
             assert!(item.rollback_target(bad, 3).is_err(), "{bad}");
         }
-        assert!(item.rollback_target("1", 2).is_err_and(|e| e.contains("kept:")), "older than the kept releases");
+        assert!(
+            item.rollback_target("1", 2).is_err_and(|e| e.to_string().contains("kept:")),
+            "older than the kept releases"
+        );
         assert_eq!(item.rollback_target(&item.releases[0].id[..7], 3).map(|r| r.manifest.generation), Ok(1));
-        assert!(FleetItem::default().rollback_target("previous", 3).is_err_and(|e| e.contains("none yet")));
+        assert!(FleetItem::default().rollback_target("previous", 3).is_err_and(|e| e.to_string().contains("none yet")));
     }
 
     #[test]

@@ -131,6 +131,12 @@ async fn a_rollback_is_refused_plainly_when_it_cannot_be_done() {
         .expect("delivered");
     let error = delivery.reply.expect_err("a malformed rollback is refused, never answered with success");
     assert!(error.contains("rollback refused: to is not previous"), "{error}");
+    // In an SQS batch (redelivered with a new request id) a rollback is never run.
+    let body = json!({"action": "rollback", "to": "previous"}).to_string();
+    let batch = json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m-1", "body": body}]});
+    let delivery = w.router.invoke(Component::CodebaseSync, batch).await.expect("delivered");
+    let summary = delivery.reply.expect("a skip");
+    assert_eq!(summary["skipped"]["by_reason"]["malformed"], 1, "{summary}");
     assert_eq!(w.item().await, item, "nothing was written");
 }
 

@@ -222,14 +222,21 @@ async fn an_item_from_a_newer_schema_is_refused_not_overwritten() {
         .await
         .expect("put");
     assert!(matches!(dynamo.load().await, Err(StoreError::Unreadable { .. })));
-    assert!(matches!(
-        dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes: None, allow_shrink: false }).await,
-        Err(StoreError::Unreadable { .. })
-    ));
-    let raw = client.get_item().table_name(&table).key("pk", AttributeValue::S(fleet)).send().await.expect("raw");
+    // With or without change times (an upload's demand carries them).
+    for changes in [None, Some(fleetkeeper::sync::state::ChangeTimes::at(1_700_000_000_000))] {
+        assert!(matches!(
+            dynamo.apply(&Op::Demand { count: 1, epoch: EPOCH.into(), changes, allow_shrink: false }).await,
+            Err(StoreError::Unreadable { .. })
+        ));
+    }
+    let raw =
+        client.get_item().table_name(&table).key("pk", AttributeValue::S(fleet.clone())).send().await.expect("raw");
     assert_eq!(
         raw.item.and_then(|i| i.get("requested_gen").cloned()),
         Some(AttributeValue::N("5".into())),
         "untouched"
     );
+    let raw = client.get_item().table_name(&table).key("pk", AttributeValue::S(fleet.clone())).send().await;
+    let item = raw.expect("raw").item.expect("item");
+    assert!(!item.contains_key("last_change_at") && !item.contains_key("unsynced_since"), "{item:?}");
 }

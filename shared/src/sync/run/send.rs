@@ -156,36 +156,49 @@ impl<S: FleetStore> SyncContext<'_, S> {
             ));
         }
         let document = resolve(&self.clients.ssm, &s.document, None).await?;
-        if !document.declared.contains("rollback") {
+        if !(document.declared.contains("rollback") && document.declared.contains("keep")) {
             return refuse(format!(
-                "document {} version {} does not take rollback: update the document (an older one would download \
-                 the release again and prune the fleet's rollback targets)",
+                "document {} version {} does not take rollback and keep: update the document (an older one would \
+                 download the release again and prune the fleet's rollback targets)",
                 document.name, document.version
             ));
         }
         let keep = s.release.keep_releases;
         for _ in 0..3 {
             let item = self.store.load().await?.unwrap_or_default();
-            if let Some(pin) = item.pin.as_ref().filter(|p| !request.is_empty() && p.request == request) {
+            // A retry of the request that pinned the fleet (Lambda's retry of
+            // an asynchronous invocation keeps its request id) changes nothing
+            // once its wave runs or is done; one whose wave was never sent
+            // goes on below, as a retry of that rollback.
+            if let Some(pin) = item.pin.as_ref().filter(|p| !request.is_empty() && p.request == request)
+                && (item.wave.is_some() || item.pending_pin().is_none())
+            {
                 info!(release = %pin.release, request, "rollback: this request pinned the fleet already (a retry)");
                 return Ok((StartOutcome::Pinned { release: pin.release.clone(), since: pin.since }, Vec::new()));
             }
+            let target = self.rollback_target(&item, to, keep).await;
             if let Some(w) = &item.wave {
-                let now = self.clock.now_ms();
-                if w.lease_expires_at < now {
-                    // Its lease expired: settle it from SSM, then look again.
-                    self.settle(super::Trigger::Demand).await?;
-                    continue;
+                // Never settled or resumed from here: settling may resume the
+                // running wave or start its follow-up, which would send the
+                // release being rolled back from to more instances.
+                if let (Some(running), Ok(t)) = (&w.rollback, &target)
+                    && *running == t.id
+                {
+                    info!(wave_id = %w.id, release = %t.id, "rollback: a wave rolling back to it already runs");
+                    return Ok((StartOutcome::Coalesced { wave_id: w.id.clone(), target: w.target }, Vec::new()));
                 }
+                let now = self.clock.now_ms();
                 let what = if w.rollback.is_some() { "a rollback wave" } else { "wave" };
+                let when = match w.lease_expires_at.checked_sub(now) {
+                    Some(left) => format!("its lease ends in {} s at the latest", left.div_ceil(1000)),
+                    None => "its lease expired: the next sweep settles it".to_owned(),
+                };
                 return refuse(format!(
-                    "{what} {} (generation {}) is running: roll back once it ends (its lease ends in {} s at the latest)",
-                    w.id,
-                    w.target,
-                    (w.lease_expires_at - now).div_ceil(1000)
+                    "{what} {} (generation {}) is running: roll back once it ends ({when})",
+                    w.id, w.target
                 ));
             }
-            let target = self.rollback_target(&item, to, keep).await?;
+            let target = target?;
             let mut warnings = Vec::new();
             if !target.manifest.versioned {
                 warnings.push(format!(
@@ -229,7 +242,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
             let started = self.send_new(&item, &wave, &why).await.map_err(|e| not_sent(&e.to_string()))?;
             let after = self.store.load().await?.unwrap_or_default();
             if after.wave.is_none() && after.completed_gen < wave.target {
-                return Err(not_sent(started.paused.as_deref().unwrap_or("it ended at once")));
+                let why = match (&started.paused, &started.blame) {
+                    (Some(paused), _) => paused.clone(),
+                    (None, Some(blame)) => blame.describe(),
+                    (None, None) => "it ended at once".to_owned(),
+                };
+                return Err(not_sent(&why));
             }
             return Ok((StartOutcome::Started(Box::new(started)), warnings));
         }
@@ -246,6 +264,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         to: &str,
         keep: usize,
     ) -> Result<crate::sync::state::KeptRelease, SyncError> {
+        use crate::sync::state::TargetError;
         let by_rule = item.rollback_target(to, keep).cloned();
         let mut by_marker = None;
         if to != "previous" {
@@ -265,11 +284,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 a.id, a.manifest.generation, b.id, b.manifest.generation
             ))),
             (Ok(a), _) => Ok(a),
-            (Err(_), Some(b)) if item.serving() == Some(b.manifest.sha256.as_str()) => {
-                Err(SyncError::Rollback(format!("the fleet already serves release {to}")))
+            // Only a name nothing kept goes by may be a marker's release id.
+            (Err(TargetError::NotKept(_)), Some(b)) => {
+                item.not_served(&b).map_err(|e| SyncError::Rollback(e.to_string()))?;
+                Ok(b)
             }
-            (Err(_), Some(b)) => Ok(b),
-            (Err(why), None) => Err(SyncError::Rollback(why)),
+            (Err(why), _) => Err(SyncError::Rollback(why.to_string())),
         }
     }
 

@@ -134,7 +134,7 @@ impl Table {
         let mut e = Expr::default();
         let (schema, completed, requested, ep) = (e.n(A_SCHEMA), e.n(A_COMPLETED), e.n(A_REQUESTED), e.n(A_EPOCH));
         let (s, zero, c) = (e.v("schema", num(SCHEMA)), e.v("zero", num(0)), e.v("count", num(*count)));
-        let newest = e.v("newest", num(fleet_attrs::SCHEMA_READ));
+        let newest = e.v("schema_read", num(fleet_attrs::SCHEMA_READ));
         let epv = e.v("epoch", AttributeValue::S(epoch.clone()));
         let mut set = format!(
             "{schema} = if_not_exists({schema}, {s}), {completed} = if_not_exists({completed}, {zero}), {ep} = if_not_exists({ep}, {epv})"
