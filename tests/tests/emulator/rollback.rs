@@ -30,6 +30,13 @@ async fn operator(w: &mut World, payload: Value) -> Value {
     delivery.reply.unwrap_or_else(|e| panic!("codebase-sync refused: {e}"))
 }
 
+/// The `fleetkeeper-kept` tag of a manifest.
+async fn kept_tag(w: &World, bucket: &str, key: &str) -> String {
+    let tags = w.clients.s3.get_object_tagging().bucket(bucket).key(key).send().await.expect("tags");
+    let tag = tags.tag_set().iter().find(|t| t.key() == fleetkeeper::sync::manifest::KEPT_TAG);
+    tag.map(|t| t.value().to_owned()).unwrap_or_default()
+}
+
 /// The fleet item's `schema` attribute, as stored.
 async fn raw_schema(w: &World) -> u64 {
     let key = aws_sdk_dynamodb::types::AttributeValue::S(w.fleet.name.clone());
@@ -51,7 +58,7 @@ async fn good_then_broken(w: &mut World) -> FleetItem {
 
 #[tokio::test]
 async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet() {
-    let mut w = world(plain(2), true).await;
+    let (mut w, manifests) = crate::exact::world_of(plain(2), true, 0).await;
     let ids = w.instances().await;
     w.settle().await;
     let good = good_then_broken(&mut w).await;
@@ -85,6 +92,12 @@ async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet(
         assert!(out.contains("nothing downloaded"), "{id}: {out}");
     }
     assert_eq!(raw_schema(&w).await, 2, "pinned: a version of the functions from before rollback refuses the item");
+    // The manifests a rollback may put back are tagged kept (the bucket's
+    // lifecycle expires only those tagged false); the pinned one among them.
+    for kept in item.rollback_targets(3) {
+        assert_eq!(kept_tag(&w, &manifests, &kept.manifest.key).await, "true", "{}", kept.id);
+    }
+    assert_eq!(kept_tag(&w, &manifests, &pin.manifest.key).await, "true");
     let record = w.waves().await.pop().expect("the rollback's record");
     assert_eq!(record.rollback_to.as_deref(), Some(pin.release.as_str()));
     assert!(record.reason.contains("500s after deploy"), "{}", record.reason);
@@ -107,6 +120,11 @@ async fn a_rollback_switches_every_instance_with_no_download_and_pins_the_fleet(
     let resumed = w.item().await;
     assert!(resumed.pin.is_none());
     assert_eq!(raw_schema(&w).await, 1);
+    // Four releases now: the first left the three a rollback may put back,
+    // and is tagged to expire like any manifest no fleet keeps.
+    assert_eq!(resumed.releases.len(), 4, "{:?}", resumed.releases);
+    assert_eq!(kept_tag(&w, &manifests, &resumed.releases[0].manifest.key).await, "false");
+    assert_eq!(kept_tag(&w, &manifests, &resumed.releases[3].manifest.key).await, "true");
     assert_eq!(resumed.completed_gen, resumed.requested_gen);
     for id in &ids {
         assert_eq!(live_tree(&w, id), bucket_tree(&w).await, "{id}");
