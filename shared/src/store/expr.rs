@@ -71,7 +71,21 @@ pub struct Reader<'a> {
     pub attrs: &'a HashMap<String, AttributeValue>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A list of maps (absent: none), each read as an item.
+    pub fn maps(&self, attr: &str) -> Result<Vec<Reader<'a>>, StoreError> {
+        match self.attrs.get(attr) {
+            None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::M(m) => Ok(Reader { pk: self.pk, attrs: m }),
+                    _ => Err(self.bad(attr, "a list of maps")),
+                })
+                .collect(),
+            Some(_) => Err(self.bad(attr, "a list")),
+        }
+    }
     /// The error for attribute `attr` that is not `what`.
     pub fn bad(&self, attr: &str, what: &str) -> StoreError {
         StoreError::Unreadable { pk: self.pk.to_owned(), why: format!("{attr} is not {what}") }
@@ -162,14 +176,7 @@ pub fn pin(r: &Reader<'_>, attr: &str) -> Result<Option<super::Pin>, StoreError>
 
 /// The ids of a fleet item's releases (a list of maps with an `id`).
 pub fn release_ids(r: &Reader<'_>, attr: &str) -> Result<Vec<String>, StoreError> {
-    let Some(list) = r.attrs.get(attr) else { return Ok(Vec::new()) };
-    let AttributeValue::L(list) = list else { return Err(r.bad(attr, "a list")) };
-    list.iter()
-        .map(|v| match v {
-            AttributeValue::M(m) => Ok(Reader { pk: r.pk, attrs: m }.string("id")?.unwrap_or_default()),
-            _ => Err(r.bad(attr, "a list of maps")),
-        })
-        .collect()
+    r.maps(attr)?.iter().map(|inner| Ok(inner.string("id")?.unwrap_or_default())).collect()
 }
 
 /// A manifest reference as stored by [`release_ref`].

@@ -214,20 +214,26 @@ impl Lineage {
     /// The ids of the releases no instance may delete: the newest `keep`
     /// the fleet served, and the pinned one.
     pub fn keep_ids(&self, keep: usize) -> Vec<String> {
-        let mut ids: Vec<String> = self.releases[self.releases.len().saturating_sub(keep)..].to_vec();
-        if let Some(p) = &self.pin
-            && !ids.contains(&p.release)
-        {
-            ids.push(p.release.clone());
-        }
-        ids.retain(|id| crate::params::KEEP.is_match(id));
-        ids
+        keep_ids(&self.releases[self.releases.len().saturating_sub(keep)..], self.pin.as_ref())
     }
 
     /// What a catch-up syncs.
     pub fn catch_up_plan(&self) -> CatchUpPlan {
         CatchUpPlan::of(self.pin.as_ref(), self.release_held, self.release.as_ref(), self.completed_gen)
     }
+}
+
+/// The document's `keep`: the ids of `targets` (a fleet's rollback
+/// targets) and of the pinned release, each once, only well-formed ones.
+pub fn keep_ids<S: AsRef<str>>(targets: &[S], pin: Option<&Pin>) -> Vec<String> {
+    let mut ids: Vec<String> = targets.iter().map(|id| id.as_ref().to_owned()).collect();
+    if let Some(p) = pin
+        && !ids.contains(&p.release)
+    {
+        ids.push(p.release.clone());
+    }
+    ids.retain(|id| crate::params::KEEP.is_match(id));
+    ids
 }
 
 /// The DynamoDB TTL attribute (epoch seconds) on items that expire.

@@ -277,14 +277,10 @@ impl World {
                 if self.sent.is_empty() {
                     return;
                 }
+                // (Whether it undid a rollback, check_pinned says.)
                 let c = self.sent[usize::from(*command) % self.sent.len()].clone();
-                let newest = self.sent.iter().map(|c| c.generation).max().unwrap_or(0);
                 let i = usize::from(*instance) % self.instances.len();
-                let switched = self.instances[i].run(&c);
-                if c.generation < newest && self.instances[i].fence > c.generation {
-                    assert!(!switched, "an older generation switched instance {i}");
-                }
-                if switched {
+                if self.instances[i].run(&c) {
                     self.took.entry(c.sha.clone()).or_default().push(i);
                 }
             }

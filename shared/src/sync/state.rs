@@ -221,14 +221,8 @@ impl FleetItem {
     /// The ids of the releases no instance may delete: the rollback targets
     /// and the pinned one (the document's `keep`).
     pub fn keep_ids(&self, keep: usize) -> Vec<String> {
-        let mut ids: Vec<String> = self.rollback_targets(keep).iter().map(|r| r.id.clone()).collect();
-        if let Some(p) = &self.pin
-            && !ids.contains(&p.release)
-        {
-            ids.push(p.release.clone());
-        }
-        ids.retain(|id| crate::params::KEEP.is_match(id));
-        ids
+        let targets: Vec<&str> = self.rollback_targets(keep).iter().map(|r| r.id.as_str()).collect();
+        crate::store::keep_ids(&targets, self.pin.as_ref())
     }
 
     /// The pin of a rollback not yet done everywhere (its wave failed, or

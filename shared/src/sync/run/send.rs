@@ -614,7 +614,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
             };
             self.store.apply(&op).await?;
         }
-        self.send_chunks(wave, &wave.sender, record, &document, &BTreeSet::new(), report).await
+        self.send_chunks(item, wave, record, &document, &BTreeSet::new(), report).await
     }
 
     /// Resumes a wave whose sending stopped (paused, or its sender died and
@@ -626,13 +626,15 @@ impl<S: FleetStore> SyncContext<'_, S> {
         let sender = format!("{}@{now}", wave.id);
         let op =
             Op::Resume { wave_id: wave.id.clone(), sender: sender.clone(), now, lease_ms: self.sender_lease_ms(now) };
-        match self.store.apply(&op).await? {
-            Applied::Won(_) => {}
+        let item = match self.store.apply(&op).await? {
+            Applied::Won(item) => *item,
             // The SDK retried a Resume whose first attempt committed: ours.
-            Applied::Lost(Refusal::LeaseLive { .. })
-                if self.store.load().await?.and_then(|i| i.wave).is_some_and(|w| w.sender == sender) => {}
+            Applied::Lost(Refusal::LeaseLive { .. }) => match self.store.load().await? {
+                Some(item) if item.wave.as_ref().is_some_and(|w| w.sender == sender) => item,
+                _ => return Ok(None),
+            },
             Applied::Lost(_) => return Ok(None),
-        }
+        };
         info!(wave_id = %wave.id, generation = wave.target, "resuming a wave whose sending stopped");
         let document = resolve(&self.clients.ssm, &self.settings.document, Some(&record.document_version)).await?;
         let listed = self.wave_commands(wave).await?;
@@ -658,6 +660,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         }
         let mut wave = wave.clone();
         wave.command_ids.extend(adopt);
+        wave.sender.clone_from(&sender);
         let wave = &wave;
         let covered: BTreeSet<String> = listed.into_iter().flat_map(|c| c.instance_ids).collect();
         let report = WaveStarted {
@@ -667,21 +670,24 @@ impl<S: FleetStore> SyncContext<'_, S> {
             instances: record.instances.clone(),
             ..WaveStarted::default()
         };
-        Ok(Some(self.send_chunks(wave, &sender, record, &document, &covered, report).await?))
+        Ok(Some(self.send_chunks(&item, wave, record, &document, &covered, report).await?))
     }
 
     /// Sends the record's instances not `covered` yet, chunk by chunk, while
     /// the invocation has time; pauses the wave when it runs out or an AWS
-    /// call fails.
+    /// call fails, as the wave's sender (`wave.sender`). `item` is the fleet
+    /// item as the wave took or resumed its lease (its releases decide what
+    /// the instances keep).
     async fn send_chunks(
         &self,
+        item: &FleetItem,
         wave: &Wave,
-        sender: &str,
         mut record: WaveRecord,
         document: &PinnedDocument,
         covered: &BTreeSet<String>,
         mut report: WaveStarted,
     ) -> Result<WaveStarted, SyncError> {
+        let sender = wave.sender.as_str();
         let s = self.settings;
         let mut parameters = SyncParameters::new(
             &s.codebase,
@@ -698,9 +704,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
         if record.allow_shrink || parameters.rollback {
             parameters.guard = Guard::Lifted;
         }
-        let item = self.store.load().await?.unwrap_or_default();
-        let parameters = self.retention(parameters, &item);
-        let parameters = parameters.to_ssm(Some(document))?;
+        let parameters = self.retention(parameters, item).to_ssm(Some(document))?;
         let skip: BTreeSet<&String> = covered.iter().chain(&record.gone).chain(&record.unreachable).collect();
         let todo: Vec<String> = record.instances.iter().filter(|i| !skip.contains(i)).cloned().collect();
         let parts = chunks(&todo);

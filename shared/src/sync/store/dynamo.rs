@@ -63,15 +63,12 @@ fn kept_value(r: &KeptRelease) -> AttributeValue {
 }
 
 fn kept(r: &Reader<'_>) -> Result<Vec<KeptRelease>, StoreError> {
-    let Some(list) = r.attrs.get(A_RELEASES) else { return Ok(Vec::new()) };
-    let AttributeValue::L(list) = list else { return Err(r.bad(A_RELEASES, "a list")) };
-    list.iter()
-        .map(|v| {
-            let AttributeValue::M(m) = v else { return Err(r.bad(A_RELEASES, "a list of maps")) };
-            let inner = Reader { pk: r.pk, attrs: m };
+    r.maps(A_RELEASES)?
+        .iter()
+        .map(|inner| {
             Ok(KeptRelease {
                 id: inner.string("id")?.unwrap_or_default(),
-                manifest: release_ref(&inner, "manifest")?
+                manifest: release_ref(inner, "manifest")?
                     .ok_or_else(|| r.bad(A_RELEASES, "releases with a manifest"))?,
                 wave_id: inner.string("wave_id")?.unwrap_or_default(),
             })
