@@ -24,13 +24,10 @@ use std::time::Duration;
 use fleetkeeper::deadline;
 use fleetkeeper::events::{self, Event, ManualAction, Skip, SkipReason};
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
-use fleetkeeper::ssm_document::new_epoch;
 use fleetkeeper::sync::codebase::{marker_relevance, relevance};
-use fleetkeeper::sync::run::{
-    SettleOutcome, StartOutcome, StartWhen, SyncFunction, SyncSettings, Trigger, TriggerState,
-};
-use fleetkeeper::sync::state::{ChangeTimes, Op};
-use fleetkeeper::sync::store::{Applied, FleetStore};
+use fleetkeeper::sync::run::demand::Request;
+use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, StartWhen, SyncFunction, SyncSettings};
+use fleetkeeper::sync::state::ChangeTimes;
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -191,73 +188,29 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let now = f.deps.clock.now_ms();
     let budget = deadline::budget(event.context.deadline, now, MAX_WORK);
     let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
-    let (reason, when) = match &summary.manual {
-        Some(r) => (format!("manual: {r}"), StartWhen::Now),
-        None if relevant > 0 => ("upload".to_owned(), StartWhen::Quiet { due: None }),
-        None => ("quiet period over".to_owned(), StartWhen::Quiet { due }),
-    };
-    if f.settings.dry_run {
-        summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
-        return Ok(summary);
-    }
-    let item = if relevant > 0 || manual.is_some() {
-        // One demand write per invocation, however many records it holds
-        // (with allow_shrink, the lift is part of it).
-        let op = Op::Demand {
-            count: 1,
-            epoch: new_epoch(),
+    let request = match &summary.manual {
+        Some(r) => Request::manual(r, summary.allow_shrink),
+        // One demand write per invocation, however many records it holds.
+        None if relevant > 0 => Request {
+            reason: "upload".to_owned(),
+            when: StartWhen::Quiet { due: None },
+            counts: true,
             changes: change_times(&demand, now),
-            allow_shrink: summary.allow_shrink,
-        };
-        let item = match f.store.apply(&op).await.map_err(Box::new)? {
-            Applied::Won(item) => *item,
-            Applied::Lost(r) => return Err(format!("demand refused: {r:?}").into()),
-        };
-        summary.requested_gen = Some(item.requested_gen);
-        if summary.allow_shrink {
-            warn!(generation = item.requested_gen, "allow_shrink: the instances' shrink guard is lifted for this sync");
-        }
-        info!(relevant, requested_gen = item.requested_gen, manual = manual.is_some(), "demand recorded");
-        item
-    } else {
+            allow_shrink: false,
+        },
         // A delayed start: the demand is on record already.
-        f.store.load().await.map_err(Box::new)?.unwrap_or_default()
+        None => Request {
+            reason: "quiet period over".to_owned(),
+            when: StartWhen::Quiet { due },
+            counts: false,
+            changes: None,
+            allow_shrink: false,
+        },
     };
-    if let Some(wave) = &item.wave {
-        if wave.lease_expires_at >= f.deps.clock.now_ms() {
-            // The running wave's follow-up covers this demand.
-            info!(wave_id = %wave.id, generation = wave.target, "coalesced into the running wave");
-            summary.wave = Some(StartOutcome::Coalesced { wave_id: wave.id.clone(), target: wave.target });
-            return Ok(summary);
-        }
-        // Its lease expired: settle it from SSM first (its sending may have
-        // stopped: then this invocation resumes it; it may be dead).
-        let settled = cx.settle(Trigger::Demand).await.map_err(Box::new)?;
-        let next = match &settled {
-            SettleOutcome::Finished { follow_up, .. } => follow_up.as_deref().cloned(),
-            SettleOutcome::Resumed(w) => Some(StartOutcome::Coalesced { wave_id: w.wave_id.clone(), target: w.target }),
-            SettleOutcome::Renewed { wave_id, .. } | SettleOutcome::Sending { wave_id } => {
-                Some(StartOutcome::Coalesced { wave_id: wave_id.clone(), target: wave.target })
-            }
-            _ => None,
-        };
-        summary.recovered = Some(settled);
-        if let Some(next) = next {
-            summary.wave = Some(next);
-            return Ok(summary);
-        }
-    }
-    // Still changing, and a delayed start is on its way: the demand is on
-    // record and that start looks again (no write that would only be refused).
-    let now = f.deps.clock.now_ms();
-    if when == (StartWhen::Quiet { due: None })
-        && let Some(until) = f.settings.quiet().until(&item).filter(|u| now < *u)
-        && let Some(pending) = item.trigger_at.filter(|t| *t >= now)
-    {
-        info!(until, pending, "quiet period: a delayed start is already on its way");
-        summary.wave = Some(StartOutcome::Waiting { until, trigger: TriggerState::OnItsWay { due: pending } });
-        return Ok(summary);
-    }
-    summary.wave = Some(cx.start(&reason, when).await.map_err(Box::new)?);
+    let out = cx.request(&request).await.map_err(Box::new)?;
+    info!(relevant, manual = manual.is_some(), requested_gen = ?out.requested_gen, "handled");
+    summary.requested_gen = out.requested_gen;
+    summary.recovered = out.recovered;
+    summary.wave = Some(out.wave);
     Ok(summary)
 }

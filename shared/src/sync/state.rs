@@ -125,6 +125,9 @@ pub struct Wave {
     pub sender: String,
     /// A rollback: the id of the release it puts back (its `manifest`).
     pub rollback: Option<String>,
+    /// The newest change (S3 event time, epoch ms) the fleet item knew of
+    /// when the wave started, so one its listing includes (0: none known).
+    pub changes_through: u64,
 }
 
 /// The fleet item.
@@ -175,6 +178,14 @@ pub struct FleetItem {
     /// The rollback that pinned the fleet, if any: no wave starts until
     /// `resume` ([`Refusal::Pinned`]).
     pub pin: Option<Pin>,
+    /// The newest change every instance of the last successful wave has:
+    /// that wave's `changes_through` (a rollback's leaves it), epoch ms; 0:
+    /// none known. With `last_change_at`, the fleet's freshness.
+    pub synced_through: u64,
+    /// The last wave that succeeded (its record says when it finished).
+    pub last_synced_wave: Option<String>,
+    /// The last wave that ended, however (its record says how, per instance).
+    pub last_wave: Option<String>,
 }
 
 impl FleetItem {
@@ -707,6 +718,7 @@ pub fn apply(current: Option<&FleetItem>, op: &Op) -> Result<FleetItem, Refusal>
             lease_expires_at: now + lease_ms,
             sending_since: *now,
             sender: wave_id.clone(),
+            changes_through: next.last_change_at.unwrap_or_default(),
             ..Wave::default()
         });
         return Ok(next);
@@ -824,6 +836,10 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
                 item.fingerprint_synced = wave.fingerprint;
             }
             item.release.clone_from(&wave.manifest);
+            item.last_synced_wave = Some(wave.id.clone());
+            if wave.rollback.is_none() {
+                item.synced_through = item.synced_through.max(wave.changes_through);
+            }
             // A new release joins the history (a rollback's is there already;
             // the same content synced again moves to the newest place).
             if let (Some(m), None) = (&wave.manifest, &wave.rollback) {
@@ -850,6 +866,7 @@ fn finish(item: &mut FleetItem, wave: &Wave, end: WaveEnd) {
         }
         WaveEnd::Abandoned => {}
     }
+    item.last_wave = Some(wave.id.clone());
     item.wave = None;
 }
 
@@ -1109,6 +1126,38 @@ mod tests {
 
     fn upload(at: u64) -> Op {
         Op::Demand { count: 1, epoch: "e1".into(), changes: Some(ChangeTimes::at(at)), allow_shrink: false }
+    }
+
+    #[test]
+    fn freshness_is_the_newest_change_the_last_successful_wave_listed() {
+        let (item, _) = run(&[upload(100), upload(250), start("w1", 300)]);
+        let item = item.expect("item");
+        assert_eq!(item.wave.as_ref().map(|w| w.changes_through), Some(250));
+        // A change while it runs is not in its listing.
+        let item = apply(Some(&item), &upload(400)).expect("upload");
+        let failed = apply(Some(&item), &finish_op("w1", WaveEnd::Failure)).expect("failure");
+        assert_eq!(
+            (failed.synced_through, failed.last_synced_wave.as_deref()),
+            (0, None),
+            "a failure delivers nothing"
+        );
+        assert_eq!(failed.last_wave.as_deref(), Some("w1"));
+        let done = apply(Some(&item), &finish_op("w1", WaveEnd::Success)).expect("success");
+        assert_eq!((done.synced_through, done.last_synced_wave.as_deref()), (250, Some("w1")));
+        assert_eq!(done.last_change_at, Some(400), "behind by the change made while it ran");
+        let next = apply(Some(&done), &start("w2", 500)).expect("follow-up");
+        let next = apply(Some(&next), &finish_op("w2", WaveEnd::Success)).expect("success");
+        assert_eq!((next.synced_through, next.last_synced_wave.as_deref()), (400, Some("w2")));
+    }
+
+    #[test]
+    fn a_rollback_wave_delivers_no_newer_change() {
+        let item = three_releases();
+        let through = item.synced_through;
+        let rolled = rollback(&item, "previous").expect("rollback");
+        assert_eq!(rolled.wave.as_ref().map(|w| w.changes_through), Some(0));
+        let done = apply(Some(&rolled), &finish_op("rb", WaveEnd::Success)).expect("success");
+        assert_eq!((done.synced_through, done.last_synced_wave.as_deref()), (through, Some("rb")));
     }
 
     const QUIET: Quiet = Quiet { quiet_ms: 30_000, max_delay_ms: 300_000 };

@@ -5,6 +5,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`demand`] | a request for a sync: its demand, then a try at starting |
 //! | [`targets`] | the instances a wave goes to, and which ones left |
 //! | [`send`] | starting a wave, sending its chunks, resuming it |
 //! | [`observe`] | what SSM reports about a wave's commands |
@@ -15,6 +16,7 @@
 //! sender that runs out of time pauses the wave (its lease ends at once) and
 //! the next invocation resumes it from the wave's record.
 
+pub mod demand;
 mod finish;
 mod observe;
 mod send;
@@ -39,6 +41,7 @@ use crate::ssm_document::history::InstanceRecord;
 use crate::ssm_document::run::LISTING_LAG_MS;
 use crate::store::{StoreError, Table};
 
+pub use observe::Listed;
 pub use targets::Eligible;
 
 /// Everything the sync needs from the configuration, resolved once.
@@ -232,6 +235,9 @@ pub enum SyncError {
     /// A rollback that cannot be done as asked.
     #[error("rollback: {0}")]
     Rollback(String),
+    /// The lock table refused a write no state refuses (a newer schema).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A wave that was started (or resumed), as reported in summaries.

@@ -19,9 +19,12 @@ use crate::sync::store::FleetStore;
 
 /// One of the wave's commands, as `ListCommands` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Listed {
+pub struct Listed {
+    /// The command.
     pub command_id: String,
+    /// Its status.
     pub status: CommandStatus,
+    /// Its instances.
     pub instance_ids: Vec<String>,
 }
 
@@ -29,7 +32,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// The wave's commands: its recorded ids, plus (while not every id is
     /// recorded) those carrying its comment. A recorded id the listing does
     /// not show yet (SSM is eventually consistent) is pending.
-    pub(super) async fn wave_commands(&self, wave: &Wave) -> Result<Vec<Listed>, SyncError> {
+    pub async fn wave_commands(&self, wave: &Wave) -> Result<Vec<Listed>, SyncError> {
         let comment = wave_comment(&wave.id);
         let after = invoked_after(wave.sending_since.saturating_sub(COMMENT_LOOKBACK_MS));
         let filter = |key: CommandFilterKey, value: &str| CommandFilter::builder().key(key).value(value).build();
@@ -68,7 +71,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// A command's invocations (every page), with their plugins' exit
     /// status and output (`Details`): how a shrink guard's refusal is told
     /// apart from a failure.
-    pub(super) async fn invocations(&self, command_id: &str) -> Result<Vec<InvocationView>, SyncError> {
+    pub async fn invocations(&self, command_id: &str) -> Result<Vec<InvocationView>, SyncError> {
         let mut out = Vec::new();
         let mut pages =
             self.clients.ssm.list_command_invocations().command_id(command_id).details(true).into_paginator().send();

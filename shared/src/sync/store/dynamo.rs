@@ -53,6 +53,10 @@ const A_RELEASE: &str = fleet_attrs::RELEASE_MANIFEST;
 const A_PIN: &str = fleet_attrs::PIN;
 const A_RELEASES: &str = fleet_attrs::RELEASES;
 const A_ROLLBACK: &str = "rollback_to";
+const A_CHANGES_START: &str = "changes_through";
+const A_SYNCED_THROUGH: &str = "synced_through";
+const A_LAST_SYNCED: &str = "last_synced_wave";
+const A_LAST_WAVE: &str = "last_wave";
 
 fn kept_value(r: &KeptRelease) -> AttributeValue {
     AttributeValue::M(HashMap::from([
@@ -225,6 +229,7 @@ impl Table {
                     (A_COMMANDS, AttributeValue::L(Vec::new())),
                     (A_SENT, AttributeValue::Bool(false)),
                     (A_LAST_START, num(w.sending_since)),
+                    (A_CHANGES_START, num(w.changes_through)),
                 ];
                 values.extend(w.manifest.as_ref().map(|m| (A_MANIFEST_START, release_value(m))));
                 values.extend(w.rollback.as_ref().map(|r| (A_ROLLBACK, AttributeValue::S(r.clone()))));
@@ -297,8 +302,10 @@ impl FleetStore for Table {
                 let (unsynced, last_start) = (e.n(A_UNSYNCED), e.n(A_LAST_START));
                 // (An older version's finish may have left a wave's manifest.)
                 let (manifest, rollback, pinned) = (e.n(A_MANIFEST_START), e.n(A_ROLLBACK), e.n(A_PIN));
+                // The wave's listing includes the newest change known now.
+                let (changes, last_change, zero) = (e.n(A_CHANGES_START), e.n(A_LAST_CHANGE), e.v("zero", num(0)));
                 let update = format!(
-                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv} REMOVE {fp}, {unsynced}, {manifest}, {rollback}"
+                    "SET {wave} = {w}, {sender} = {w}, {running} = {requested}, {lease} = {exp}, {since} = {nowv}, {cmds} = {empty}, {sent} = {no}, {last_start} = {nowv}, {changes} = if_not_exists({last_change}, {zero}) REMOVE {fp}, {unsynced}, {manifest}, {rollback}"
                 );
                 // The exact negation of state::start_refusal ...
                 let mut condition = format!(
@@ -418,7 +425,20 @@ impl FleetStore for Table {
                     );
                     update.push_str(&format!(", {attr} = {v}"));
                 }
-                gone.push(A_ROLLBACK);
+                gone.extend([A_ROLLBACK, A_CHANGES_START]);
+                if next.synced_through > 0 {
+                    let (attr, v) = (e.n(A_SYNCED_THROUGH), e.v("synced_through", num(next.synced_through)));
+                    update.push_str(&format!(", {attr} = {v}"));
+                }
+                for (attr, name, id) in [
+                    (A_LAST_SYNCED, "last_synced", &next.last_synced_wave),
+                    (A_LAST_WAVE, "last_wave", &next.last_wave),
+                ] {
+                    if let Some(id) = id {
+                        let (attr, v) = (e.n(attr), e.v(name, AttributeValue::S(id.clone())));
+                        update.push_str(&format!(", {attr} = {v}"));
+                    }
+                }
                 let removed: Vec<String> = gone.iter().map(|a| e.n(a)).collect();
                 update.push_str(&format!(" REMOVE {wave}, {}", removed.join(", ")));
                 let mut condition = format!("{wave} = {w}");
@@ -578,6 +598,7 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
             manifest: release_ref(&r, A_MANIFEST_START)?,
             sender: r.string(A_SENDER)?.unwrap_or_default(),
             rollback: r.string(A_ROLLBACK)?,
+            changes_through: r.number(A_CHANGES_START)?.unwrap_or_default(),
         }),
         None => None,
     };
@@ -600,5 +621,8 @@ fn parse_fleet(pk: &str, attrs: &Attrs) -> Result<FleetItem, StoreError> {
         release: release_ref(&r, A_RELEASE)?,
         releases: kept(&r)?,
         pin: pin(&r, A_PIN)?,
+        synced_through: r.number(A_SYNCED_THROUGH)?.unwrap_or_default(),
+        last_synced_wave: r.string(A_LAST_SYNCED)?,
+        last_wave: r.string(A_LAST_WAVE)?,
     })
 }
