@@ -206,6 +206,9 @@ struct WaitArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
     wait_timeout: u64,
+    /// How often to look, milliseconds.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    poll_ms: u64,
 }
 
 #[tokio::main]
@@ -344,9 +347,11 @@ impl App {
 
     /// Prints a request's outcome, then waits for it when asked.
     async fn finish_request(&self, out: &Out, mut requested: ops::Requested, wait: &WaitArgs) -> Result<u8, CliError> {
-        if !wait.wait {
+        // A sync a rollback's pin holds is counted, not run: not done as asked.
+        let pinned = requested.action == "sync" && ops::pinned(&requested.outcome);
+        if !wait.wait || pinned {
             out.value(&requested, render::requested);
-            return Ok(exit::OK);
+            return Ok(if pinned { exit::PROBLEMS } else { exit::OK });
         }
         if !out.json {
             render::requested(&requested, out);
@@ -356,7 +361,7 @@ impl App {
             Some(g) => g,
             None => f.store.load().await.map_err(CliError::fleet)?.map(|i| i.requested_gen).unwrap_or_default(),
         };
-        let waited = wait_for(&f, out, generation, requested.action == "rollback", wait.wait_timeout).await?;
+        let waited = wait_for(&f, out, generation, requested.action == "rollback", wait).await?;
         let ok = waited.ok();
         requested.waited = Some(waited);
         if out.json {
@@ -375,10 +380,10 @@ async fn wait_for(
     out: &Out,
     generation: u64,
     rollback: bool,
-    timeout_s: u64,
+    wait: &WaitArgs,
 ) -> Result<Waited, CliError> {
     let clock = f.deps.clock.as_ref();
-    let give_up = clock.now_ms() + timeout_s * 1000;
+    let give_up = clock.now_ms() + wait.wait_timeout * 1000;
     let bar = out.progress(generation);
     loop {
         let item = f.store.load().await.map_err(CliError::fleet)?.unwrap_or_default();
@@ -406,7 +411,7 @@ async fn wait_for(
             bar.finish_and_clear();
             return Ok(Waited::TimedOut { completed: item.completed_gen });
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(wait.poll_ms.max(50))).await;
     }
 }
 

@@ -69,6 +69,12 @@ pub async fn sync(f: &SyncFunction, reason: &str, allow_shrink: bool) -> Result<
     })
 }
 
+/// Whether a request's outcome is a pinned fleet's (counted, not run).
+pub fn pinned(outcome: &Value) -> bool {
+    let wave = outcome.get("wave").unwrap_or(outcome);
+    wave.get("outcome").and_then(Value::as_str) == Some("pinned")
+}
+
 /// A rollback through the shared path.
 pub async fn rollback(f: &SyncFunction, to: &str, reason: &str) -> Result<Requested, CliError> {
     let request = format!("cli-{}", fleetkeeper::ssm_document::new_epoch());

@@ -450,7 +450,7 @@ fn releases(item: &FleetItem, keep: usize) -> Vec<ReleaseView> {
             id: r.id.clone(),
             generation: r.manifest.generation,
             wave_id: r.wave_id.clone(),
-            serving: serving == Some(r.id.as_str()),
+            serving: serving == Some(r.manifest.sha256.as_str()),
             rollback_target: targets.contains(r.id.as_str()),
         })
         .collect()

@@ -511,3 +511,25 @@ def test_get_bucket_versioning_answers_a_versioning_configuration_as_aws_does() 
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+
+
+def test_get_bucket_notification_configuration_answers_eventbridge_as_aws_does() -> None:
+    # AWS answers <EventBridgeConfiguration/> once EventBridge notifications
+    # are on; moto 5.2.5 stores it and leaves it out of the answer.
+    s3 = client("s3")
+    bucket = unique("fk-notify")
+    s3.create_bucket(Bucket=bucket)
+
+    def raw() -> str:
+        with urllib.request.urlopen(f"{URL}/{bucket}?notification") as response:
+            return response.read().decode()
+
+    # Nothing configured: an empty NotificationConfiguration (moto answers an
+    # empty GetBucketNotificationResponse, which the Rust SDK refuses).
+    assert "<NotificationConfiguration" in raw() and "EventBridge" not in raw(), raw()
+    assert "EventBridgeConfiguration" not in s3.get_bucket_notification_configuration(Bucket=bucket)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
+    assert s3.get_bucket_notification_configuration(Bucket=bucket).get("EventBridgeConfiguration") == {}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    assert "EventBridgeConfiguration" not in s3.get_bucket_notification_configuration(Bucket=bucket)
+    assert "<NotificationConfiguration" in raw(), raw()

@@ -40,6 +40,8 @@ pub enum Caller {
     Router,
     /// The local agent (the instances' `aws s3 sync`).
     Agent,
+    /// The operator CLI (`fleetkeeper`).
+    Operator,
 }
 
 impl Caller {
@@ -53,6 +55,7 @@ impl Caller {
             Caller::Function(Component::SyncCompletion) => "SYNCCP",
             Caller::Router => "ROUTER",
             Caller::Agent => "AGENTS",
+            Caller::Operator => "OPERAT",
         }
     }
 }
@@ -136,7 +139,12 @@ impl Emulator {
     /// the standard `aws-config` chain (no code branch in the function), with
     /// the function's own access key.
     pub fn aws_env_for(&self, component: Component) -> Vec<(String, String)> {
-        let key = self.key(Caller::Function(component));
+        self.aws_env_as(Caller::Function(component))
+    }
+
+    /// The same for any caller (the operator CLI's process).
+    pub fn aws_env_as(&self, caller: Caller) -> Vec<(String, String)> {
+        let key = self.key(caller);
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),

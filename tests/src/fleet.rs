@@ -611,3 +611,62 @@ async fn security_group(c: &Clients, vpc_id: &str, name: &str) -> String {
         .group_id
         .unwrap_or_default()
 }
+
+impl Fleet {
+    /// An internet-facing Application Load Balancer in the fleet's subnets
+    /// with a security group of its own, its HTTP listener forwarding to the
+    /// fleet's target group: `(load balancer ARN, its security group)`. The
+    /// instances' group does not admit it yet (the classic mistake `doctor`
+    /// finds): [`Fleet::admit_load_balancer`] fixes it.
+    pub async fn load_balancer(&self, c: &Clients) -> (String, String) {
+        let sg = security_group(c, &self.vpc_id, &format!("{}-alb", self.name)).await;
+        let mut subnets: Vec<String> = Vec::new();
+        for s in &self.subnets {
+            if !self.subnets.iter().take_while(|o| o.id != s.id).any(|o| o.zone == s.zone) {
+                subnets.push(s.id.clone());
+            }
+        }
+        let lb = c
+            .elbv2
+            .create_load_balancer()
+            .name(format!("alb-{}", &self.name[self.name.len() - 10..]))
+            .set_subnets(Some(subnets))
+            .security_groups(&sg)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_load_balancer: {e:?}"));
+        let arn = lb.load_balancers().first().and_then(|l| l.load_balancer_arn()).unwrap_or_default().to_owned();
+        let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+            .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+            .target_group_arn(&self.target_group_arn)
+            .build();
+        c.elbv2
+            .create_listener()
+            .load_balancer_arn(&arn)
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .default_actions(forward)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_listener: {e:?}"));
+        (arn, sg)
+    }
+
+    /// Lets the load balancer's group reach the instances on port 80.
+    pub async fn admit_load_balancer(&self, c: &Clients, lb_group: &str) {
+        c.ec2
+            .authorize_security_group_ingress()
+            .group_id(&self.web_security_group)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(80)
+                    .to_port(80)
+                    .user_id_group_pairs(UserIdGroupPair::builder().group_id(lb_group).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("authorize_security_group_ingress: {e:?}"));
+    }
+}

@@ -59,3 +59,27 @@ pub async fn request(method: Method, url: &str, body: Option<&Value>) -> Result<
     let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
+
+/// Sends a form-encoded POST (an AWS Query-protocol call) with `headers`:
+/// the status and the body as text.
+pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+    let stream = TcpStream::connect(authority.as_str()).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", authority.as_str())
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(form.to_owned()))).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}

@@ -18,6 +18,8 @@
 
 pub mod agent;
 pub mod campaign;
+pub mod cli;
+pub mod deployed;
 pub mod emulator;
 pub mod events;
 pub mod faults;

@@ -121,12 +121,51 @@ def get_bucket_versioning(self: Any) -> Any:
     return 200, {"Content-Type": "application/xml"}, body
 
 
+_original_get_notification: Any = None
+
+
+def get_bucket_notification(self: Any) -> Any:
+    """GetBucketNotificationConfiguration as AWS answers it (S3 API
+    reference, GetBucketNotificationConfiguration,
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketNotificationConfiguration.html):
+    the root element is ``NotificationConfiguration`` (empty when nothing is
+    configured), with ``EventBridgeConfiguration`` once EventBridge delivery
+    is on. moto 5.2.5 answers an empty configuration with an empty
+    ``GetBucketNotificationResponse`` (the AWS SDK for Rust refuses to parse
+    it), and leaves ``EventBridgeConfiguration`` out when it is all there is."""
+    status, headers, body = _original_get_notification(self)
+    text = body.decode() if isinstance(body, bytes) else str(body)
+    config = self.backend.get_bucket_notification_configuration(self.bucket_name)
+    bridge = config is not None and config.event_bridge is not None
+    root = "NotificationConfiguration"
+    if f"<{root}" not in text:
+        inner = "<EventBridgeConfiguration></EventBridgeConfiguration>" if bridge else ""
+        text = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<{root} xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</{root}>'
+        )
+    elif bridge and "EventBridgeConfiguration" not in text:
+        element = "<EventBridgeConfiguration></EventBridgeConfiguration>"
+        if f"</{root}>" in text:
+            text = text.replace(f"</{root}>", f"{element}</{root}>", 1)
+        else:
+            # An otherwise empty configuration, answered self-closed.
+            start = text.find(f"<{root}")
+            end = text.find("/>", start)
+            text = text[:end] + ">" + element + f"</{root}>" + text[end + 2 :]
+    return status, headers, text
+
+
 def apply() -> list[str]:
     from moto.s3.responses import S3Response
 
+    global _original_get_notification
     notifications._send_event_bridge_message = send_event_bridge_message
     S3Response.get_bucket_versioning = get_bucket_versioning
+    _original_get_notification = S3Response.get_bucket_notification
+    S3Response.get_bucket_notification = get_bucket_notification
     return [
         "s3: EventBridge object events in the documented shape, recorded for the event router",
         "s3: GetBucketVersioning answers VersioningConfiguration, as AWS does",
+        "s3: GetBucketNotificationConfiguration answers EventBridgeConfiguration, as AWS does",
     ]

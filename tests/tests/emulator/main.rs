@@ -1,6 +1,7 @@
 //! Emulator-backed integration tests, in one binary: each test module would
 //! otherwise link the whole AWS SDK again.
 
+mod cli;
 mod codebase_sync;
 mod exact;
 mod faults;
