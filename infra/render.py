@@ -81,6 +81,21 @@ def resource(scope: str) -> tuple[list[str], str | None]:
         # GetBucketVersioning carries no s3:prefix, so codebase-bucket's
         # condition would deny it.
         return [f'Resource: !Sub "{arn}:s3:::${{CodebaseBucket}}"'], "HasCodebase"
+    if scope == "stack-rules":
+        # The template's rules: every one is named <FleetName>-fk-<what>.
+        return [f'Resource: !Sub "{arn}:events:{here}:rule/${{FleetName}}-fk-*"'], None
+    if scope == "stack-functions":
+        functions = [
+            ("LifecycleHookFunction", None),
+            ("MountTargetsFunction", "HasFileSystem"),
+            ("CodebaseSyncFunction", "HasCodebase"),
+            ("SyncCompletionFunction", "HasCodebase"),
+        ]
+        lines = ["Resource:"]
+        for name, condition in functions:
+            value = f"!GetAtt {name}.Arn"
+            lines.append(f"  - {value}" if condition is None else f"  - !If [{condition}, {value}, !Ref AWS::NoValue]")
+        return lines, None
     if scope == "manifests":
         # Exact releases: the fleet's own prefix of the stack's manifest
         # bucket (manifests/<FLEET_NAME>/<sha256>.jsonl.gz), never the bucket.
@@ -135,11 +150,13 @@ def hooks() -> str:
 
 
 def manifests() -> dict:
+    """The functions' and the operator policies' grants, by marker name."""
     try:
         raw = subprocess.run([str(PERMISSIONS), "json"], check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         raise SystemExit(f"render.py: {PERMISSIONS} json failed ({e}): run `cargo build --workspace` first")
-    return json.loads(raw)["functions"]
+    parsed = json.loads(raw)
+    return {**parsed["functions"], **parsed["operators"]}
 
 
 def render() -> str:

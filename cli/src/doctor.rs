@@ -636,7 +636,7 @@ async fn bucket_events(d: &mut Doctor, aws: &Aws, config: &Config) {
                 codebase.bucket
             ),
         ),
-        Err(e) => d.unknown(check, CliError::aws("s3:GetBucketNotificationConfiguration", e).to_string()),
+        Err(e) => d.unknown(check, CliError::aws("s3:GetBucketNotification", e).to_string()),
     }
 }
 

@@ -44,6 +44,10 @@ pub enum Scope {
     /// The fleet's manifests in the stack's manifest bucket
     /// (`<manifest bucket>/manifests/<FLEET_NAME>/*`).
     Manifests,
+    /// The stack's EventBridge rules (`rule/<FLEET_NAME>-fk-*`).
+    StackRules,
+    /// The stack's four functions.
+    StackFunctions,
 }
 
 /// Actions granted together on one scope.
@@ -242,6 +246,138 @@ pub fn manifest(component: Component) -> &'static [Grant] {
     }
 }
 
+/// The operator CLI's policies (`docs/operator-policy.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operator {
+    /// `status` and `doctor`: reads only.
+    ReadOnly,
+    /// Every verb: the reads, the paths of the functions the CLI takes
+    /// (`sync`, `rollback`, `resume`, `unlock`, `reconcile`), and invoking
+    /// the stack's functions (`--via-lambda`).
+    Operate,
+}
+
+impl Operator {
+    /// Both.
+    pub const ALL: [Operator; 2] = [Operator::ReadOnly, Operator::Operate];
+
+    /// Its name in `permissions json` and the template's marker.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operator::ReadOnly => "operator-read-only",
+            Operator::Operate => "operator",
+        }
+    }
+}
+
+const OPERATOR_READ: [Grant; 10] = [
+    Grant {
+        actions: &["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLifecycleHooks"],
+        scope: Scope::Any,
+        why: "the managed groups, their members and hooks (Describe* of Auto Scaling supports no resource-level \
+              permissions)",
+    },
+    Grant {
+        actions: &["ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets"],
+        scope: Scope::Any,
+        why: "doctor: the instances' security groups and the load balancer's subnets (EC2 Describe* supports no \
+              resource-level permissions)",
+    },
+    Grant {
+        actions: &[
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetHealth",
+        ],
+        scope: Scope::Any,
+        why: "target health; doctor: the load balancer's groups and ports (ELB Describe* supports no resource-level \
+              permissions)",
+    },
+    Grant {
+        actions: &["elasticfilesystem:DescribeMountTargetSecurityGroups", "elasticfilesystem:DescribeMountTargets"],
+        scope: Scope::FileSystem,
+        why: "mount targets per AZ and their security groups",
+    },
+    Grant {
+        actions: &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:DescribeTimeToLive",
+            "dynamodb:GetItem",
+        ],
+        scope: Scope::LockTable,
+        why: "the fleet item, wave records and run histories; doctor: the table's key and TTL",
+    },
+    SSM_DOCUMENT,
+    SSM_READ,
+    Grant {
+        actions: &["events:DescribeRule", "events:ListTargetsByRule"],
+        scope: Scope::StackRules,
+        why: "doctor: the stack's rules exist, are enabled and target its functions",
+    },
+    Grant {
+        actions: &["lambda:GetFunctionConfiguration"],
+        scope: Scope::StackFunctions,
+        why: "--from-function: the deployed configuration; doctor: a rule target's FLEET_NAME",
+    },
+    Grant {
+        actions: &["s3:GetBucketNotification"],
+        scope: Scope::CodebaseBucketSettings,
+        why: "doctor: the codebase bucket delivers its events to EventBridge",
+    },
+];
+
+const OPERATOR_WRITE: [Grant; 1] = [Grant {
+    actions: &["lambda:InvokeFunction"],
+    scope: Scope::StackFunctions,
+    why: "--via-lambda: invoke the stack's codebase-sync",
+}];
+
+/// One statement of an operator policy: every action it grants on one scope
+/// (merged by scope: a managed policy holds at most 6,144 characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorGrant {
+    /// IAM actions, sorted.
+    pub actions: Vec<&'static str>,
+    /// What they apply to.
+    pub scope: Scope,
+    /// Why, one reason per grant merged.
+    pub why: Vec<&'static str>,
+}
+
+/// An operator policy's statements, one per scope, in scope order.
+pub fn operator_manifest(operator: Operator) -> Vec<OperatorGrant> {
+    let mut grants: Vec<&Grant> = OPERATOR_READ.iter().collect();
+    if operator == Operator::Operate {
+        grants.extend(LIFECYCLE.iter().chain(&MOUNTS).chain(&SYNC).chain(&OPERATOR_WRITE));
+    }
+    let mut by_scope: std::collections::BTreeMap<Scope, OperatorGrant> = std::collections::BTreeMap::new();
+    for g in grants {
+        let entry =
+            by_scope.entry(g.scope).or_insert(OperatorGrant { actions: Vec::new(), scope: g.scope, why: Vec::new() });
+        entry.actions.extend(g.actions.iter().copied());
+        if !entry.why.contains(&g.why) {
+            entry.why.push(g.why);
+        }
+    }
+    by_scope
+        .into_values()
+        .map(|mut g| {
+            g.actions.sort_unstable();
+            g.actions.dedup();
+            g
+        })
+        .collect()
+}
+
+/// Every action an operator policy allows, sorted, without duplicates.
+pub fn operator_actions(operator: Operator) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = operator_manifest(operator).into_iter().flat_map(|g| g.actions).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Every action a function may call, sorted, without duplicates.
 pub fn actions(component: Component) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = manifest(component).iter().flat_map(|g| g.actions.iter().copied()).collect();
@@ -258,6 +394,10 @@ pub fn action_of(service: &str, operation: &str) -> String {
         ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
         // ListObjectVersions is authorized as s3:ListBucketVersions.
         ("s3", "ListObjectVersions") => "ListBucketVersions",
+        // GetBucketNotificationConfiguration is authorized as s3:GetBucketNotification.
+        ("s3", "GetBucketNotificationConfiguration") => "GetBucketNotification",
+        // Invoke is authorized as lambda:InvokeFunction.
+        ("lambda", "Invoke") => "InvokeFunction",
         (_, op) => op,
     };
     format!("{service}:{operation}")
@@ -297,5 +437,26 @@ mod tests {
         assert_eq!(action_of("s3", "ListObjectsV2"), "s3:ListBucket");
         assert_eq!(action_of("s3", "ListObjectVersions"), "s3:ListBucketVersions");
         assert_eq!(action_of("ssm", "SendCommand"), "ssm:SendCommand");
+        assert_eq!(action_of("s3", "GetBucketNotificationConfiguration"), "s3:GetBucketNotification");
+        assert_eq!(action_of("lambda", "Invoke"), "lambda:InvokeFunction");
+    }
+
+    #[test]
+    fn the_read_only_operator_writes_nothing_and_the_operator_can_do_what_the_functions_do() {
+        let read = operator_actions(Operator::ReadOnly);
+        let writes =
+            ["Put", "Update", "Send", "Create", "Delete", "Register", "Complete", "Cancel", "Invoke", "Record"];
+        for a in &read {
+            let op = a.split_once(':').map(|(_, op)| op).unwrap_or_default();
+            assert!(!writes.iter().any(|w| op.starts_with(w)), "read-only grants {a}");
+        }
+        let operate = operator_actions(Operator::Operate);
+        for c in Component::ALL {
+            for a in actions(c) {
+                assert!(operate.contains(&a), "the operator lacks {a} of {c}");
+            }
+        }
+        assert!(read.iter().all(|a| operate.contains(a)));
+        assert!(operate.contains(&"lambda:InvokeFunction") && operate.contains(&"ssm:CancelCommand"));
     }
 }

@@ -60,7 +60,13 @@ SCOPE_MARKS = {
     # The bucket ARN itself (the closing quote: nothing after it).
     "CodebaseBucketSettings": ':s3:::${CodebaseBucket}"',
     "Manifests": ":s3:::${ManifestBucket}/manifests/${FleetName}/*",
+    "StackRules": ":rule/${FleetName}-fk-*",
+    "StackFunctions": '"LifecycleHookFunction"',
 }
+#: The operator CLI's policies (docs/operator-policy.md), by manifest name.
+OPERATORS = {"operator-read-only": "OperatorReadOnlyPolicy", "operator": "OperatorPolicy"}
+#: IAM's limit on a managed policy's document, whitespace not counted.
+MANAGED_POLICY_MAX = 6144
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 #: Every optional feature on: the transform then shows every statement.
 PARAMETERS = {
@@ -175,6 +181,62 @@ def test_each_grant_names_the_resources_of_its_scope(
             statement = by_sid[f"{scope}{n}"]
             assert sorted(actions_of(statement)) == sorted(grant["actions"]), f"{function}: {statement}"
             assert SCOPE_MARKS[scope] in json.dumps(statement["Resource"]), f"{function}: {scope}: {statement}"
+
+
+def operator_manifests() -> dict[str, list[dict[str, Any]]]:
+    raw = subprocess.run([str(ROOT / "target" / "debug" / "permissions"), "json"], check=True, capture_output=True, text=True)
+    return json.loads(raw.stdout)["operators"]
+
+
+def longest(value: Any) -> Any:
+    """Intrinsics replaced by the longest values they can take: the policy's
+    size as IAM counts it after CloudFormation resolves it."""
+    if isinstance(value, dict):
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            subs = {"AWS::Partition": "aws-us-gov", "AWS::Region": "ap-southeast-4", "AWS::AccountId": "123456789012", "FleetName": "f" * 31}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: subs.get(m.group(1), "x" * 63), text)
+        if "Fn::GetAtt" in value:
+            # A function's ARN: its generated name runs to 64 characters.
+            return "arn:aws-us-gov:lambda:ap-southeast-4:123456789012:function:" + "x" * 64
+        if "Ref" in value:
+            return ["arn:aws-us-gov:elasticloadbalancing:ap-southeast-4:123456789012:targetgroup/" + "x" * 32 + "/0123456789abcdef"] * 2 if value["Ref"] == "TargetGroupArns" else "x" * 63
+        if "Fn::If" in value:
+            return longest(value["Fn::If"][1])
+        return {k: longest(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [longest(v) for v in value if v != {"Ref": "AWS::NoValue"}]
+    return value
+
+
+def test_each_operator_policy_grants_exactly_its_manifest_on_its_scopes_and_fits_a_managed_policy(transformed: dict[str, Any]) -> None:
+    manifests = operator_manifests()
+    for name, logical in OPERATORS.items():
+        policy = transformed["Resources"][logical]
+        assert policy["Type"] == "AWS::IAM::ManagedPolicy" and "Condition" not in policy, name
+        document = policy["Properties"]["PolicyDocument"]
+        stmts = [s for s in resolve_if(document["Statement"]) if s]
+        granted = sorted(a for s in stmts for a in actions_of(s))
+        wanted = sorted(a for g in manifests[name] for a in g["actions"])
+        assert granted == wanted, f"{name}: {sorted(set(granted) ^ set(wanted))}"
+        by_sid = {s["Sid"]: s for s in stmts}
+        for n, grant in enumerate(manifests[name], 1):
+            scope = "".join(part.capitalize() for part in grant["scope"].split("-"))
+            assert SCOPE_MARKS[scope] in json.dumps(by_sid[f"{scope}{n}"]["Resource"]), f"{name}: {scope}"
+        size = len(re.sub(r"\s", "", json.dumps({"Version": "2012-10-17", "Statement": longest(document["Statement"])})))
+        assert size <= MANAGED_POLICY_MAX, f"{name}: {size} characters at the longest"
+    read_only = {a for g in manifests["operator-read-only"] for a in g["actions"]}
+    assert not [a for a in read_only if re.match(r"[a-z0-9]+:(Put|Update|Send|Create|Delete|Register|Complete|Cancel|Invoke)", a)]
+
+
+def test_parliament_finds_nothing_in_the_operator_policies(transformed: dict[str, Any]) -> None:
+    from parliament import analyze_policy_string
+
+    for name, logical in OPERATORS.items():
+        statements_ = resolve_if(transformed["Resources"][logical]["Properties"]["PolicyDocument"]["Statement"])
+        document = {"Version": "2012-10-17", "Statement": placeholders([s for s in statements_ if s])}
+        findings = [f for f in analyze_policy_string(json.dumps(document)).findings if not known_false_positive(f)]
+        assert not findings, f"{name}: {[(f.issue, f.detail) for f in findings]}"
 
 
 def test_send_command_is_bound_to_the_document_and_to_the_managed_groups_instances(transformed: dict[str, Any]) -> None:
@@ -300,6 +362,8 @@ def placeholders(value: Any) -> Any:
             name = value["Fn::GetAtt"][0]
             if "Table" in name:
                 return f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
+            if name.endswith("Function"):
+                return f"arn:aws:lambda:us-east-1:123456789012:function:web-{name}"
             return f"arn:aws:sqs:us-east-1:123456789012:{name}"
         if "Ref" in value:
             if value["Ref"] == "TargetGroupArns":

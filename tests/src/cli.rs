@@ -34,6 +34,8 @@ impl Ran {
 #[derive(Clone)]
 pub struct Cli {
     env: Vec<(String, String)>,
+    /// The read-only operator's key (`status`, `doctor` run as it).
+    read_only_key: String,
 }
 
 impl Cli {
@@ -46,7 +48,7 @@ impl Cli {
         env.extend(clock.iter().flat_map(|c| c.process_env()));
         env.push(("NO_COLOR".into(), "1".into()));
         env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
-        Cli { env }
+        Cli { env, read_only_key: emulator.key(Caller::OperatorReadOnly) }
     }
 
     /// Sets (or replaces) one variable of its environment.
@@ -55,9 +57,14 @@ impl Cli {
         self.env.push((key.into(), value.into()));
     }
 
+    /// `status` and `doctor` run as the read-only operator: the permission
+    /// check holds them to the read-only policy.
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(binary_path("fleetkeeper"));
         c.args(args).env_clear().envs(self.env.iter().cloned()).stdin(Stdio::null()).kill_on_drop(true);
+        if args.iter().any(|a| matches!(*a, "status" | "doctor")) {
+            c.env("AWS_ACCESS_KEY_ID", &self.read_only_key);
+        }
         c
     }
 

@@ -40,8 +40,10 @@ pub enum Caller {
     Router,
     /// The local agent (the instances' `aws s3 sync`).
     Agent,
-    /// The operator CLI (`fleetkeeper`).
+    /// The operator CLI (`fleetkeeper`), its verbs that act.
     Operator,
+    /// The operator CLI's read-only verbs (`status`, `doctor`).
+    OperatorReadOnly,
 }
 
 impl Caller {
@@ -56,6 +58,7 @@ impl Caller {
             Caller::Router => "ROUTER",
             Caller::Agent => "AGENTS",
             Caller::Operator => "OPERAT",
+            Caller::OperatorReadOnly => "OPREAD",
         }
     }
 }

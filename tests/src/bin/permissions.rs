@@ -15,7 +15,9 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use fleetkeeper::config::Component;
-use fleetkeeper::permissions::{Scope, action_of, actions, manifest};
+use fleetkeeper::permissions::{
+    Grant, Operator, Scope, action_of, actions, manifest, operator_actions, operator_manifest,
+};
 use fleetkeeper_tests::emulator::{Caller, Emulator};
 use serde_json::{Value, json};
 
@@ -35,21 +37,34 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::ReleaseMarker => "release-marker",
         Scope::CodebaseBucketSettings => "codebase-bucket-settings",
         Scope::Manifests => "manifests",
+        Scope::StackRules => "stack-rules",
+        Scope::StackFunctions => "stack-functions",
     }
 }
 
+fn grants(grants: &[Grant]) -> Value {
+    json!(
+        grants
+            .iter()
+            .map(|g| json!({"actions": g.actions, "scope": scope_name(g.scope), "why": g.why}))
+            .collect::<Vec<_>>()
+    )
+}
+
 fn manifests() -> Value {
-    let functions: serde_json::Map<String, Value> = Component::ALL
+    let functions: serde_json::Map<String, Value> =
+        Component::ALL.iter().map(|&c| (c.name().to_owned(), grants(manifest(c)))).collect();
+    let operators: serde_json::Map<String, Value> = Operator::ALL
         .iter()
-        .map(|&c| {
-            let grants: Vec<Value> = manifest(c)
+        .map(|&o| {
+            let statements: Vec<Value> = operator_manifest(o)
                 .iter()
-                .map(|g| json!({"actions": g.actions, "scope": scope_name(g.scope), "why": g.why}))
+                .map(|g| json!({"actions": g.actions, "scope": scope_name(g.scope), "why": g.why.join("; ")}))
                 .collect();
-            (c.name().to_owned(), json!(grants))
+            (o.name().to_owned(), json!(statements))
         })
         .collect();
-    json!({ "functions": functions })
+    json!({ "functions": functions, "operators": operators })
 }
 
 async fn check_recorded() -> Result<String, String> {
@@ -68,8 +83,22 @@ async fn check_recorded() -> Result<String, String> {
         made += used.len();
         missing.extend(used.iter().filter(|a| !granted.contains(a.as_str())).map(|a| format!("{c}: {a}")));
     }
+    // The operator CLI: its read-only verbs as OPREAD, the rest as OPERAT.
+    for (caller, operator) in [(Caller::OperatorReadOnly, Operator::ReadOnly), (Caller::Operator, Operator::Operate)] {
+        let granted: BTreeSet<&str> = operator_actions(operator).into_iter().collect();
+        let used: BTreeSet<String> =
+            seen.iter().filter(|(t, ..)| t == caller.tag()).map(|(_, service, op)| action_of(service, op)).collect();
+        if used.is_empty() {
+            missing.push(format!("{}: no call recorded at all", operator.name()));
+        }
+        made += used.len();
+        missing
+            .extend(used.iter().filter(|a| !granted.contains(a.as_str())).map(|a| format!("{}: {a}", operator.name())));
+    }
     if missing.is_empty() {
-        Ok(format!("permissions: the {made} operations the functions made in the suite are all in their manifests"))
+        Ok(format!(
+            "permissions: the {made} operations the functions and the CLI made in the suite are all in their manifests"
+        ))
     } else {
         Err(format!(
             "operations made but not in the function's manifest (fleetkeeper::permissions):\n  {}",
