@@ -217,7 +217,10 @@ async fn observe(aws: &Aws, config: &Config) -> Result<Fleet, CliError> {
     let mut ids = Vec::new();
     for g in groups.auto_scaling_groups() {
         let name = g.auto_scaling_group_name().unwrap_or_default().to_owned();
-        zones.insert(name, g.availability_zones().to_vec());
+        let mut azs = g.availability_zones().to_vec();
+        azs.sort();
+        azs.dedup();
+        zones.insert(name, azs);
         ids.extend(
             g.instances()
                 .iter()

@@ -17,6 +17,8 @@ use fleetkeeper::config::vars;
 use fleetkeeper::{Clients, Component};
 use fleetkeeper_tests::Emulator;
 use fleetkeeper_tests::agent::{Agent, AgentRun};
+use fleetkeeper_tests::cli::Cli;
+use fleetkeeper_tests::deployed::Wiring;
 use fleetkeeper_tests::emulator::{Caller, TestClock};
 use fleetkeeper_tests::fleet::{Fleet, FleetSpec, create_sync_document, upload};
 use fleetkeeper_tests::inprocess::set_var;
@@ -58,7 +60,14 @@ struct Demo {
     clock: TestClock,
     /// Seconds the emulator's clock was moved forward so far.
     skipped_s: u64,
+    /// The operator CLI (`target/debug/fleetkeeper`).
+    cli: Cli,
+    /// The functions' configuration, as deployed.
+    deployed: Vec<(String, String)>,
 }
+
+/// Uploads in the deploy.
+const DEPLOY_FILES: usize = 500;
 
 /// The quiet period the demo deploys with (the default).
 const QUIET_S: u64 = fleetkeeper::config::DEFAULT_QUIET_SECONDS;
@@ -73,7 +82,8 @@ async fn main() -> ExitCode {
     println!(" the quiet period's waits pass on the emulator's clock, shown as [clock +N s])");
 
     t.scene("A web tier launches");
-    let spec = FleetSpec { instances: 3, ..FleetSpec::default() };
+    // Three AZs, the first with two subnets.
+    let spec = FleetSpec { instances: 3, second_subnet_in_first_zone: true, ..FleetSpec::default() };
     let fleet = Fleet::provision(&clients, &spec).await;
     create_sync_document(&clients, &fleet).await;
     // As the template deploys it (ExactReleases): a manifest bucket; and a
@@ -111,23 +121,31 @@ async fn main() -> ExitCode {
     let hosts = std::env::temp_dir().join(format!("fleetkeeper-demo-{}", std::process::id()));
     let clock = TestClock::new(&emulator).await;
     let mut router = Router::new(&emulator, &fleet).await;
+    let mut deployed = Vec::new();
     for component in Component::ALL {
         // As deployed: the sync functions with the default quiet period and
         // codebase-sync's own delayed-start queue.
         let mut env = fleet.sync_env(component, QUIET_S);
         set_var(&mut env, vars::MANIFEST_BUCKET, &manifests);
+        if component == Component::CodebaseSync {
+            deployed = env.clone();
+        }
         env.extend(emulator.aws_env_for(component));
         router.route(component, LambdaProcess::start_on_clock(component, &env, &clock).await);
     }
+    // The operator's CLI, with the deployed configuration.
+    let cli = Cli::new(&emulator, &deployed, Some(&clock));
     t.say("the four functions run as real bootstraps; the router delivers AWS's events, the local agent runs the document");
     let agent = Agent::new(&emulator, &fleet.document, &hosts).await;
-    let mut demo = Demo { t, emulator, clients, fleet, router, agent, hosts, clock, skipped_s: 0 };
+    let mut demo = Demo { t, emulator, clients, fleet, router, agent, hosts, clock, skipped_s: 0, cli, deployed };
 
     demo.gate_in().await;
     demo.mount_targets().await;
     demo.burst().await;
-    demo.rollback().await;
     demo.drain_out().await;
+    demo.doctor().await;
+    demo.rollback().await;
+    demo.status().await;
     demo.calls().await;
 
     let _ = std::fs::remove_dir_all(&demo.hosts);
@@ -233,15 +251,18 @@ impl Demo {
 
     async fn burst(&mut self) {
         self.t.scene(&format!(
-            "A deploy of 40 uploads becomes one sync wave once the codebase is quiet for {QUIET_S} s, plus one follow-up"
+            "A deploy of {DEPLOY_FILES} uploads becomes one sync wave once the codebase is quiet for {QUIET_S} s, \
+             plus one follow-up; a fourth instance launches mid-wave"
         ));
+        let original: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
         let mut waves: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let mut early = 0;
+        let per_batch = DEPLOY_FILES / 4;
         for batch in 1..=4 {
-            let keys: Vec<String> = (0..10).map(|n| format!("releases/b{batch}/file-{n}.php")).collect();
+            let keys: Vec<String> = (0..per_batch).map(|n| format!("releases/b{batch}/file-{n}.php")).collect();
             upload(&self.clients, &self.fleet, &keys).await;
             self.t.say(format!(
-                "10 objects uploaded (batch {batch} of 4): S3 events go to EventBridge, the rule queues them in SQS"
+                "{per_batch} objects uploaded (batch {batch} of 4): S3 events go to EventBridge, the rule queues them in SQS"
             ));
             let (_, runs) = self.settle().await;
             early += runs.len();
@@ -252,7 +273,7 @@ impl Demo {
         self.t.expect(early == 0, "no instance synced while the deploy was uploading");
         self.skip(QUIET_S + 1, "no change since the last upload").await;
         // The delayed start arrives and sends the wave; 10 more uploads land
-        // before any instance ran it.
+        // and the group scales out before any instance ran it.
         for d in self.router.pump().await {
             self.say_delivery(&d);
         }
@@ -260,15 +281,34 @@ impl Demo {
         let keys: Vec<String> = (0..10).map(|n| format!("releases/b5/file-{n}.php")).collect();
         upload(&self.clients, &self.fleet, &keys).await;
         self.t.say("10 more objects uploaded while the wave runs");
+        self.fleet.scale_to(&self.clients, 4).await;
+        let fourth = self
+            .fleet
+            .members(&self.clients)
+            .await
+            .into_iter()
+            .find(|m| !original.contains(&m.id))
+            .map(|m| m.id)
+            .unwrap_or_default();
+        self.t.say(format!("desired capacity 3 -> 4 while the wave runs: {fourth} launches (Pending:Wait)"));
         let (_, runs) = self.settle().await;
-        waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        let ran_wave = |runs: &[AgentRun]| -> Vec<String> {
+            runs.iter()
+                .filter(|r| original.contains(&r.instance_id) && r.run.stdout.contains("synced"))
+                .map(|r| r.generation.clone())
+                .collect()
+        };
+        waves.extend(ran_wave(&runs));
         let late = self.live_count("releases/b5").await;
         self.t
             .say(format!("after the wave: {late} of the 10 late uploads are live (its manifest pinned the versions)"));
         self.t.expect(late == 0, "nothing uploaded after the wave started is in its release");
+        let state = self.fleet.lifecycle_state(&self.clients, &fourth).await.unwrap_or_default();
+        self.t.say(format!("{fourth} was caught up by the gate and is {state}"));
+        self.t.expect(state == "InService", "the fourth instance is gated in after its catch-up");
         self.skip(QUIET_S + 1, "the follow-up waits for quiet too").await;
         let (_, runs) = self.settle().await;
-        waves.extend(runs.iter().filter(|r| r.run.stdout.contains("synced")).map(|r| r.generation.clone()));
+        waves.extend(ran_wave(&runs));
         let late = self.live_count("releases/b5").await;
         self.t.say(format!("after the follow-up: {late} of the 10 late uploads are live"));
         self.t.expect(late == 10, "the follow-up brings the late uploads");
@@ -279,23 +319,23 @@ impl Demo {
             item.completed_gen,
             item.wave.is_some()
         ));
-        if let Some(first) = self.fleet.members(&self.clients).await.first() {
-            let current = self.agent.on_instance(&first.id, &self.fleet.destination).join("current");
-            if let Ok(target) = std::fs::read_link(&current) {
+        let mut served = std::collections::BTreeSet::new();
+        for m in self.fleet.members(&self.clients).await {
+            let current = self.agent.on_instance(&m.id, &self.fleet.destination).join("current");
+            let target = std::fs::read_link(&current).map(|t| t.display().to_string()).unwrap_or_default();
+            let files = count_files(&current);
+            if m.id == fourth || m.id == original[0] {
                 let media = match std::fs::read_link(current.join("media")) {
                     Ok(shared) => format!("media/ -> {}", shared.display()),
                     Err(_) => "media/ is not linked".to_owned(),
                 };
-                self.t.say(format!(
-                    "{}: current -> {} ({} files; {media})",
-                    first.id,
-                    target.display(),
-                    count_files(&current)
-                ));
+                self.t.say(format!("{}: current -> {target} ({files} files; {media})", m.id));
             }
+            served.insert((target, files));
         }
         self.t.expect(running.is_some(), "the wave started once the codebase was quiet");
         self.t.expect(waves.len() == 2, "exactly one wave and one follow-up");
+        self.t.expect(served.len() == 1, "all four instances serve the same release, the fourth included");
         self.t
             .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
     }
@@ -334,7 +374,9 @@ impl Demo {
         let broken = self.served_index().await;
         self.t.expect(broken.iter().all(|b| b.contains("broken")), "every instance serves the broken release");
         self.emulator.forget_calls(Caller::Agent).await;
-        let answer = self.operator(serde_json::json!({"action": "rollback", "reason": "500s after the deploy"})).await;
+        let args = ["rollback", "--reason", "500s after the deploy"];
+        let ran = self.cli.run(&args).await;
+        self.say_cli(&args, &ran);
         let (_, runs) = self.settle().await;
         let s3 = self.emulator.calls(Caller::Agent).await.operations().iter().filter(|o| o.starts_with("s3:")).count();
         let item = self.fleet.item(&self.clients).await;
@@ -344,7 +386,7 @@ impl Demo {
             item.completed_gen,
             runs.iter().filter(|r| r.run.stdout.contains("nothing downloaded")).count()
         ));
-        self.t.expect(answer["wave"]["outcome"] == "started", "codebase-sync started the rollback wave");
+        self.t.expect(ran.code == 0 && ran.stdout.contains("started"), "the CLI started the rollback wave");
         self.t
             .expect(self.served_index().await == good, "every instance serves the release before the broken one again");
         self.t.expect(
@@ -364,7 +406,11 @@ impl Demo {
             runs.len()
         ));
         self.t.expect(runs.is_empty() && self.served_index().await == good, "a pinned fleet runs no wave");
-        self.operator(serde_json::json!({"action": "resume", "reason": "fix uploaded"})).await;
+        let resumed = self.operator(serde_json::json!({"action": "resume", "reason": "fix uploaded"})).await;
+        self.t.say(format!(
+            "resume, invoked on codebase-sync as `fleetkeeper resume --via-lambda` does: {}",
+            describe_start(&resumed["wave"])
+        ));
         self.settle().await;
         let fixed = self.served_index().await;
         self.t.expect(fixed.iter().all(|b| b.contains("fixed")), "resume syncs the codebase as it is: the fix");
@@ -385,11 +431,11 @@ impl Demo {
             .autoscaling
             .set_desired_capacity()
             .auto_scaling_group_name(&self.fleet.asg_name)
-            .desired_capacity(2)
+            .desired_capacity(3)
             .send()
             .await;
         for m in self.fleet.members(&self.clients).await.iter().filter(|m| m.lifecycle_state == "Terminating:Wait") {
-            self.t.say(format!("desired capacity 3 -> 2: {} is Terminating:Wait", m.id));
+            self.t.say(format!("desired capacity 4 -> 3: {} is Terminating:Wait", m.id));
         }
         self.settle().await;
         let after: Vec<String> = self.fleet.members(&self.clients).await.into_iter().map(|m| m.id).collect();
@@ -397,7 +443,64 @@ impl Demo {
         let healthy = self.healthy_targets().await;
         self.t
             .say(format!("the group now has {} instance(s); gone: {gone:?}; {healthy} healthy target(s)", after.len()));
-        self.t.expect(after.len() == 2 && gone.len() == 1 && healthy == 2, "one instance left, deregistered first");
+        self.t.expect(after.len() == 3 && gone.len() == 1 && healthy == 3, "one instance left, deregistered first");
+    }
+
+    /// Prints a CLI run's output, indented.
+    fn say_cli(&self, args: &[&str], ran: &fleetkeeper_tests::cli::Ran) {
+        self.t.say(format!("$ fleetkeeper {} (exit {})", args.join(" "), ran.code));
+        for line in ran.stdout.lines().chain(ran.stderr.lines()) {
+            println!("            {line}");
+        }
+    }
+
+    async fn doctor(&mut self) {
+        self.t.scene("A load balancer is put in front, with a security-group mistake; fleetkeeper doctor finds it");
+        // As the template deploys the rest: the functions (moto stores
+        // them), their EventBridge rules, the lock table's TTL.
+        let wiring = Wiring::new(&self.emulator).await;
+        wiring.functions(&self.emulator, &self.fleet, &self.deployed).await;
+        wiring.rules(&self.fleet).await;
+        let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name(fleetkeeper::store::EXPIRES_AT)
+            .build()
+            .expect("ttl");
+        let table = &self.fleet.lock_table;
+        let on = self.clients.dynamodb.update_time_to_live().table_name(table).time_to_live_specification(ttl);
+        on.send().await.expect("ttl");
+        let (lb, lb_group) = self.fleet.load_balancer(&self.clients).await;
+        self.t.say(format!(
+            "ALB {} (security group {lb_group}) forwards to the target group; the instances' group {} does not admit it",
+            short_arn(&lb),
+            self.fleet.web_security_group
+        ));
+        let args = ["doctor"];
+        let sick = self.cli.run(&args).await;
+        self.say_cli(&args, &sick);
+        let failed: Vec<&str> = sick.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+        self.t.expect(sick.code == 1, "doctor exits 1: a problem found");
+        self.t.expect(
+            failed.len() == 1 && failed[0].contains("lb-to-instances"),
+            "the one problem is the load balancer's port to the instances",
+        );
+        self.fleet.admit_load_balancer(&self.clients, &lb_group).await;
+        self.t.say(format!("fixed as doctor says: {} admits TCP 80 from {lb_group}", self.fleet.web_security_group));
+        let well = self.cli.run(&args).await;
+        self.say_cli(&args, &well);
+        self.t.expect(well.code == 0, "doctor passes after the fix");
+    }
+
+    async fn status(&mut self) {
+        self.t.scene("The operator's view: fleetkeeper status");
+        let args = ["status"];
+        let ran = self.cli.run(&args).await;
+        self.say_cli(&args, &ran);
+        self.t.expect(ran.code == 0, "status reads everything");
+        let json = self.cli.run(&["status", "--json"]).await;
+        let s: Value = serde_json::from_str(&json.stdout).unwrap_or_default();
+        self.t.expect(s["freshness"]["up_to_date"] == true, "status: the fleet is up to date");
+        self.t.expect(s["pin"].is_null() && s["wave"].is_null(), "status: not pinned, no wave running");
     }
 
     async fn calls(&mut self) {
@@ -407,6 +510,13 @@ impl Demo {
             let failed: Vec<String> = calls.1.iter().map(|((_, op), n)| format!("{op} x{n}")).collect();
             let which = if failed.is_empty() { String::new() } else { format!(" ({})", failed.join(", ")) };
             self.t.say(format!("{component}: {} calls, {} errors{which}", calls.total(), calls.errors()));
+        }
+        for (who, caller) in [
+            ("fleetkeeper CLI, read-only (status, doctor)", Caller::OperatorReadOnly),
+            ("fleetkeeper CLI (rollback)", Caller::Operator),
+        ] {
+            let calls = self.emulator.calls(caller).await;
+            self.t.say(format!("{who}: {} calls, {} errors", calls.total(), calls.errors()));
         }
         let agent = self.emulator.calls(Caller::Agent).await;
         self.t.say(format!(
