@@ -113,6 +113,9 @@ struct Fleet {
     zones: BTreeMap<String, Vec<String>>,
     /// Security groups by id, described.
     groups: BTreeMap<String, SecurityGroup>,
+    /// The members in service (the agent check's; a launching instance may
+    /// not be registered with SSM yet).
+    in_service: BTreeSet<String>,
 }
 
 impl Fleet {
@@ -160,15 +163,18 @@ fn admits<'a>(
     source_nets: &[Ipv4Net],
 ) -> Admits {
     let mut prefix = false;
+    // CIDRs of every rule on the port together (one rule per subnet is
+    // common): each source network inside one of them.
+    let mut cidrs: Vec<Ipv4Net> = Vec::new();
     for p in rules.filter(|p| covers_port(p, port)) {
         if p.user_id_group_pairs().iter().any(|g| g.group_id().is_some_and(|id| source_groups.contains(id))) {
             return Admits::Yes;
         }
-        let cidrs: Vec<Ipv4Net> = p.ip_ranges().iter().filter_map(|r| r.cidr_ip()?.parse().ok()).collect();
-        if !source_nets.is_empty() && source_nets.iter().all(|n| cidrs.iter().any(|c| c.contains(n))) {
-            return Admits::Yes;
-        }
+        cidrs.extend(p.ip_ranges().iter().filter_map(|r| r.cidr_ip()?.parse::<Ipv4Net>().ok()));
         prefix |= !p.prefix_list_ids().is_empty();
+    }
+    if !source_nets.is_empty() && source_nets.iter().all(|n| cidrs.iter().any(|c| c.contains(n))) {
+        return Admits::Yes;
     }
     if prefix { Admits::PrefixListOnly } else { Admits::No }
 }
@@ -176,7 +182,8 @@ fn admits<'a>(
 /// Runs every check.
 pub async fn run(aws: &Aws, sources: &Sources, expect: &Expect) -> Doctor {
     let mut d = Doctor { schema: "fleetkeeper.doctor/1", checks: Vec::new() };
-    let config = match sources.config(Component::SyncCompletion) {
+    // Validated as lifecycle-hook: a fleet without a codebase is checked too.
+    let config = match sources.config(Component::LifecycleHook) {
         Ok(c) => c,
         Err(e) => {
             d.unknown("configuration", format!("{e} (see --env-file, --from-function, --set)"));
@@ -192,7 +199,11 @@ pub async fn run(aws: &Aws, sources: &Sources, expect: &Expect) -> Doctor {
     };
     load_balancer(&mut d, aws, &config, &fleet).await;
     mounts(&mut d, aws, &config, &fleet).await;
-    hooks(&mut d, aws, &config, expect).await;
+    if config.dry_run {
+        d.unknown("hooks", format!("{} is true: a dry-run stack deploys no hooks", vars::DRY_RUN));
+    } else {
+        hooks(&mut d, aws, &config, expect).await;
+    }
     if expect.events {
         rules(&mut d, aws, &config).await;
         bucket_events(&mut d, aws, &config).await;
@@ -215,31 +226,36 @@ async fn observe(aws: &Aws, config: &Config) -> Result<Fleet, CliError> {
         .map_err(|e| CliError::aws("autoscaling:DescribeAutoScalingGroups", e))?;
     let mut zones = BTreeMap::new();
     let mut ids = Vec::new();
+    let mut in_service = BTreeSet::new();
     for g in groups.auto_scaling_groups() {
         let name = g.auto_scaling_group_name().unwrap_or_default().to_owned();
         let mut azs = g.availability_zones().to_vec();
         azs.sort();
         azs.dedup();
         zones.insert(name, azs);
-        ids.extend(
-            g.instances()
-                .iter()
-                .filter(|i| i.lifecycle_state().is_some_and(|s| !s.as_str().starts_with("Terminat")))
-                .filter_map(|i| i.instance_id().map(str::to_owned)),
-        );
+        for i in g.instances() {
+            let state = i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default();
+            let Some(id) = i.instance_id() else { continue };
+            if !state.starts_with("Terminat") {
+                ids.push(id.to_owned());
+            }
+            if state == "InService" {
+                in_service.insert(id.to_owned());
+            }
+        }
     }
+    // A filter, not InstanceIds: an instance EC2 does not list yet (just
+    // launched, eventually consistent) is left out instead of failing all.
     let mut instances = Vec::new();
-    for chunk in ids.chunks(100) {
-        let out = c
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| CliError::aws("ec2:DescribeInstances", e))?;
-        instances.extend(out.reservations().iter().flat_map(|r| r.instances()).cloned());
+    for chunk in ids.chunks(200) {
+        let filter = aws_sdk_ec2::types::Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build();
+        let mut pages = c.ec2.describe_instances().filters(filter).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CliError::aws("ec2:DescribeInstances", e))?;
+            instances.extend(page.reservations().iter().flat_map(|r| r.instances()).cloned());
+        }
     }
-    let mut fleet = Fleet { instances, zones, groups: BTreeMap::new() };
+    let mut fleet = Fleet { instances, zones, groups: BTreeMap::new(), in_service };
     let wanted: BTreeSet<String> = fleet.instances.iter().flat_map(Fleet::groups_of).collect();
     describe_groups(aws, &mut fleet, wanted).await?;
     Ok(fleet)
@@ -250,16 +266,15 @@ async fn describe_groups(aws: &Aws, fleet: &mut Fleet, ids: BTreeSet<String>) ->
     if missing.is_empty() {
         return Ok(());
     }
-    let out = aws
-        .clients
-        .ec2
-        .describe_security_groups()
-        .set_group_ids(Some(missing))
-        .send()
-        .await
-        .map_err(|e| CliError::aws("ec2:DescribeSecurityGroups", e))?;
-    for g in out.security_groups() {
-        fleet.groups.insert(g.group_id().unwrap_or_default().to_owned(), g.clone());
+    for chunk in missing.chunks(200) {
+        let filter = aws_sdk_ec2::types::Filter::builder().name("group-id").set_values(Some(chunk.to_vec())).build();
+        let mut pages = aws.clients.ec2.describe_security_groups().filters(filter).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CliError::aws("ec2:DescribeSecurityGroups", e))?;
+            for g in page.security_groups() {
+                fleet.groups.insert(g.group_id().unwrap_or_default().to_owned(), g.clone());
+            }
+        }
     }
     Ok(())
 }
@@ -417,7 +432,12 @@ async fn mounts(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &Fleet) {
                 continue;
             }
         };
-        let mut described = Fleet { instances: Vec::new(), zones: BTreeMap::new(), groups: fleet.groups.clone() };
+        let mut described = Fleet {
+            instances: Vec::new(),
+            zones: BTreeMap::new(),
+            groups: fleet.groups.clone(),
+            in_service: BTreeSet::new(),
+        };
         if let Err(e) = describe_groups(aws, &mut described, groups.clone()).await {
             d.unknown(check, e.to_string());
             continue;
@@ -554,7 +574,10 @@ enum Target {
 async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
     let fleet = config.fleet_name.clone().unwrap_or_default();
     for (suffix, target) in RULES {
-        if suffix == "fk-mount-targets-reconcile" && config.efs.is_none() {
+        let codebase_only = matches!(suffix, "fk-uploads" | "fk-completion-command-status" | "fk-sync-sweep");
+        if (suffix == "fk-mount-targets-reconcile" && config.efs.is_none())
+            || (codebase_only && config.codebase.is_none())
+        {
             continue;
         }
         let name = format!("{fleet}-{suffix}");
@@ -593,14 +616,16 @@ async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
             Target::Queue => targets.iter().any(|a| a.starts_with("arn:aws:sqs:") || a.contains(":sqs:")),
             Target::Function => {
                 let mut ours = false;
+                let mut unreadable = None;
                 for arn in targets.iter().filter(|a| a.contains(":lambda:")) {
                     match crate::settings::function_environment(&aws.lambda, arn).await {
                         Ok(env) => ours |= env.get(vars::FLEET_NAME) == Some(&fleet),
-                        Err(e) => {
-                            d.unknown(check.clone(), e.to_string());
-                            ours = true;
-                        }
+                        Err(e) => unreadable = Some(e.to_string()),
                     }
+                }
+                if !ours && let Some(why) = unreadable {
+                    d.unknown(check, format!("rule {name}'s target could not be read: {why}"));
+                    continue;
                 }
                 ours
             }
@@ -627,7 +652,16 @@ async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
 async fn bucket_events(d: &mut Doctor, aws: &Aws, config: &Config) {
     let Some(codebase) = &config.codebase else { return };
     let check = format!("bucket-events {}", codebase.bucket);
-    match aws.clients.s3.get_bucket_notification_configuration().bucket(&codebase.bucket).send().await {
+    // The bucket's own region (S3 answers another region's client with a
+    // redirect the Rust SDK does not follow).
+    let s3 = match &codebase.region {
+        Some(r) if Some(r.as_str()) != aws.clients.s3.config().region().map(|x| x.as_ref()) => {
+            let regional = aws.clients.s3.config().to_builder().region(aws_config::Region::new(r.clone()));
+            aws_sdk_s3::Client::from_conf(regional.build())
+        }
+        _ => aws.clients.s3.clone(),
+    };
+    match s3.get_bucket_notification_configuration().bucket(&codebase.bucket).send().await {
         Ok(out) if out.event_bridge_configuration().is_some() => {
             d.pass(check, "the codebase bucket sends its events to EventBridge")
         }
@@ -724,7 +758,7 @@ async fn document(d: &mut Doctor, aws: &Aws, config: &Config) {
 }
 
 async fn agents(d: &mut Doctor, aws: &Aws, fleet: &Fleet) {
-    let ids: Vec<String> = fleet.instances.iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
+    let ids: Vec<String> = fleet.in_service.iter().cloned().collect();
     if ids.is_empty() {
         return;
     }
@@ -847,6 +881,8 @@ mod tests {
         assert_eq!(check(&[&no_source]), Admits::No);
         assert_eq!(check(&[&other_group]), Admits::No);
         assert_eq!(check(&[&one_subnet]), Admits::No, "a CIDR must cover every subnet of the load balancer");
+        let other_subnet = rule("tcp", 80, 80).ip_ranges(IpRange::builder().cidr_ip("10.0.2.0/24").build()).build();
+        assert_eq!(check(&[&one_subnet, &other_subnet]), Admits::Yes, "one rule per subnet covers them together");
         assert_eq!(check(&[&wrong_port, &udp]), Admits::No);
         assert_eq!(check(&[&prefix]), Admits::PrefixListOnly);
         assert_eq!(check(&[&prefix, &by_group]), Admits::Yes);

@@ -82,20 +82,37 @@ impl CliError {
 fn denied_hint(code: Option<&str>, call: &str) -> String {
     match code {
         Some(c) if c.contains("AccessDenied") || c == "UnauthorizedOperation" || c == "Forbidden" => {
-            format!(" (grant {call}; docs/operator-policy.md lists what each verb needs)")
+            format!(" (grant {call}; docs/cli.md#permissions lists what each verb needs)")
         }
         _ => String::new(),
     }
 }
 
-/// A shared-library error names its call (`Operation: ...`); when access was
-/// denied, the hint names the permission.
+/// A shared-library error names its call (`<Operation> failed (...)`, as
+/// [`AwsError`] prints it); when access was denied, the hint names it.
 fn permission_in(text: &str) -> Option<String> {
     if !(text.contains("AccessDenied") || text.contains("UnauthorizedOperation")) {
         return None;
     }
-    let op = text.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| {
-        w.len() > 3 && w.starts_with(|c: char| c.is_ascii_uppercase()) && w.chars().any(|c| c.is_ascii_lowercase())
-    })?;
-    Some(format!(" (grant the permission for {op}; docs/operator-policy.md lists what each verb needs)"))
+    let before = &text[..text.find(" failed (")?];
+    let op = before.rsplit(|c: char| !c.is_ascii_alphanumeric() && c != ':').next().filter(|w| !w.is_empty())?;
+    Some(format!(" (grant the permission for {op}; docs/cli.md#permissions lists what each verb needs)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denied_call_names_its_operation() {
+        let text = "store: GetItem failed (Configuration, AccessDeniedException): User is not authorized";
+        assert_eq!(
+            permission_in(text).as_deref(),
+            Some(" (grant the permission for GetItem; docs/cli.md#permissions lists what each verb needs)")
+        );
+        assert_eq!(permission_in("GetItem failed (Transient): timeout"), None);
+        assert_eq!(permission_in("AccessDenied somewhere without a call"), None);
+        assert!(denied_hint(Some("AccessDeniedException"), "lambda:InvokeFunction").contains("lambda:InvokeFunction"));
+        assert_eq!(denied_hint(Some("ThrottlingException"), "lambda:InvokeFunction"), "");
+    }
 }

@@ -276,15 +276,18 @@ async fn run(cli: Cli, out: &Out) -> Result<u8, CliError> {
             app.finish_request(out, requested, &wait).await
         }
         Command::Unlock { force, yes, reason } => {
-            let result = ops::unlock(&app.sync_function()?, force, yes, &reason).await?;
+            let (result, code) = ops::unlock(&app.sync_function()?, force, yes, &reason).await?;
             out.value(&result, render::unlock);
-            Ok(exit::OK)
+            Ok(code)
         }
         Command::Reconcile { what, dry_run } => {
             let mut app = app;
             if dry_run {
                 app.sources.sets.push((fleetkeeper::config::vars::DRY_RUN.into(), "true".into()));
             }
+            // Each function has its own re-trigger queue, and the
+            // configuration read may be another function's.
+            app.sources.sets.push((fleetkeeper::config::vars::RETRIGGER_QUEUE_URL.into(), String::new()));
             match what {
                 Reconcile::Lifecycle => {
                     let report = ops::reconcile_lifecycle(&app.deps(Component::LifecycleHook)?).await?;
@@ -294,7 +297,13 @@ async fn run(cli: Cli, out: &Out) -> Result<u8, CliError> {
                 Reconcile::Mounts => {
                     let report = ops::reconcile_mounts(&app.deps(Component::MountTargets)?).await?;
                     out.value(&report, render::mounts_report);
-                    Ok(exit::OK)
+                    let failed = report.zones.iter().any(|z| {
+                        matches!(
+                            z.outcome,
+                            fleetkeeper::mount_targets::Outcome::Failed | fleetkeeper::mount_targets::Outcome::Refused
+                        )
+                    });
+                    Ok(if failed { exit::PROBLEMS } else { exit::OK })
                 }
             }
         }
@@ -385,13 +394,17 @@ async fn wait_for(
     let clock = f.deps.clock.as_ref();
     let give_up = clock.now_ms() + wait.wait_timeout * 1000;
     let bar = out.progress(generation);
+    // The invocations are listed at most every 10 s: SSM's quota is shared
+    // with the functions settling the wave.
+    let mut listed_at = 0;
     loop {
         let item = f.store.load().await.map_err(CliError::fleet)?.unwrap_or_default();
         if let Some(done) = ops::look(&item, generation, rollback) {
             bar.finish_and_clear();
             return Ok(done);
         }
-        if let Some(w) = &item.wave {
+        if let Some(w) = item.wave.as_ref().filter(|_| clock.now_ms() >= listed_at + 10_000) {
+            listed_at = clock.now_ms();
             let mut done = 0;
             let mut total = 0;
             let cx = ops::context(f);
@@ -404,7 +417,7 @@ async fn wait_for(
             bar.set_length(total.max(1));
             bar.set_position(done);
             bar.set_message(format!("wave {} (generation {})", &w.id[..8.min(w.id.len())], w.target));
-        } else {
+        } else if item.wave.is_none() {
             bar.set_message("waiting for a wave to start");
         }
         if clock.now_ms() >= give_up {

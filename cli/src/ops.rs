@@ -9,10 +9,11 @@ use std::time::Duration;
 use fleetkeeper::lifecycle::gate::{Gate, GateSettings};
 use fleetkeeper::lifecycle::reconcile::ReconcileReport;
 use fleetkeeper::mount_targets::{self, Target};
+use fleetkeeper::ssm_document::run::LISTING_LAG_MS;
 use fleetkeeper::store::Table;
 use fleetkeeper::sync::run::demand::{Outcome, Request};
-use fleetkeeper::sync::run::{StartOutcome, SyncContext, SyncFunction, Trigger};
-use fleetkeeper::sync::state::{MAX_ATTEMPTS, Op, WaveEnd};
+use fleetkeeper::sync::run::{SettleOutcome, StartOutcome, SyncContext, SyncError, SyncFunction, Trigger};
+use fleetkeeper::sync::state::{FleetItem, Op, Refusal, WaveEnd, start_refusal};
 use fleetkeeper::sync::store::{Applied, FleetStore};
 use fleetkeeper::{Component, Deps};
 use serde::Serialize;
@@ -69,6 +70,15 @@ pub async fn sync(f: &SyncFunction, reason: &str, allow_shrink: bool) -> Result<
     })
 }
 
+/// A refusal of the shared library (a rollback that cannot be done as
+/// asked, a write the table refused) exits 1; any other failure 2.
+fn refused(e: SyncError) -> CliError {
+    match e {
+        SyncError::Rollback(_) | SyncError::Refused(_) => CliError::Refused(e.to_string()),
+        other => CliError::fleet(other),
+    }
+}
+
 /// Whether a request's outcome is a pinned fleet's (counted, not run).
 pub fn pinned(outcome: &Value) -> bool {
     let wave = outcome.get("wave").unwrap_or(outcome);
@@ -78,7 +88,7 @@ pub fn pinned(outcome: &Value) -> bool {
 /// A rollback through the shared path.
 pub async fn rollback(f: &SyncFunction, to: &str, reason: &str) -> Result<Requested, CliError> {
     let request = format!("cli-{}", fleetkeeper::ssm_document::new_epoch());
-    let (outcome, warnings) = context(f).rollback(to, reason, &request).await.map_err(CliError::fleet)?;
+    let (outcome, warnings) = context(f).rollback(to, reason, &request).await.map_err(refused)?;
     let generation = f.store.load().await.map_err(CliError::fleet)?.and_then(|i| i.pin).map(|p| p.manifest.generation);
     Ok(Requested {
         action: "rollback",
@@ -91,7 +101,7 @@ pub async fn rollback(f: &SyncFunction, to: &str, reason: &str) -> Result<Reques
 
 /// A resume through the shared path.
 pub async fn resume(f: &SyncFunction, reason: &str) -> Result<Requested, CliError> {
-    let outcome = context(f).resume_pinned(reason).await.map_err(CliError::fleet)?;
+    let outcome = context(f).resume_pinned(reason).await.map_err(refused)?;
     let generation = f.store.load().await.map_err(CliError::fleet)?.map(|i| i.requested_gen);
     Ok(Requested {
         action: "resume",
@@ -187,53 +197,71 @@ impl Waited {
     }
 }
 
-/// One look at whether `generation` is on the fleet: `None` while it runs.
-/// `pinned_ok`: a rollback waits for its own pin, which holds.
-pub fn look(item: &fleetkeeper::sync::state::FleetItem, generation: u64, pinned_ok: bool) -> Option<Waited> {
+/// One look at whether `generation` is on the fleet: `None` while it may
+/// still get there. Whether a wave will start is the state machine's own
+/// rule ([`start_refusal`]).
+pub fn look(item: &FleetItem, generation: u64, rollback: bool) -> Option<Waited> {
     if item.completed_gen >= generation {
         return Some(Waited::Synced { completed: item.completed_gen });
     }
     if item.wave.is_some() {
         return None;
     }
-    if item.refused_gen >= generation {
-        return Some(Waited::Refused { generation: item.refused_gen });
+    if rollback {
+        // A rollback's wave ended without success: the pin refuses every
+        // start, so nothing retries it.
+        if item.refused_gen >= generation {
+            return Some(Waited::Refused { generation: item.refused_gen });
+        }
+        return Some(Waited::Failed { generation: item.failed_gen.max(generation), attempts: item.failed_attempts });
     }
-    if item.failed_gen >= generation && item.failed_attempts >= MAX_ATTEMPTS {
-        return Some(Waited::Failed { generation: item.failed_gen, attempts: item.failed_attempts });
-    }
-    match &item.pin {
-        Some(p) if !pinned_ok => Some(Waited::Pinned { release: p.release.clone() }),
+    match start_refusal(item) {
+        Err(Refusal::Pinned { release, .. }) => Some(Waited::Pinned { release }),
+        Err(Refusal::Held { generation, .. }) if item.refused_gen >= generation => Some(Waited::Refused { generation }),
+        Err(Refusal::Held { generation, attempts }) => Some(Waited::Failed { generation, attempts }),
         _ => None,
     }
 }
 
-/// Frees the lease of the running wave. An expired lease is settled the
-/// way the sweep settles it (finished from its commands' results, or
-/// resumed when its sending stopped). A live one only with `force`: its
-/// running commands are cancelled, then the lease is freed on condition
-/// that the same wave (owner and generation) still holds it, and any
-/// command found after that is cancelled too. Demand stays: the next wave
-/// covers the generation.
-pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) -> Result<Value, CliError> {
+/// Frees the lease of the running wave; the value to print and the exit
+/// code.
+///
+/// An expired lease is settled the way the sweep settles it: finished from
+/// its commands' results, or resumed when its sending had stopped. A live one
+/// only with `force`: the lease is freed first, by one write conditional on
+/// the same wave (owner and generation) still holding it, so that the
+/// wave's sender stops at its next write and the status events of the
+/// commands cancelled next settle nothing (no failure is counted). Then the
+/// wave's commands still running are cancelled; when the sender may have
+/// been mid-chunk, again once SSM's listing shows what it sent last. Demand
+/// stays: the next wave covers the generation.
+pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) -> Result<(Value, u8), CliError> {
     let item = f.store.load().await.map_err(CliError::fleet)?.unwrap_or_default();
     let Some(wave) = item.wave.clone() else {
-        return Ok(json!({"unlocked": false, "why": "no wave holds the lease"}));
+        return Ok((json!({"unlocked": false, "why": "no wave holds the lease"}), crate::error::exit::OK));
     };
     let now = f.deps.clock.now_ms();
     let cx = context(f);
     if wave.lease_expires_at < now {
         let settled = cx.settle(Trigger::Sweep).await.map_err(CliError::fleet)?;
-        return Ok(
-            json!({"unlocked": true, "wave_id": wave.id, "generation": wave.target, "lease": "expired", "settled": settled}),
-        );
+        let (unlocked, what, code) = match &settled {
+            SettleOutcome::Finished { .. } | SettleOutcome::NoWave => (true, "settled: the wave ended", 0),
+            SettleOutcome::Resumed(_) => {
+                (true, "its sending had stopped: resumed and sent the rest (it holds a new lease)", 0)
+            }
+            // Not stale any more; freeing it would let a wave overlap them.
+            SettleOutcome::Renewed { .. } => (false, "its commands still run: the lease was renewed, not freed", 0),
+            _ => (false, "its sender is still sending: nothing freed", 1),
+        };
+        let v = json!({"unlocked": unlocked, "wave_id": wave.id, "generation": wave.target, "lease": "expired", "what": what, "settled": settled});
+        return Ok((v, code));
     }
     if !force {
         return Err(CliError::Refused(format!(
-            "wave {} (generation {}) holds a live lease until {} ms from now; `--force` cancels its commands and frees it",
+            "wave {} (generation {}) holds a live lease for {} s more; `--force` frees it and cancels its commands",
             wave.id,
             wave.target,
-            wave.lease_expires_at - now
+            (wave.lease_expires_at - now).div_ceil(1000)
         )));
     }
     if !confirm {
@@ -241,7 +269,7 @@ pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) 
             return Err(CliError::Usage("unlock --force: confirm with --yes (no terminal to ask on)".into()));
         }
         eprint!(
-            "Cancel the running commands of wave {} (generation {}) and free its lease? [y/N] ",
+            "Free the lease of wave {} (generation {}) and cancel its running commands? [y/N] ",
             wave.id, wave.target
         );
         let _ = std::io::stderr().flush();
@@ -251,37 +279,44 @@ pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) 
             return Err(CliError::Refused("not confirmed: nothing was done".into()));
         }
     }
-    let mut cancelled = cancel_running(f, &cx, &wave).await?;
     match f.store.apply(&Op::Finish { wave_id: wave.id.clone(), end: WaveEnd::Abandoned }).await {
         Ok(Applied::Won(_)) => {}
         Ok(Applied::Lost(r)) => {
             return Err(CliError::Refused(format!(
-                "the lease moved on ({r:?}): wave {} no longer holds it; cancelled {cancelled:?}",
+                "wave {} no longer holds the lease ({r:?}): nothing was freed or cancelled",
                 wave.id
             )));
         }
         Err(e) => return Err(CliError::fleet(e)),
     }
-    // A sender that was mid-chunk may have sent one more: cancel it too.
-    let mut freed = wave.clone();
-    freed.sent = false;
-    cancelled.extend(cancel_running(f, &cx, &freed).await?);
-    cancelled.sort();
-    cancelled.dedup();
     if let Ok(Some(mut record)) = f.store.wave(&wave.id).await {
         record.end = Some(WaveEnd::Abandoned);
         record.finished_at = Some(f.deps.clock.now_ms());
         record.blame = Some(format!("unlocked by an operator (--force): {reason}"));
         f.store.put_wave(&record).await.map_err(CliError::fleet)?;
     }
-    Ok(json!({
+    let mut cancelled = cancel_running(f, &cx, &wave).await?;
+    if !wave.sent {
+        // Its sender may have sent one more chunk before it saw the lease
+        // gone: cancel what SSM lists by the wave's comment once it shows.
+        eprintln!(
+            "fleetkeeper: waiting {} s for SSM's listing to show a command sent at the last moment",
+            LISTING_LAG_MS / 1000
+        );
+        tokio::time::sleep(Duration::from_millis(LISTING_LAG_MS)).await;
+        cancelled.extend(cancel_running(f, &cx, &wave).await?);
+        cancelled.sort();
+        cancelled.dedup();
+    }
+    let v = json!({
         "unlocked": true,
         "wave_id": wave.id,
         "generation": wave.target,
         "lease": "live",
         "cancelled_commands": cancelled,
         "demand": "kept: the next wave covers the generation",
-    }))
+    });
+    Ok((v, crate::error::exit::OK))
 }
 
 async fn cancel_running(
@@ -290,6 +325,7 @@ async fn cancel_running(
     wave: &fleetkeeper::sync::state::Wave,
 ) -> Result<Vec<String>, CliError> {
     let mut cancelled = Vec::new();
+    // (A wave not fully sent is also found by its comment.)
     for c in cx.wave_commands(wave).await.map_err(CliError::fleet)? {
         if c.status.is_terminal() {
             continue;
@@ -307,7 +343,10 @@ async fn cancel_running(
     Ok(cancelled)
 }
 
-/// `reconcile lifecycle`: the lifecycle-hook function's reconcile, now.
+/// `reconcile lifecycle`: the lifecycle-hook function's reconcile, now
+/// (the caller runs it without a re-trigger queue: the configuration read
+/// may be another function's, whose queue is not lifecycle-hook's; the
+/// schedule continues what is left).
 pub async fn reconcile_lifecycle(deps: &Deps) -> Result<ReconcileReport, CliError> {
     let missing = |var| fleetkeeper::ConfigError::Missing { var, component: Component::LifecycleHook, why: "" };
     let fleet = deps.config.fleet_name.clone().ok_or_else(|| missing(fleetkeeper::config::vars::FLEET_NAME))?;
@@ -336,4 +375,98 @@ pub async fn reconcile_mounts(deps: &Deps) -> Result<mount_targets::Report, CliE
     mount_targets::reconcile(&deps.clients, deps.clock.as_ref(), &target, None, Duration::from_secs(60))
         .await
         .map_err(CliError::fleet)
+}
+
+#[cfg(test)]
+mod tests {
+    //! `--via-lambda` needs Lambda to run the function, which moto does only
+    //! in Docker (absent on the test machines): its paths are tested on the
+    //! SDK with `aws-smithy-mocks`. The emulator tests cover the rest.
+
+    use aws_sdk_lambda::operation::invoke::InvokeOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use fleetkeeper::store::{Pin, ReleaseRef};
+    use fleetkeeper::sync::state::Wave;
+
+    use super::*;
+
+    fn aws(lambda: aws_sdk_lambda::Client) -> Aws {
+        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        Aws { clients: fleetkeeper::Clients::new(&sdk), lambda, events: aws_sdk_eventbridge::Client::new(&sdk) }
+    }
+
+    #[tokio::test]
+    async fn via_lambda_reads_the_functions_answer() {
+        let answer = json!({"function": "codebase-sync", "requested_gen": 7, "warnings": ["unversioned"],
+            "wave": {"outcome": "started", "wave_id": "w", "target": 7, "instances": ["i-1"]}});
+        let invoke = mock!(aws_sdk_lambda::Client::invoke)
+            .match_requests(|r| r.function_name() == Some("web-sync") && r.payload().is_some())
+            .then_output(move || {
+                InvokeOutput::builder()
+                    .payload(aws_smithy_types::Blob::new(answer.to_string()))
+                    .status_code(200)
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &[&invoke]);
+        let got = via_lambda(&aws(client), "web-sync", "sync", payload("sync", "hotfix", None, false))
+            .await
+            .expect("answered");
+        assert_eq!((got.generation, got.warnings.as_slice()), (Some(7), ["unversioned".to_owned()].as_slice()));
+        assert_eq!(got.outcome["wave"]["outcome"], "started");
+        assert_eq!(invoke.num_calls(), 1, "invoked once");
+    }
+
+    #[tokio::test]
+    async fn a_function_error_is_a_refusal_with_its_message() {
+        let invoke = mock!(aws_sdk_lambda::Client::invoke).then_output(|| {
+            let body = json!({"errorType": "&str", "errorMessage": "resume refused: the fleet is not pinned"});
+            InvokeOutput::builder()
+                .function_error("Unhandled")
+                .payload(aws_smithy_types::Blob::new(body.to_string()))
+                .status_code(200)
+                .build()
+        });
+        let client = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &[&invoke]);
+        let err = via_lambda(&aws(client), "web-sync", "resume", payload("resume", "x", None, false))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), crate::error::exit::PROBLEMS);
+        assert!(err.to_string().contains("the fleet is not pinned"), "{err}");
+    }
+
+    #[test]
+    fn payloads_are_the_functions_operator_requests() {
+        assert_eq!(
+            payload("rollback", "500s", Some("3f9a2c81d0e4"), false),
+            json!({"action": "rollback", "reason": "500s", "to": "3f9a2c81d0e4"})
+        );
+        assert_eq!(
+            payload("sync", "big delete", None, true),
+            json!({"action": "sync", "reason": "big delete", "allow_shrink": true})
+        );
+    }
+
+    fn item(requested: u64, completed: u64) -> FleetItem {
+        FleetItem { requested_gen: requested, completed_gen: completed, ..FleetItem::default() }
+    }
+
+    #[test]
+    fn a_wait_ends_as_the_state_machine_says() {
+        assert_eq!(look(&item(5, 5), 5, false), Some(Waited::Synced { completed: 5 }));
+        let running = FleetItem { wave: Some(Wave { id: "w".into(), target: 5, ..Wave::default() }), ..item(5, 4) };
+        assert_eq!(look(&running, 5, false), None, "a wave runs");
+        assert_eq!(look(&item(5, 4), 5, false), None, "a wave will start");
+        let held = FleetItem { failed_gen: 5, failed_attempts: 2, ..item(5, 4) };
+        assert_eq!(look(&held, 5, false), Some(Waited::Failed { generation: 5, attempts: 2 }));
+        let once = FleetItem { failed_gen: 5, failed_attempts: 1, ..item(5, 4) };
+        assert_eq!(look(&once, 5, false), None, "retried once");
+        let refused = FleetItem { refused_gen: 5, ..held.clone() };
+        assert_eq!(look(&refused, 5, false), Some(Waited::Refused { generation: 5 }));
+        let pin = Pin { release: "abc1234".into(), manifest: ReleaseRef::default(), ..Pin::default() };
+        let pinned = FleetItem { pin: Some(pin), ..item(6, 4) };
+        assert_eq!(look(&pinned, 6, false), Some(Waited::Pinned { release: "abc1234".into() }));
+        // A rollback's wave that failed is never retried: the wait ends.
+        let failed_rollback = FleetItem { failed_gen: 6, failed_attempts: 1, ..pinned.clone() };
+        assert_eq!(look(&failed_rollback, 6, true), Some(Waited::Failed { generation: 6, attempts: 1 }));
+    }
 }

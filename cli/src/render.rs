@@ -21,6 +21,7 @@ pub struct Out {
     /// `--json`.
     pub json: bool,
     colour: bool,
+    colour_stderr: bool,
     terminal: bool,
 }
 
@@ -30,9 +31,10 @@ impl Out {
         let terminal = std::io::stdout().is_terminal();
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let colour = terminal && !no_colour && !json;
+        let colour_stderr = std::io::stderr().is_terminal() && !no_colour;
         console::set_colors_enabled(colour);
-        console::set_colors_enabled_stderr(colour && std::io::stderr().is_terminal());
-        Out { json, colour, terminal }
+        console::set_colors_enabled_stderr(colour_stderr);
+        Out { json, colour, colour_stderr, terminal }
     }
 
     /// Prints `v` as JSON, or with `text`.
@@ -53,7 +55,11 @@ impl Out {
             let v = serde_json::json!({"error": e.to_string(), "exit_code": e.code()});
             eprintln!("{v}");
         } else {
-            eprintln!("{} {e}", self.paint("fleetkeeper: error:", Style::new().red().bold()));
+            let label = "fleetkeeper: error:";
+            let stderr_colour = self.colour_stderr;
+            let label =
+                if stderr_colour { Style::new().red().bold().apply_to(label).to_string() } else { label.to_owned() };
+            eprintln!("{label} {e}");
         }
     }
 
@@ -142,6 +148,7 @@ pub fn status(s: &Status, o: &Out) {
     }
     let f = &s.freshness;
     let fresh = match (f.up_to_date, f.newest_change_at) {
+        _ if f.pinned => format!("{} a rollback serves an older release", o.warn("pinned:")),
         (_, None) => "no change recorded yet".to_owned(),
         (true, Some(t)) => format!(
             "{} newest change {}{}",
@@ -158,6 +165,14 @@ pub fn status(s: &Status, o: &Out) {
         ),
     };
     println!("freshness: {fresh}");
+    if !f.behind_instances.is_empty() {
+        println!(
+            "  {} in service without generation {}: {}",
+            o.warn("behind:"),
+            g.completed,
+            f.behind_instances.join(", ")
+        );
+    }
     if let Some(p) = &s.pin {
         println!(
             "{} release {} (generation {}) since {}: {:?}; {} generation(s) of demand wait for `fleetkeeper resume`",
@@ -279,7 +294,7 @@ pub fn status(s: &Status, o: &Out) {
         println!("{t}");
     }
     for e in &s.errors {
-        eprintln!("{} {e}", o.bad("could not read:"));
+        eprintln!("could not read: {e}");
     }
 }
 
@@ -356,11 +371,11 @@ pub fn unlock(v: &Value, _o: &Out) {
                 v["lease"].as_str().unwrap_or("?"),
                 cancelled
             );
-            if let Some(settled) = v.get("settled") {
-                println!("settled: {settled}");
+            if let Some(what) = v.get("what").and_then(Value::as_str) {
+                println!("{what}");
             }
         }
-        _ => println!("nothing to unlock: {}", v["why"].as_str().unwrap_or("")),
+        _ => println!("nothing unlocked: {}", v["why"].as_str().or_else(|| v["what"].as_str()).unwrap_or("")),
     }
 }
 

@@ -146,11 +146,23 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Builds them from one SDK configuration.
+    /// Builds them from one SDK configuration. Lambda's client makes one
+    /// attempt per call and waits as long as a function may run: a
+    /// synchronous `Invoke` retried after a client-side timeout would run
+    /// the function (and add demand) again.
     pub fn new(sdk: &SdkConfig) -> Self {
+        let once = aws_sdk_lambda::config::Builder::from(sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(3_100))
+                    .operation_timeout(Duration::from_secs(16 * 60))
+                    .build(),
+            )
+            .build();
         Aws {
             clients: Clients::new(sdk),
-            lambda: aws_sdk_lambda::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::from_conf(once),
             events: aws_sdk_eventbridge::Client::new(sdk),
         }
     }

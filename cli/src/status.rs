@@ -200,6 +200,12 @@ pub struct Freshness {
     pub last_delivery_ms: Option<u64>,
     /// The quiet period holds a wave until then, epoch ms.
     pub quiet_until: Option<u64>,
+    /// In-service instances without the fleet's generation (left out of the
+    /// last wave: quarantined, unreachable, not online; or just launched):
+    /// the sweep catches them up.
+    pub behind_instances: Vec<String>,
+    /// A rollback pins the fleet to an older release.
+    pub pinned: bool,
 }
 
 /// A managed group.
@@ -383,7 +389,8 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
     if let Some(id) = &item.last_wave {
         match f.store.wave(id).await {
             Ok(Some(r)) => status.last_wave = Some(last_wave(&r)),
-            Ok(None) => errors.push(format!("the last wave's record {id} is gone (kept 30 days)")),
+            // Records are kept 30 days: a quiet fleet's last one expires.
+            Ok(None) => {}
             Err(e) => errors.push(format!("the last wave's record: {e}")),
         }
     }
@@ -415,6 +422,16 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
         }
         Err(e) => errors.push(format!("the instances' run histories: {e}")),
     }
+    // In service, without the fleet's generation.
+    let behind: Vec<String> = status
+        .groups
+        .iter()
+        .flat_map(|g| &g.instances)
+        .filter(|m| m.lifecycle_state == "InService" && m.last_synced_gen.unwrap_or_default() < item.completed_gen)
+        .map(|m| m.instance_id.clone())
+        .collect();
+    status.freshness.up_to_date &= behind.is_empty();
+    status.freshness.behind_instances = behind;
     status.target_groups = target_groups(aws, &f.deps.config.target_group_arns, &mut errors).await;
     if let Some(efs) = &f.deps.config.efs {
         let zones: BTreeSet<String> =
@@ -460,11 +477,15 @@ fn releases(item: &FleetItem, keep: usize) -> Vec<ReleaseView> {
 /// successful wave.
 pub fn freshness(item: &FleetItem, synced: Option<&WaveRecord>, f: &SyncFunction, now: u64) -> Freshness {
     let through = (item.synced_through > 0).then_some(item.synced_through);
-    let up_to_date = match (item.last_change_at, through) {
-        (None, _) => true,
-        (Some(newest), Some(t)) => newest <= t,
-        (Some(_), None) => false,
-    };
+    let pinned = item.pin.is_some();
+    let up_to_date = !pinned
+        && match (item.last_change_at, through) {
+            (None, _) => true,
+            (Some(newest), Some(t)) => newest <= t,
+            (Some(_), None) => false,
+        };
+    // A rollback's wave delivered no change: its end says nothing of one.
+    let synced = synced.filter(|r| r.rollback_to.is_none());
     let behind_since = if up_to_date { None } else { item.unsynced_since.or(item.last_change_at) };
     Freshness {
         newest_change_at: item.last_change_at,
@@ -476,14 +497,23 @@ pub fn freshness(item: &FleetItem, synced: Option<&WaveRecord>, f: &SyncFunction
             _ => None,
         },
         quiet_until: if up_to_date { None } else { f.settings.quiet().until(item).filter(|u| *u > now) },
+        behind_instances: Vec::new(),
+        pinned,
     }
 }
 
 fn last_wave(r: &WaveRecord) -> LastWave {
     let mut instances = BTreeMap::new();
-    let ended = r.end.is_some();
+    // Listed instances not named below: synced by a success or a failure,
+    // never run by an abandoned wave (its commands were cancelled or never
+    // sent).
+    let default = match r.end {
+        None => "running",
+        Some(fleetkeeper::sync::state::WaveEnd::Abandoned) => "not_attempted",
+        Some(_) => "synced",
+    };
     for id in &r.instances {
-        instances.insert(id.clone(), if ended { "synced" } else { "running" }.to_owned());
+        instances.insert(id.clone(), default.to_owned());
     }
     let lists: [(&str, &Vec<String>); 8] = [
         ("failed", &r.failed),

@@ -121,9 +121,16 @@ const MOUNT_TARGETS: [Grant; 3] = [
     Grant {
         // CreateMountTarget "also requires permissions for the following
         // Amazon EC2 actions" (EFS API reference, CreateMountTarget).
-        actions: &["ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets"],
+        actions: &[
+            "ec2:DescribeNetworkInterfaceAttribute",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+        ],
         scope: Scope::Any,
-        why: "the zones' subnets and security groups (EC2 Describe* supports no resource-level permissions)",
+        why: "the zones' subnets and security groups; DescribeMountTargetSecurityGroups also needs \
+              DescribeNetworkInterfaceAttribute on the mount target's interface (EC2 Describe* supports no \
+              resource-level permissions)",
     },
     Grant {
         actions: &["ec2:CreateNetworkInterface"],
@@ -278,10 +285,15 @@ const OPERATOR_READ: [Grant; 10] = [
               permissions)",
     },
     Grant {
-        actions: &["ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets"],
+        actions: &[
+            "ec2:DescribeInstances",
+            "ec2:DescribeNetworkInterfaceAttribute",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+        ],
         scope: Scope::Any,
-        why: "doctor: the instances' security groups and the load balancer's subnets (EC2 Describe* supports no \
-              resource-level permissions)",
+        why: "doctor: the instances' security groups and the load balancer's subnets; DescribeMountTargetSecurityGroups \
+              also needs DescribeNetworkInterfaceAttribute (EC2 Describe* supports no resource-level permissions)",
     },
     Grant {
         actions: &[

@@ -189,7 +189,8 @@ pub async fn function_handler(event: LambdaEvent<Value>, f: &Function) -> Result
     let budget = deadline::budget(event.context.deadline, now, MAX_WORK);
     let cx = f.context(f.deps.clock.deadline_in(budget), event.context.deadline);
     let request = match &summary.manual {
-        Some(r) => Request::manual(r, summary.allow_shrink),
+        // With the batch's S3 changes, if it carries any.
+        Some(r) => Request { changes: change_times(&demand, now), ..Request::manual(r, summary.allow_shrink) },
         // One demand write per invocation, however many records it holds.
         None if relevant > 0 => Request {
             reason: "upload".to_owned(),

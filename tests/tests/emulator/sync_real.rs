@@ -329,7 +329,7 @@ async fn settling_a_thousand_instance_wave_costs_one_list_per_event() {
 }
 
 /// The document of the first release: its parameters are the "old set".
-const PREVIOUS_DOCUMENT: &str = "tests/emulator/fixtures/sync-document-2ca1350.yaml";
+pub(crate) const PREVIOUS_DOCUMENT: &str = "tests/emulator/fixtures/sync-document-2ca1350.yaml";
 
 #[tokio::test]
 async fn todays_functions_sync_with_the_previous_document() {

@@ -82,6 +82,12 @@ impl<S: FleetStore> SyncContext<'_, S> {
         };
         if let Some(wave) = &item.wave {
             if wave.lease_expires_at >= self.clock.now_ms() {
+                // A rollback's wave: no follow-up runs while it pins the fleet.
+                if let Some(pin) = &item.pin {
+                    info!(release = %pin.release, "pinned by a rollback: the demand is counted, no wave");
+                    out.wave = StartOutcome::Pinned { release: pin.release.clone(), since: pin.since };
+                    return Ok(out);
+                }
                 info!(wave_id = %wave.id, generation = wave.target, "coalesced into the running wave");
                 out.wave = StartOutcome::Coalesced { wave_id: wave.id.clone(), target: wave.target };
                 return Ok(out);
