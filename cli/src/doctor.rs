@@ -817,7 +817,9 @@ async fn lease(d: &mut Doctor, aws: &Aws, config: &Config) {
     let now = fleetkeeper::clock::Clock::now_ms(&fleetkeeper::clock::SystemClock);
     match store.load().await {
         Ok(Some(item)) => match item.wave {
-            Some(w) if w.lease_expires_at < now => d.fail(
+            // A sender out of time pauses its wave (a short lease) for the
+            // next sweep to resume: stale only past a sweep interval.
+            Some(w) if w.lease_expires_at + 1000 * config.reconcile_interval_seconds + 60_000 < now => d.fail(
                 "lease",
                 format!(
                     "wave {} (generation {}) holds a lease that expired {} s ago: its sender is gone",
@@ -826,6 +828,14 @@ async fn lease(d: &mut Doctor, aws: &Aws, config: &Config) {
                     (now - w.lease_expires_at) / 1000
                 ),
                 "fleetkeeper unlock (the next sweep also settles it)",
+            ),
+            Some(w) if w.lease_expires_at < now => d.pass(
+                "lease",
+                format!(
+                    "wave {}'s lease expired {} s ago: the next sweep settles or resumes it",
+                    w.id,
+                    (now - w.lease_expires_at) / 1000
+                ),
             ),
             Some(w) => d.pass("lease", format!("wave {} holds a live lease", w.id)),
             None => d.pass("lease", "no wave holds the lease"),

@@ -26,6 +26,10 @@ use crate::settings::Aws;
 /// functions to resume (its lease runs that long).
 const SEND_BUDGET: Duration = Duration::from_secs(240);
 
+/// How long a sender's `SendCommand` may still be retrying after it last
+/// held the lease (three attempts of the functions' default 10 s bound).
+const SENDER_ATTEMPTS_MS: u64 = 30_000;
+
 /// The context a CLI request runs in: a sender whose "deadline" is
 /// [`SEND_BUDGET`] from now (a CLI stopped mid-send leaves a wave the next
 /// sweep resumes once that lease ends).
@@ -249,6 +253,7 @@ pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) 
             SettleOutcome::Resumed(_) => {
                 (true, "its sending had stopped: resumed and sent the rest (it holds a new lease)", 0)
             }
+            SettleOutcome::Stale { .. } => (true, "settled meanwhile by another invocation", 0),
             // Not stale any more; freeing it would let a wave overlap them.
             SettleOutcome::Renewed { .. } => (false, "its commands still run: the lease was renewed, not freed", 0),
             _ => (false, "its sender is still sending: nothing freed", 1),
@@ -289,58 +294,78 @@ pub async fn unlock(f: &SyncFunction, force: bool, confirm: bool, reason: &str) 
         }
         Err(e) => return Err(CliError::fleet(e)),
     }
-    if let Ok(Some(mut record)) = f.store.wave(&wave.id).await {
-        record.end = Some(WaveEnd::Abandoned);
-        record.finished_at = Some(f.deps.clock.now_ms());
-        record.blame = Some(format!("unlocked by an operator (--force): {reason}"));
-        f.store.put_wave(&record).await.map_err(CliError::fleet)?;
+    // The lease is free now: what follows is best effort, every failure
+    // reported (a rerun would find no wave to act on).
+    let freed_at = f.deps.clock.now_ms();
+    let mut problems = Vec::new();
+    match f.store.wave(&wave.id).await {
+        Ok(Some(mut record)) => {
+            record.end = Some(WaveEnd::Abandoned);
+            record.finished_at = Some(freed_at);
+            record.blame = Some(format!("unlocked by an operator (--force): {reason}"));
+            if let Err(e) = f.store.put_wave(&record).await {
+                problems.push(format!("the wave's record: {e}"));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => problems.push(format!("the wave's record: {e}")),
     }
-    let mut cancelled = cancel_running(f, &cx, &wave).await?;
+    let mut cancelled = cancel_running(f, &cx, &wave, &mut problems).await;
     if !wave.sent {
         // Its sender may have sent one more chunk before it saw the lease
-        // gone: cancel what SSM lists by the wave's comment once it shows.
-        eprintln!(
-            "fleetkeeper: waiting {} s for SSM's listing to show a command sent at the last moment",
-            LISTING_LAG_MS / 1000
-        );
-        tokio::time::sleep(Duration::from_millis(LISTING_LAG_MS)).await;
-        cancelled.extend(cancel_running(f, &cx, &wave).await?);
+        // gone (its SendCommand may still be retrying): cancel what SSM
+        // lists by the wave's comment once that shows, counted from the
+        // free plus one sender's attempts.
+        let wait = (freed_at + LISTING_LAG_MS + SENDER_ATTEMPTS_MS).saturating_sub(f.deps.clock.now_ms());
+        eprintln!("fleetkeeper: waiting {} s for SSM's listing to show a command sent at the last moment", wait / 1000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        cancelled.extend(cancel_running(f, &cx, &wave, &mut problems).await);
         cancelled.sort();
         cancelled.dedup();
     }
+    let demand = match &wave.rollback {
+        Some(release) => format!(
+            "the fleet stays pinned to {release}, whose rollback wave was abandoned: run `fleetkeeper rollback --to \
+             {release}` again, or `fleetkeeper resume`"
+        ),
+        None => "kept: the next wave covers the generation".to_owned(),
+    };
     let v = json!({
         "unlocked": true,
         "wave_id": wave.id,
         "generation": wave.target,
         "lease": "live",
         "cancelled_commands": cancelled,
-        "demand": "kept: the next wave covers the generation",
+        "demand": demand,
+        "problems": problems,
     });
-    Ok((v, crate::error::exit::OK))
+    let code = if problems.is_empty() { crate::error::exit::OK } else { crate::error::exit::COULD_NOT };
+    Ok((v, code))
 }
 
+/// Cancels the wave's commands still running; failures go to `problems`.
 async fn cancel_running(
     f: &SyncFunction,
     cx: &SyncContext<'_, Table>,
     wave: &fleetkeeper::sync::state::Wave,
-) -> Result<Vec<String>, CliError> {
+    problems: &mut Vec<String>,
+) -> Vec<String> {
     let mut cancelled = Vec::new();
     // (A wave not fully sent is also found by its comment.)
-    for c in cx.wave_commands(wave).await.map_err(CliError::fleet)? {
-        if c.status.is_terminal() {
-            continue;
+    let listed = match cx.wave_commands(wave).await {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(format!("listing wave {}'s commands: {e}", wave.id));
+            return cancelled;
         }
-        f.deps
-            .clients
-            .ssm
-            .cancel_command()
-            .command_id(&c.command_id)
-            .send()
-            .await
-            .map_err(|e| CliError::aws("ssm:CancelCommand", e))?;
-        cancelled.push(c.command_id);
+    };
+    for c in listed.into_iter().filter(|c| !c.status.is_terminal()) {
+        match f.deps.clients.ssm.cancel_command().command_id(&c.command_id).send().await {
+            Ok(_) => cancelled.push(c.command_id),
+            Err(e) => problems.push(format!("{} ({})", CliError::aws("ssm:CancelCommand", e), c.command_id)),
+        }
     }
-    Ok(cancelled)
+    cancelled
 }
 
 /// `reconcile lifecycle`: the lifecycle-hook function's reconcile, now

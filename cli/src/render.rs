@@ -374,6 +374,12 @@ pub fn unlock(v: &Value, _o: &Out) {
             if let Some(what) = v.get("what").and_then(Value::as_str) {
                 println!("{what}");
             }
+            if let Some(demand) = v.get("demand").and_then(Value::as_str) {
+                println!("demand: {demand}");
+            }
+            for p in v.get("problems").and_then(Value::as_array).into_iter().flatten() {
+                eprintln!("not done: {}", p.as_str().unwrap_or_default());
+            }
         }
         _ => println!("nothing unlocked: {}", v["why"].as_str().or_else(|| v["what"].as_str()).unwrap_or("")),
     }

@@ -151,12 +151,17 @@ impl Aws {
     /// synchronous `Invoke` retried after a client-side timeout would run
     /// the function (and add demand) again.
     pub fn new(sdk: &SdkConfig) -> Self {
+        // (Every value set: the builder's own timeouts would otherwise keep
+        // the shared per-attempt bound.)
+        let invoke_bound = Duration::from_secs(16 * 60);
         let once = aws_sdk_lambda::config::Builder::from(sdk)
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_millis(3_100))
-                    .operation_timeout(Duration::from_secs(16 * 60))
+                    .read_timeout(invoke_bound)
+                    .operation_attempt_timeout(invoke_bound)
+                    .operation_timeout(invoke_bound)
                     .build(),
             )
             .build();
@@ -186,6 +191,29 @@ pub async fn function_environment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lambda_waits_as_long_as_a_function_runs_and_never_retries() {
+        let o = AwsOptions { call_timeout: Duration::from_secs(30), ..AwsOptions::default() };
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(o.call_timeout / 3)
+                    .operation_timeout(o.call_timeout)
+                    .build(),
+            )
+            .build();
+        let aws = Aws::new(&sdk);
+        let conf = aws.lambda.config();
+        let timeouts = conf.timeout_config().expect("timeouts");
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(Duration::from_secs(16 * 60)));
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(16 * 60)));
+        assert_eq!(conf.retry_config().map(|r| r.max_attempts()), Some(1));
+        // The other clients keep the CLI's bound.
+        let ssm = aws.clients.ssm.config().timeout_config().and_then(|t| t.operation_attempt_timeout());
+        assert_eq!(ssm, Some(Duration::from_secs(10)));
+    }
 
     #[test]
     fn env_files_are_read_as_json_in_three_shapes_or_as_lines() {

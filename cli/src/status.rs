@@ -427,10 +427,16 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
         .groups
         .iter()
         .flat_map(|g| &g.instances)
-        .filter(|m| m.lifecycle_state == "InService" && m.last_synced_gen.unwrap_or_default() < item.completed_gen)
+        .filter(|m| m.lifecycle_state == "InService" && m.last_synced_gen.unwrap_or_default() < item.fleet_gen())
         .map(|m| m.instance_id.clone())
         .collect();
-    status.freshness.up_to_date &= behind.is_empty();
+    if !behind.is_empty() && status.freshness.up_to_date {
+        // Every change is on the fleet but these instances: behind since
+        // the last successful wave ended.
+        status.freshness.up_to_date = false;
+        let since = status.freshness.synced_through.or(item.last_change_at);
+        status.freshness.behind_ms = since.map(|t| now.saturating_sub(t));
+    }
     status.freshness.behind_instances = behind;
     status.target_groups = target_groups(aws, &f.deps.config.target_group_arns, &mut errors).await;
     if let Some(efs) = &f.deps.config.efs {

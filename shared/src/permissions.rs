@@ -253,7 +253,7 @@ pub fn manifest(component: Component) -> &'static [Grant] {
     }
 }
 
-/// The operator CLI's policies (`docs/operator-policy.md`).
+/// The operator CLI's policies (`docs/cli.md#permissions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Operator {
     /// `status` and `doctor`: reads only.
@@ -358,22 +358,30 @@ pub struct OperatorGrant {
 }
 
 /// An operator policy's statements, one per scope, in scope order.
+///
+/// `OperatorPolicy` holds what the acting verbs need beyond
+/// `OperatorReadOnlyPolicy`, and is attached with it: one policy holding
+/// both would not fit a managed policy's 6,144 characters with long names.
 pub fn operator_manifest(operator: Operator) -> Vec<OperatorGrant> {
-    let mut grants: Vec<&Grant> = OPERATOR_READ.iter().collect();
-    if operator == Operator::Operate {
-        grants.extend(LIFECYCLE.iter().chain(&MOUNTS).chain(&SYNC).chain(&OPERATOR_WRITE));
-    }
+    let grants: Vec<&Grant> = match operator {
+        Operator::ReadOnly => OPERATOR_READ.iter().collect(),
+        Operator::Operate => LIFECYCLE.iter().chain(&MOUNTS).chain(&SYNC).chain(&OPERATOR_WRITE).collect(),
+    };
+    let read_only = |scope: Scope, action: &str| {
+        operator == Operator::Operate && OPERATOR_READ.iter().any(|g| g.scope == scope && g.actions.contains(&action))
+    };
     let mut by_scope: std::collections::BTreeMap<Scope, OperatorGrant> = std::collections::BTreeMap::new();
     for g in grants {
         let entry =
             by_scope.entry(g.scope).or_insert(OperatorGrant { actions: Vec::new(), scope: g.scope, why: Vec::new() });
-        entry.actions.extend(g.actions.iter().copied());
+        entry.actions.extend(g.actions.iter().copied().filter(|a| !read_only(g.scope, a)));
         if !entry.why.contains(&g.why) {
             entry.why.push(g.why);
         }
     }
     by_scope
         .into_values()
+        .filter(|g| !g.actions.is_empty())
         .map(|mut g| {
             g.actions.sort_unstable();
             g.actions.dedup();
@@ -382,9 +390,14 @@ pub fn operator_manifest(operator: Operator) -> Vec<OperatorGrant> {
         .collect()
 }
 
-/// Every action an operator policy allows, sorted, without duplicates.
+/// Every action an operator may call, sorted, without duplicates: with
+/// `Operate`, both policies' (they are attached together).
 pub fn operator_actions(operator: Operator) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = operator_manifest(operator).into_iter().flat_map(|g| g.actions).collect();
+    let mut granted = operator_manifest(Operator::ReadOnly);
+    if operator == Operator::Operate {
+        granted.extend(operator_manifest(Operator::Operate));
+    }
+    let mut out: Vec<&'static str> = granted.into_iter().flat_map(|g| g.actions).collect();
     out.sort_unstable();
     out.dedup();
     out

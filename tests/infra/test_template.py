@@ -63,7 +63,7 @@ SCOPE_MARKS = {
     "StackRules": ":rule/${FleetName}-fk-*",
     "StackFunctions": '"LifecycleHookFunction"',
 }
-#: The operator CLI's policies (docs/operator-policy.md), by manifest name.
+#: The operator CLI's policies (docs/cli.md#permissions), by manifest name.
 OPERATORS = {"operator-read-only": "OperatorReadOnlyPolicy", "operator": "OperatorPolicy"}
 #: IAM's limit on a managed policy's document, whitespace not counted.
 MANAGED_POLICY_MAX = 6144
@@ -194,13 +194,24 @@ def longest(value: Any) -> Any:
     if isinstance(value, dict):
         if "Fn::Sub" in value:
             text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
-            subs = {"AWS::Partition": "aws-us-gov", "AWS::Region": "ap-southeast-4", "AWS::AccountId": "123456789012", "FleetName": "f" * 31}
+            subs = {
+                "AWS::Partition": "aws-us-gov",
+                "AWS::Region": "ap-southeast-4",
+                "AWS::AccountId": "123456789012",
+                "FleetName": "f" * 31,
+                # The parameters' MaxLength.
+                **{f"GroupName{n}": "g" * 100 for n in (1, 2, 3)},
+                "CodebasePrefix": "p" * 200,
+                "ReleaseMarker": "m" * 256,
+            }
             return re.sub(r"\$\{([^}]+)\}", lambda m: subs.get(m.group(1), "x" * 63), text)
         if "Fn::GetAtt" in value:
             # A function's ARN: its generated name runs to 64 characters.
             return "arn:aws-us-gov:lambda:ap-southeast-4:123456789012:function:" + "x" * 64
         if "Ref" in value:
-            return ["arn:aws-us-gov:elasticloadbalancing:ap-southeast-4:123456789012:targetgroup/" + "x" * 32 + "/0123456789abcdef"] * 2 if value["Ref"] == "TargetGroupArns" else "x" * 63
+            # Up to three target groups (the template's note), group names of 100.
+            tg = "arn:aws-us-gov:elasticloadbalancing:ap-southeast-4:123456789012:targetgroup/" + "x" * 32 + "/0123456789abcdef"
+            return [tg] * 3 if value["Ref"] == "TargetGroupArns" else "g" * 100
         if "Fn::If" in value:
             return longest(value["Fn::If"][1])
         return {k: longest(v) for k, v in value.items()}

@@ -292,6 +292,7 @@ impl Demo {
             .unwrap_or_default();
         self.t.say(format!("desired capacity 3 -> 4 while the wave runs: {fourth} launches (Pending:Wait)"));
         let (_, runs) = self.settle().await;
+        let caught_up = runs.iter().any(|r| r.instance_id == fourth && r.ok());
         let ran_wave = |runs: &[AgentRun]| -> Vec<String> {
             runs.iter()
                 .filter(|r| original.contains(&r.instance_id) && r.run.stdout.contains("synced"))
@@ -305,7 +306,7 @@ impl Demo {
         self.t.expect(late == 0, "nothing uploaded after the wave started is in its release");
         let state = self.fleet.lifecycle_state(&self.clients, &fourth).await.unwrap_or_default();
         self.t.say(format!("{fourth} was caught up by the gate and is {state}"));
-        self.t.expect(state == "InService", "the fourth instance is gated in after its catch-up");
+        self.t.expect(caught_up && state == "InService", "the fourth instance ran its catch-up and was gated in");
         self.skip(QUIET_S + 1, "the follow-up waits for quiet too").await;
         let (_, runs) = self.settle().await;
         waves.extend(ran_wave(&runs));
@@ -333,9 +334,17 @@ impl Demo {
             }
             served.insert((target, files));
         }
+        let every_one_serves = self.fleet.members(&self.clients).await.iter().all(|m| {
+            let current = self.agent.on_instance(&m.id, &self.fleet.destination).join("current");
+            std::fs::read_link(&current).is_ok() && count_files(&current) > 0
+        });
         self.t.expect(running.is_some(), "the wave started once the codebase was quiet");
         self.t.expect(waves.len() == 2, "exactly one wave and one follow-up");
-        self.t.expect(served.len() == 1, "all four instances serve the same release, the fourth included");
+        let members = self.fleet.members(&self.clients).await.len();
+        self.t.expect(
+            members == 4 && every_one_serves && served.len() == 1,
+            "all four instances serve the same release (a current link, files), the fourth included",
+        );
         self.t
             .expect(item.completed_gen == item.requested_gen && item.wave.is_none(), "everything requested is synced");
     }

@@ -160,6 +160,11 @@ async fn rollback_pins_sync_is_refused_with_a_hint_and_resume_unpins() {
 
     let r = cli.run(&["rollback", "--reason", "500s", "--json"]).await;
     ok(&r);
+    // While the rollback's own wave runs, a sync is counted and refused too:
+    // no follow-up runs while the fleet is pinned.
+    let during = cli.run(&["sync", "--reason", "during the rollback"]).await;
+    assert_eq!(during.code, 1, "{during:?}");
+    assert!(during.stdout.contains("pinned"), "{}", during.stdout);
     w.settle().await;
     let item = w.item().await;
     assert_eq!(item.pin.as_ref().map(|p| p.release.clone()), Some(good.clone()));
@@ -172,6 +177,9 @@ async fn rollback_pins_sync_is_refused_with_a_hint_and_resume_unpins() {
     assert!(refused.stdout.contains("fleetkeeper resume"), "the hint: {}", refused.stdout);
     let pinned = w.item().await;
     assert_eq!(pinned.requested_gen, item.requested_gen + 1, "the demand is counted");
+    let s = cli.run(&["status", "--json"]).await.json();
+    valid_status(&s);
+    assert_eq!((s["freshness"]["pinned"].as_bool(), s["freshness"]["up_to_date"].as_bool()), (Some(true), Some(false)));
     assert!(pinned.wave.is_none(), "no wave runs while pinned");
 
     ok(&cli.run(&["resume", "--reason", "fixed"]).await);
@@ -341,7 +349,11 @@ async fn doctor_finds_each_broken_fact_and_passes_once_each_is_fixed() {
     default.send().await.expect("default version");
     ok(&cli.run(&["sync", "--reason", "left running"]).await);
     let wave = w.item().await.wave.expect("a wave");
-    w.clock.advance(std::time::Duration::from_millis(wave.lease_expires_at - w.clock.now_ms() + 1_000)).await;
+    // Expired for longer than a sweep interval (a paused wave's short
+    // lease is not stale): its sender is gone.
+    let interval_ms = 1000 * fleetkeeper::config::DEFAULT_RECONCILE_INTERVAL_SECONDS;
+    let stale = wave.lease_expires_at + interval_ms + 61_000 - w.clock.now_ms();
+    w.clock.advance(std::time::Duration::from_millis(stale)).await;
 
     let sick = cli.run(&["doctor", "--json"]).await;
     assert_eq!(sick.code, 1, "{sick:?}");

@@ -106,6 +106,13 @@ impl<S: FleetStore> SyncContext<'_, S> {
                 _ => None,
             };
             out.recovered = Some(settled);
+            // A pin's wave resumed or still running: nothing follows it.
+            let next = match (&item.pin, next) {
+                (Some(pin), Some(StartOutcome::Coalesced { .. })) => {
+                    Some(StartOutcome::Pinned { release: pin.release.clone(), since: pin.since })
+                }
+                (_, next) => next,
+            };
             if let Some(next) = next {
                 out.wave = next;
                 return Ok(out);
