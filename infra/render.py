@@ -96,6 +96,9 @@ def resource(scope: str) -> tuple[list[str], str | None]:
             value = f"!GetAtt {name}.Arn"
             lines.append(f"  - {value}" if condition is None else f"  - !If [{condition}, {value}, !Ref AWS::NoValue]")
         return lines, None
+    if scope == "sync-function":
+        # --via-lambda invokes codebase-sync only.
+        return ["Resource: !GetAtt CodebaseSyncFunction.Arn"], "HasCodebase"
     if scope == "manifests":
         # Exact releases: the fleet's own prefix of the stack's manifest
         # bucket (manifests/<FLEET_NAME>/<sha256>.jsonl.gz), never the bucket.

@@ -48,6 +48,8 @@ pub enum Scope {
     StackRules,
     /// The stack's four functions.
     StackFunctions,
+    /// The stack's `codebase-sync` function.
+    SyncFunction,
 }
 
 /// Actions granted together on one scope.
@@ -341,7 +343,7 @@ const OPERATOR_READ: [Grant; 10] = [
 
 const OPERATOR_WRITE: [Grant; 1] = [Grant {
     actions: &["lambda:InvokeFunction"],
-    scope: Scope::StackFunctions,
+    scope: Scope::SyncFunction,
     why: "--via-lambda: invoke the stack's codebase-sync",
 }];
 

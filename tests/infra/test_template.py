@@ -62,6 +62,7 @@ SCOPE_MARKS = {
     "Manifests": ":s3:::${ManifestBucket}/manifests/${FleetName}/*",
     "StackRules": ":rule/${FleetName}-fk-*",
     "StackFunctions": '"LifecycleHookFunction"',
+    "SyncFunction": '"CodebaseSyncFunction"',
 }
 #: The operator CLI's policies (docs/cli.md#permissions), by manifest name.
 OPERATORS = {"operator-read-only": "OperatorReadOnlyPolicy", "operator": "OperatorPolicy"}

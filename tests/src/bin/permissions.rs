@@ -39,6 +39,7 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::Manifests => "manifests",
         Scope::StackRules => "stack-rules",
         Scope::StackFunctions => "stack-functions",
+        Scope::SyncFunction => "sync-function",
     }
 }
 
