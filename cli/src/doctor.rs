@@ -19,7 +19,10 @@ use std::net::Ipv4Addr;
 
 use aws_sdk_ec2::types::{Instance, IpPermission, SecurityGroup};
 use fleetkeeper::config::vars;
+use fleetkeeper::events::Transition;
+use fleetkeeper::lifecycle::reconcile::audit_hooks;
 use fleetkeeper::ssm_document::{self, PARAMETERS};
+use fleetkeeper::stack;
 use fleetkeeper::store::Table;
 use fleetkeeper::sync::store::FleetStore;
 use fleetkeeper::{Component, Config};
@@ -190,7 +193,7 @@ pub async fn run(aws: &Aws, sources: &Sources, expect: &Expect) -> Doctor {
             return d;
         }
     };
-    let fleet = match observe(aws, &config).await {
+    let mut fleet = match observe(aws, &config).await {
         Ok(f) => f,
         Err(e) => {
             d.unknown("fleet", format!("cannot read the fleet's instances: {e}"));
@@ -198,7 +201,7 @@ pub async fn run(aws: &Aws, sources: &Sources, expect: &Expect) -> Doctor {
         }
     };
     load_balancer(&mut d, aws, &config, &fleet).await;
-    mounts(&mut d, aws, &config, &fleet).await;
+    mounts(&mut d, aws, &config, &mut fleet).await;
     if config.dry_run {
         d.unknown("hooks", format!("{} is true: a dry-run stack deploys no hooks", vars::DRY_RUN));
     } else {
@@ -389,7 +392,7 @@ async fn load_balancer(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &Fleet
     }
 }
 
-async fn mounts(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &Fleet) {
+async fn mounts(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &mut Fleet) {
     let Some(efs) = &config.efs else { return };
     let fs = &efs.file_system_id;
     let targets = match aws.clients.efs.describe_mount_targets().file_system_id(fs).send().await {
@@ -432,13 +435,8 @@ async fn mounts(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &Fleet) {
                 continue;
             }
         };
-        let mut described = Fleet {
-            instances: Vec::new(),
-            zones: BTreeMap::new(),
-            groups: fleet.groups.clone(),
-            in_service: BTreeSet::new(),
-        };
-        if let Err(e) = describe_groups(aws, &mut described, groups.clone()).await {
+        // Described once, with the instances' (a group may be both).
+        if let Err(e) = describe_groups(aws, fleet, groups.clone()).await {
             d.unknown(check, e.to_string());
             continue;
         }
@@ -457,7 +455,7 @@ async fn mounts(d: &mut Doctor, aws: &Aws, config: &Config, fleet: &Fleet) {
                 .map(Ipv4Net::from)
                 .into_iter()
                 .collect();
-            match admits(described.rules(&groups), 2049, &Fleet::groups_of(i), &address) {
+            match admits(fleet.rules(&groups), 2049, &Fleet::groups_of(i), &address) {
                 Admits::Yes => {}
                 Admits::No => refused.push(iid),
                 Admits::PrefixListOnly => prefix_only.push(iid),
@@ -501,16 +499,33 @@ async fn hooks(d: &mut Doctor, aws: &Aws, config: &Config, expect: &Expect) {
                 continue;
             }
         };
-        let ours: Vec<_> =
-            hooks.iter().filter(|h| config.owns_hook(h.lifecycle_hook_name().unwrap_or_default())).collect();
+        // The lifecycle reconcile's own audit (heartbeats, duplicates).
+        let audit = audit_hooks(&hooks, &config.lifecycle_hook_names, config.reconcile_interval_seconds);
+        let ours: Vec<_> = hooks
+            .iter()
+            .filter(|h| audit.ours.iter().any(|(n, _)| Some(n.as_str()) == h.lifecycle_hook_name()))
+            .collect();
+        let put_hook = |name: &str| {
+            format!("aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {name}")
+        };
         let mut problems = Vec::new();
         let mut fixes = Vec::new();
-        for transition in ["autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:EC2_INSTANCE_TERMINATING"] {
-            if !ours.iter().any(|h| h.lifecycle_transition() == Some(transition)) {
-                problems
-                    .push(format!("no fleetkeeper hook ({}) on {transition}", config.lifecycle_hook_names.join(", ")));
+        for transition in [Transition::Launching, Transition::Terminating] {
+            if !audit.ours.iter().any(|(_, t)| *t == transition) {
+                problems.push(format!(
+                    "no fleetkeeper hook ({}) on {}",
+                    config.lifecycle_hook_names.join(", "),
+                    transition.as_aws()
+                ));
                 fixes.push("deploy the stack's hooks (or name yours in FLEET_LIFECYCLE_HOOK_NAMES)".to_owned());
             }
+        }
+        for (transition, same) in &audit.duplicates {
+            problems.push(format!("{} on {}: each instance is gated twice", same.join(" and "), transition.as_aws()));
+            fixes.push(format!(
+                "aws autoscaling delete-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {}",
+                same[1]
+            ));
         }
         for h in &ours {
             let name = h.lifecycle_hook_name().unwrap_or_default();
@@ -520,23 +535,16 @@ async fn hooks(d: &mut Doctor, aws: &Aws, config: &Config, expect: &Expect) {
                     "{name}'s DefaultResult is {result}, the deployment's is {}",
                     expect.hook_default_result
                 ));
-                fixes.push(format!(
-                    "aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {name} --default-result {}",
-                    expect.hook_default_result
-                ));
+                fixes.push(format!("{} --default-result {}", put_hook(name), expect.hook_default_result));
             }
-            let heartbeat = u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(0);
-            if heartbeat <= floor {
-                problems.push(format!(
-                    "{name}'s HeartbeatTimeout {heartbeat}s is not above twice {} ({}s): a lost event lets it time out",
-                    vars::RECONCILE_INTERVAL_SECONDS,
-                    config.reconcile_interval_seconds
-                ));
-                fixes.push(format!(
-                    "aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {name} --heartbeat-timeout {}",
-                    3 * config.reconcile_interval_seconds
-                ));
-            }
+        }
+        for (name, heartbeat) in &audit.short_heartbeats {
+            problems.push(format!(
+                "{name}'s HeartbeatTimeout {heartbeat}s is not above twice {} ({}s): a lost event lets it time out",
+                vars::RECONCILE_INTERVAL_SECONDS,
+                config.reconcile_interval_seconds
+            ));
+            fixes.push(format!("{} --heartbeat-timeout {}", put_hook(name), 3 * config.reconcile_interval_seconds));
         }
         if problems.is_empty() {
             d.pass(
@@ -553,31 +561,10 @@ async fn hooks(d: &mut Doctor, aws: &Aws, config: &Config, expect: &Expect) {
     }
 }
 
-/// The template's rules (infra/template.src.yaml), by name suffix, and
-/// what each targets.
-const RULES: [(&str, Target); 7] = [
-    ("fk-uploads", Target::Queue),
-    ("fk-lifecycle-actions", Target::Function),
-    ("fk-lifecycle-command-status", Target::Function),
-    ("fk-lifecycle-reconcile", Target::Function),
-    ("fk-mount-targets-reconcile", Target::Function),
-    ("fk-completion-command-status", Target::Function),
-    ("fk-sync-sweep", Target::Function),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Queue,
-    Function,
-}
-
 async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
     let fleet = config.fleet_name.clone().unwrap_or_default();
-    for (suffix, target) in RULES {
-        let codebase_only = matches!(suffix, "fk-uploads" | "fk-completion-command-status" | "fk-sync-sweep");
-        if (suffix == "fk-mount-targets-reconcile" && config.efs.is_none())
-            || (codebase_only && config.codebase.is_none())
-        {
+    for (suffix, target) in stack::RULES {
+        if !stack::deploys(target, config.codebase.is_some(), config.efs.is_some()) {
             continue;
         }
         let name = format!("{fleet}-{suffix}");
@@ -613,8 +600,8 @@ async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
             }
         };
         let ok = match target {
-            Target::Queue => targets.iter().any(|a| a.starts_with("arn:aws:sqs:") || a.contains(":sqs:")),
-            Target::Function => {
+            None => targets.iter().any(|a| a.starts_with("arn:aws:sqs:") || a.contains(":sqs:")),
+            Some(_) => {
                 let mut ours = false;
                 let mut unreadable = None;
                 for arn in targets.iter().filter(|a| a.contains(":lambda:")) {
@@ -639,8 +626,8 @@ async fn rules(d: &mut Doctor, aws: &Aws, config: &Config) {
                     "rule {name} targets {:?}: none is {}",
                     targets,
                     match target {
-                        Target::Queue => "an SQS queue".to_owned(),
-                        Target::Function => format!("a function of fleet {fleet} (FLEET_NAME)"),
+                        None => "an SQS queue".to_owned(),
+                        Some(_) => format!("a function of fleet {fleet} (FLEET_NAME)"),
                     }
                 ),
                 "deploy the stack again (its rules target its own functions)",

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleetkeeper::events::CommandStatus;
 use fleetkeeper::ssm_document::history::RunHistory;
 use fleetkeeper::sync::run::SyncFunction;
 use fleetkeeper::sync::state::FleetItem;
@@ -352,7 +351,7 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
             match cx.invocations(id).await {
                 Ok(list) => instances.extend(list.into_iter().map(|v| InstanceProgress {
                     instance_id: v.instance_id,
-                    status: status_name(&v.status),
+                    status: v.status.as_str().to_owned(),
                     details: v.details,
                 })),
                 Err(e) => errors.push(format!("the running wave's command {id}: {e}")),
@@ -386,16 +385,22 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
             progress,
         });
     }
-    if let Some(id) = &item.last_wave {
-        match f.store.wave(id).await {
-            Ok(Some(r)) => status.last_wave = Some(last_wave(&r)),
-            // Records are kept 30 days: a quiet fleet's last one expires.
-            Ok(None) => {}
-            Err(e) => errors.push(format!("the last wave's record: {e}")),
-        }
-    }
+    let last = match &item.last_wave {
+        Some(id) => f.store.wave(id).await.unwrap_or_else(|e| {
+            errors.push(format!("the last wave's record: {e}"));
+            None
+        }),
+        None => None,
+    };
+    // Records are kept 30 days: a quiet fleet's last one expires (no error).
+    status.last_wave = last.as_ref().map(last_wave);
     if let Some(id) = &item.last_synced_wave {
-        match f.store.wave(id).await {
+        // Usually the last wave itself: read once.
+        let synced = match last.filter(|r| &r.wave_id == id) {
+            Some(r) => Ok(Some(r)),
+            None => f.store.wave(id).await,
+        };
+        match synced {
             Ok(record) => status.freshness = freshness(&item, record.as_ref(), f, now),
             Err(e) => errors.push(format!("the last successful wave's record: {e}")),
         }
@@ -446,21 +451,6 @@ pub async fn read(aws: &Aws, f: &SyncFunction, now: u64) -> Status {
     }
     status.errors = errors;
     status
-}
-
-/// A command status as SSM spells it.
-pub fn status_name(s: &CommandStatus) -> String {
-    match s {
-        CommandStatus::Pending => "Pending".into(),
-        CommandStatus::InProgress => "InProgress".into(),
-        CommandStatus::Delayed => "Delayed".into(),
-        CommandStatus::Cancelling => "Cancelling".into(),
-        CommandStatus::Success => "Success".into(),
-        CommandStatus::Failed => "Failed".into(),
-        CommandStatus::TimedOut => "TimedOut".into(),
-        CommandStatus::Cancelled => "Cancelled".into(),
-        CommandStatus::OtherTerminal(s) | CommandStatus::Unknown(s) => s.clone(),
-    }
 }
 
 fn releases(item: &FleetItem, keep: usize) -> Vec<ReleaseView> {

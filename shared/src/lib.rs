@@ -44,6 +44,7 @@ pub mod params;
 pub mod permissions;
 pub mod skips;
 pub mod ssm_document;
+pub mod stack;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

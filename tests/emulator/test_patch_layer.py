@@ -11,6 +11,7 @@ import json
 import os
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -492,6 +493,17 @@ def test_concurrent_conditional_updates_of_one_item_are_atomic() -> None:
         assert item["requested"]["N"] == "16", f"round {round_} lost an update"
 
 
+def raw_get(path: str) -> Callable[[], str]:
+    """A reader of the emulator's raw answer to an unsigned GET of ``path``
+    (what the Rust SDK parses, before boto3's leniency)."""
+
+    def read() -> str:
+        with urllib.request.urlopen(f"{URL}{path}") as response:
+            return response.read().decode()
+
+    return read
+
+
 def test_get_bucket_versioning_answers_a_versioning_configuration_as_aws_does() -> None:
     # The AWS SDK for Rust parses the root element strictly: AWS answers
     # <VersioningConfiguration/>, with no Status for a never-versioned bucket.
@@ -499,9 +511,7 @@ def test_get_bucket_versioning_answers_a_versioning_configuration_as_aws_does() 
     bucket = unique("fk-versioning")
     s3.create_bucket(Bucket=bucket)
 
-    def raw() -> str:
-        with urllib.request.urlopen(f"{URL}/{bucket}?versioning") as response:
-            return response.read().decode()
+    raw = raw_get(f"/{bucket}?versioning")
 
     never = raw()
     assert "<VersioningConfiguration" in never and "<Status>" not in never, never
@@ -520,9 +530,7 @@ def test_get_bucket_notification_configuration_answers_eventbridge_as_aws_does()
     bucket = unique("fk-notify")
     s3.create_bucket(Bucket=bucket)
 
-    def raw() -> str:
-        with urllib.request.urlopen(f"{URL}/{bucket}?notification") as response:
-            return response.read().decode()
+    raw = raw_get(f"/{bucket}?notification")
 
     # Nothing configured: an empty NotificationConfiguration (moto answers an
     # empty GetBucketNotificationResponse, which the Rust SDK refuses).

@@ -12,18 +12,6 @@ use fleetkeeper::Component;
 use crate::emulator::{Caller, Emulator, REGION};
 use crate::fleet::Fleet;
 
-/// The template's rules (`infra/template.src.yaml`): name suffix, and the
-/// function it targets (`None`: the upload queue).
-pub const RULES: [(&str, Option<Component>); 7] = [
-    ("fk-uploads", None),
-    ("fk-lifecycle-actions", Some(Component::LifecycleHook)),
-    ("fk-lifecycle-command-status", Some(Component::LifecycleHook)),
-    ("fk-lifecycle-reconcile", Some(Component::LifecycleHook)),
-    ("fk-mount-targets-reconcile", Some(Component::MountTargets)),
-    ("fk-completion-command-status", Some(Component::SyncCompletion)),
-    ("fk-sync-sweep", Some(Component::SyncCompletion)),
-];
-
 /// Clients for the wiring.
 pub struct Wiring {
     /// Lambda.
@@ -60,7 +48,7 @@ impl Wiring {
 
     /// Creates the template's rules, enabled, each with its target.
     pub async fn rules(&self, fleet: &Fleet) {
-        for (suffix, target) in RULES {
+        for (suffix, target) in fleetkeeper::stack::RULES {
             let name = format!("{}-{suffix}", fleet.name);
             self.events
                 .put_rule()

@@ -40,29 +40,22 @@ where
 /// Sends one request and returns the status and the JSON body (`Null` when
 /// the body is empty or not JSON).
 pub async fn request(method: Method, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
-    let stream = TcpStream::connect(authority.as_str()).await.map_err(|e| format!("connect {authority}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("host", authority.as_str())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(payload)))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let (status, bytes) = send(method, url, &[("content-type", "application/json")], payload).await?;
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
 /// Sends a form-encoded POST (an AWS Query-protocol call) with `headers`:
 /// the status and the body as text.
 pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Result<(u16, String), String> {
+    let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    let (status, bytes) = send(Method::POST, url, &all, form.to_owned()).await?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and the body.
+async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: String) -> Result<(u16, Bytes), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
     let stream = TcpStream::connect(authority.as_str()).await.map_err(|e| format!("connect {authority}: {e}"))?;
@@ -70,16 +63,15 @@ pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Resul
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
     let mut req = Request::builder()
-        .method(Method::POST)
+        .method(method)
         .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("host", authority.as_str())
-        .header("content-type", "application/x-www-form-urlencoded");
+        .header("host", authority.as_str());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::from(form.to_owned()))).map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((status, bytes))
 }

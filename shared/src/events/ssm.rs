@@ -57,6 +57,22 @@ impl CommandStatus {
         }
     }
 
+    /// SSM's spelling (the one it was parsed from for the statuses kept
+    /// as text; `TimedOut` for the timeouts).
+    pub fn as_str(&self) -> &str {
+        match self {
+            CommandStatus::Pending => "Pending",
+            CommandStatus::InProgress => "InProgress",
+            CommandStatus::Delayed => "Delayed",
+            CommandStatus::Cancelling => "Cancelling",
+            CommandStatus::Success => "Success",
+            CommandStatus::Failed => "Failed",
+            CommandStatus::TimedOut => "TimedOut",
+            CommandStatus::Cancelled => "Cancelled",
+            CommandStatus::OtherTerminal(s) | CommandStatus::Unknown(s) => s,
+        }
+    }
+
     /// Whether the command (or invocation) will not change any more.
     pub fn is_terminal(&self) -> bool {
         matches!(

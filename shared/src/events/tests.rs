@@ -357,3 +357,22 @@ fn events_serialize_for_the_logs() {
     assert_eq!(v["event"]["kind"], "lifecycle");
     assert_eq!(v["event"]["transition"], "launching");
 }
+
+#[test]
+fn command_statuses_are_spelled_as_ssm_spells_them() {
+    for s in [
+        "Pending",
+        "InProgress",
+        "Delayed",
+        "Cancelling",
+        "Success",
+        "Failed",
+        "TimedOut",
+        "Cancelled",
+        "Undeliverable",
+        "Whatever",
+    ] {
+        assert_eq!(CommandStatus::parse(s).as_str(), s);
+    }
+    assert_eq!(CommandStatus::parse("DeliveryTimedOut").as_str(), "TimedOut");
+}

@@ -90,6 +90,53 @@ impl ReconcileReport {
     }
 }
 
+/// fleetkeeper's hooks on one group, as the reconcile warns of them and
+/// `fleetkeeper doctor` fails on them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookAudit {
+    /// Ours (named in `FLEET_LIFECYCLE_HOOK_NAMES`), with their transition.
+    pub ours: Vec<(String, Transition)>,
+    /// Ours whose `HeartbeatTimeout` (seconds) is not above twice the
+    /// reconcile interval: an action whose event was lost may time out first.
+    pub short_heartbeats: Vec<(String, i32)>,
+    /// A transition with two of ours: each instance would be gated twice.
+    pub duplicates: Vec<(Transition, Vec<String>)>,
+}
+
+/// Audits a group's `hooks` against fleetkeeper's hook `names` and the
+/// reconcile interval.
+pub fn audit_hooks(
+    hooks: &[aws_sdk_autoscaling::types::LifecycleHook],
+    names: &[String],
+    reconcile_interval_s: u64,
+) -> HookAudit {
+    let mut audit = HookAudit::default();
+    let floor = 2 * reconcile_interval_s;
+    for h in hooks {
+        let (Some(hook), Some(transition)) =
+            (h.lifecycle_hook_name(), h.lifecycle_transition().and_then(Transition::parse))
+        else {
+            continue;
+        };
+        if !names.iter().any(|n| n == hook) {
+            continue;
+        }
+        audit.ours.push((hook.to_owned(), transition));
+        // AWS's default when none was set: 3600 s.
+        let timeout = h.heartbeat_timeout().unwrap_or(3600);
+        if u64::try_from(timeout).unwrap_or(0) <= floor {
+            audit.short_heartbeats.push((hook.to_owned(), timeout));
+        }
+    }
+    for transition in [Transition::Launching, Transition::Terminating] {
+        let same: Vec<String> = audit.ours.iter().filter(|(_, t)| *t == transition).map(|(h, _)| h.clone()).collect();
+        if same.len() > 1 {
+            audit.duplicates.push((transition, same));
+        }
+    }
+    audit
+}
+
 /// A member's state, read fresh: `(group, lifecycle state, health)`.
 type Fresh = HashMap<String, (String, String, String)>;
 
@@ -242,34 +289,23 @@ impl<S: RecordStore> Gate<'_, S> {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeLifecycleHooks", e))?;
-        let mut ours: Vec<(String, Transition)> = Vec::new();
-        let floor = 2 * self.settings.reconcile_interval_s;
+        let audit = audit_hooks(hooks.lifecycle_hooks(), &self.settings.hook_names, self.settings.reconcile_interval_s);
         for h in hooks.lifecycle_hooks() {
-            let (Some(hook), Some(transition)) =
-                (h.lifecycle_hook_name(), h.lifecycle_transition().and_then(Transition::parse))
-            else {
-                continue;
-            };
-            if !self.settings.hook_names.iter().any(|n| n == hook) {
-                continue;
-            }
-            ours.push((hook.to_owned(), transition));
             // The drives below need these settings: no second describe.
-            self.remember_hook(name, hook, super::hook_api::hook_obs(Some(h)));
-            let timeout = h.heartbeat_timeout().unwrap_or(3600);
-            if u64::try_from(timeout).unwrap_or(0) <= floor {
-                warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
-                    "a hook's heartbeat timeout is not above twice the reconcile interval: an action whose event was lost may time out first");
-                report.short_heartbeats.push(format!("{name}/{hook}: {timeout} s"));
+            if let Some(hook) = h.lifecycle_hook_name().filter(|n| audit.ours.iter().any(|(o, _)| o == n)) {
+                self.remember_hook(name, hook, super::hook_api::hook_obs(Some(h)));
             }
         }
-        for transition in [Transition::Launching, Transition::Terminating] {
-            let same: Vec<&str> = ours.iter().filter(|(_, t)| *t == transition).map(|(h, _)| h.as_str()).collect();
-            if same.len() > 1 {
-                error!(group = %name, hooks = ?same, "two of fleetkeeper's hooks on one transition: each instance is gated twice; remove one");
-                report.duplicate_hooks.push(format!("{name}: {}", same.join(", ")));
-            }
+        for (hook, timeout) in &audit.short_heartbeats {
+            warn!(group = %name, hook, heartbeat_timeout = timeout, reconcile_interval = self.settings.reconcile_interval_s,
+                "a hook's heartbeat timeout is not above twice the reconcile interval: an action whose event was lost may time out first");
+            report.short_heartbeats.push(format!("{name}/{hook}: {timeout} s"));
         }
+        for (_, same) in &audit.duplicates {
+            error!(group = %name, hooks = ?same, "two of fleetkeeper's hooks on one transition: each instance is gated twice; remove one");
+            report.duplicate_hooks.push(format!("{name}: {}", same.join(", ")));
+        }
+        let ours = audit.ours;
         if ours.is_empty() {
             return Ok(false);
         }
