@@ -192,6 +192,28 @@ async fn a_deploy_of_500_files_over_30_s_is_one_wave_of_the_complete_codebase() 
 }
 
 #[tokio::test]
+async fn an_upload_in_the_quiet_period_writes_its_demand_and_its_delayed_start_only() {
+    // A start the quiet period refuses is a write for nothing (a refused
+    // conditional write still costs a write unit): the demand's own item
+    // shows the quiet period, so the upload queues its delayed start.
+    let mut w = world(1, QUIET_S, &[]).await;
+    let caller = fleetkeeper_tests::emulator::Caller::Function(Component::CodebaseSync);
+    w.settle().await;
+    w.emulator.forget_calls(caller).await;
+    put(&w, "v1.php", "1").await;
+    let round = w.router.pump().await;
+    assert_eq!(round.iter().filter(|d| d.to == Component::CodebaseSync).count(), 1);
+    let calls = w.emulator.calls(caller).await;
+    assert_eq!(calls.of("UpdateItem") + calls.of("PutItem"), 2, "demand and the delayed start: {:?}", calls.0);
+    assert_eq!(calls.of("SendMessage"), 1, "{:?}", calls.0);
+    assert!(w.item().await.trigger_at.is_some(), "the delayed start is on record");
+    // It still starts once quiet.
+    w.clock.advance(Duration::from_secs(QUIET_S + 1)).await;
+    w.router.pump().await;
+    assert!(w.item().await.wave.is_some(), "the delayed start sent the wave");
+}
+
+#[tokio::test]
 async fn uploads_during_a_wave_make_one_follow_up_after_they_settle() {
     let mut w = world(2, QUIET_S, &[]).await;
     let ids = w.instances().await;

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::{SettleOutcome, StartOutcome, StartWhen, SyncContext, SyncError, Trigger, TriggerState};
 use crate::ssm_document::new_epoch;
-use crate::sync::state::{ChangeTimes, Op};
+use crate::sync::state::{ChangeTimes, Op, start_refusal};
 use crate::sync::store::{Applied, FleetStore};
 
 /// A request for a sync.
@@ -128,6 +128,17 @@ impl<S: FleetStore> SyncContext<'_, S> {
         {
             info!(until, pending, "quiet period: a delayed start is already on its way");
             out.wave = StartOutcome::Waiting { until, trigger: TriggerState::OnItsWay { due: pending } };
+            return Ok(out);
+        }
+        // Still changing and nothing on its way: a start would only be
+        // refused (Op::Start's own checks, on the item this demand just
+        // wrote), a write for nothing. Queue the delayed start.
+        if request.counts
+            && request.when == (StartWhen::Quiet { due: None })
+            && start_refusal(&item).is_ok()
+            && let Some(until) = self.settings.quiet().until(&item).filter(|u| now < *u)
+        {
+            out.wave = self.hold_until(until, None).await?;
             return Ok(out);
         }
         out.wave = self.start(&request.reason, request.when).await?;

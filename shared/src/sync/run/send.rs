@@ -312,7 +312,7 @@ impl<S: FleetStore> SyncContext<'_, S> {
     /// this invocation handles, which it replaces). A start that cannot be
     /// queued is left to the sweep (latency, never a lost sync: the demand
     /// is recorded).
-    async fn hold_until(&self, until: u64, due: Option<u64>) -> Result<StartOutcome, SyncError> {
+    pub(super) async fn hold_until(&self, until: u64, due: Option<u64>) -> Result<StartOutcome, SyncError> {
         let now = self.clock.now_ms();
         // SQS delays at most 15 minutes: a longer wait is a chain of
         // triggers, each due when its message arrives (never early).
