@@ -22,6 +22,8 @@
 //! fleet-wide misconfiguration must not quarantine the whole fleet). A wave
 //! never succeeds without syncing anywhere, unless every instance left.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::state::{Op, Wave, WaveEnd};
@@ -248,19 +250,26 @@ pub fn settle(
             Settlement::Dead
         };
     }
+    // In the order first seen; indexed by instance (a linear search made
+    // the settle of n instances O(n²): BENCHMARKS.md, planner throughput).
     let mut results: Vec<(String, InstanceResult)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for inv in commands.iter().flat_map(|c| &c.invocations) {
         // Past the commands' expiry, what never ended never reached an agent.
         let result = if inv.pending() { InstanceResult::Unreachable } else { inv.result() };
-        match results.iter_mut().find(|(id, _)| *id == inv.instance_id) {
+        match index.get(inv.instance_id.as_str()) {
             // An instance in two commands (a retried chunk): the better result counts.
-            Some((_, r)) if rank(result) < rank(*r) => *r = result,
+            Some(&at) if rank(result) < rank(results[at].1) => results[at].1 = result,
             Some(_) => {}
-            None => results.push((inv.instance_id.clone(), result)),
+            None => {
+                index.insert(&inv.instance_id, results.len());
+                results.push((inv.instance_id.clone(), result));
+            }
         }
     }
     for id in intended.unwrap_or_default() {
-        if !results.iter().any(|(i, _)| i == id) {
+        if !index.contains_key(id.as_str()) {
+            index.insert(id, results.len());
             results.push((id.clone(), InstanceResult::NotAttempted));
         }
     }
