@@ -11,7 +11,7 @@ CARGO_BUILD := cargo build --workspace --all-targets --locked
 INFRA_VENV := .venv-infra
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: all venv infra-venv checkov-venv build test demo reliability reliability-lifecycle template infra-check checkov package fmt fmt-check clippy check clean
+.PHONY: all venv infra-venv checkov-venv build release bench bench-quick bench-profile test demo reliability reliability-lifecycle template infra-check checkov package fmt fmt-check clippy check clean
 
 all: build
 
@@ -65,6 +65,35 @@ reliability: venv build
 LIFECYCLE_SEEDS ?= 20
 reliability-lifecycle: venv build
 	$(EMULATOR) target/debug/lifecycle-reliability --seeds $(LIFECYCLE_SEEDS) --out docs/reliability-lifecycle.md
+
+# The shipped functions' release build (what `cargo lambda build --release`
+# compiles, for this machine's architecture), with the benchmarks' baselines
+# and the clock shim, in one cargo invocation so features unify as they do
+# for the functions alone.
+RELEASE_PACKAGES := lifecycle-hook mount-targets codebase-sync sync-completion bench-baselines fk-clock-shim
+release:
+	cargo build --release --locked $(addprefix -p ,$(RELEASE_PACKAGES))
+
+# The benchmarks (BENCHMARKS.md, docs/bench-*.svg): the planners under
+# criterion, then cold start, bursts, fan-out and lifecycle against the
+# emulator with the release bootstraps. BENCH_ONLY=cold,burst,fanout,lifecycle
+# runs a part (BENCHMARKS.md then holds only that part).
+BENCH_ONLY ?=
+bench: venv build release
+	cargo bench --locked -p fleetkeeper-planner-bench --bench planners
+	FLEETKEEPER_BIN_DIR=$(CURDIR)/target/release $(EMULATOR) target/debug/fleetkeeper-bench \
+		--out BENCHMARKS.md --plots docs $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+
+# The counts alone, smaller cases, debug build, invariants checked (CI).
+bench-quick: venv build
+	$(EMULATOR) target/debug/fleetkeeper-bench --quick
+
+# Where init's instructions go: callgrind on the release build with symbols
+# (profile `profiling`), a function and the bare runtime, from exec to the
+# first /invocation/next. Reports in target/callgrind/.
+bench-profile: venv build
+	cargo build --profile profiling --locked -p codebase-sync -p bench-baselines --bin codebase-sync --bin bare-runtime
+	FLEETKEEPER_BIN_DIR=$(CURDIR)/target/profiling $(EMULATOR) target/debug/fleetkeeper-bench --only profile
 
 # infra/template.yaml from infra/template.src.yaml, infra/sync-document.yaml
 # and the functions' permission manifests.

@@ -124,7 +124,10 @@ pub async fn sdk_config(o: &AwsOptions) -> SdkConfig {
         .operation_attempt_timeout(attempt)
         .operation_timeout(o.call_timeout)
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    // One HTTPS client for every SDK client, as the functions build theirs.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .http_client(fleetkeeper::clients::https_client());
     if let Some(p) = &o.profile {
         loader = loader.profile_name(p);
     }

@@ -169,6 +169,9 @@ struct State {
     injections: Mutex<Vec<Injection>>,
     /// How many injections preceded the current plan (its `limit` counts from there).
     plan_base: AtomicU64,
+    /// Time spent waiting on the upstream, by caller key (benchmarks take it
+    /// out of a function's invocation time).
+    upstream_time: Mutex<HashMap<String, Duration>>,
 }
 
 /// The proxy, listening on loopback until dropped.
@@ -196,6 +199,7 @@ impl FaultProxy {
             killers: Mutex::new(HashMap::new()),
             injections: Mutex::new(Vec::new()),
             plan_base: AtomicU64::new(0),
+            upstream_time: Mutex::new(HashMap::new()),
         });
         let (addr, task) = crate::http::serve(state.clone(), handle).await;
         FaultProxy { url: format!("http://{addr}"), state, task }
@@ -245,6 +249,11 @@ impl FaultProxy {
             *out.entry(i.fault).or_default() += 1;
         }
         out
+    }
+
+    /// Time the upstream took to answer requests signed with `key`, in all.
+    pub fn upstream_time(&self, key: &str) -> Duration {
+        self.state.upstream_time.lock().ok().and_then(|u| u.get(key).copied()).unwrap_or_default()
     }
 
     /// Faultable requests seen so far.
@@ -326,7 +335,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
         None
     };
     let Some((n, mut fault, plan)) = fault else {
-        return forward(&state, parts, body).await;
+        let started = std::time::Instant::now();
+        let answer = forward(&state, parts, body).await;
+        if let Ok(mut u) = state.upstream_time.lock() {
+            *u.entry(call.key).or_default() += started.elapsed();
+        }
+        return answer;
     };
     let killer = state.killers.lock().ok().and_then(|k| k.get(&call.key).cloned());
     if fault == Fault::Kill && killer.is_none() {
