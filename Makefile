@@ -80,19 +80,20 @@ release:
 # runs a part (BENCHMARKS.md then holds only that part).
 BENCH_ONLY ?=
 bench: venv build release
-	cargo bench --locked -p fleetkeeper-planner-bench --bench planners
+	$(if $(BENCH_ONLY),,cargo bench --locked -p fleetkeeper-planner-bench --bench planners)
 	FLEETKEEPER_BIN_DIR=$(CURDIR)/target/release $(EMULATOR) target/debug/fleetkeeper-bench \
 		--out BENCHMARKS.md --plots docs $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
-# The counts alone, smaller cases, debug build, invariants checked (CI).
+# The counts alone, smaller cases, debug build, invariants checked (CI;
+# bounded: it takes well under two minutes).
 bench-quick: venv build
-	$(EMULATOR) target/debug/fleetkeeper-bench --quick
+	timeout 300 $(EMULATOR) target/debug/fleetkeeper-bench --quick
 
 # Where init's instructions go: callgrind on the release build with symbols
 # (profile `profiling`), a function and the bare runtime, from exec to the
 # first /invocation/next. Reports in target/callgrind/.
 bench-profile: venv build
-	cargo build --profile profiling --locked -p codebase-sync -p bench-baselines --bin codebase-sync --bin bare-runtime
+	cargo build --profile profiling --locked -p codebase-sync -p bench-baselines --bin codebase-sync --bin bare-runtime --bin sdk-floor
 	FLEETKEEPER_BIN_DIR=$(CURDIR)/target/profiling $(EMULATOR) target/debug/fleetkeeper-bench --only profile
 
 # infra/template.yaml from infra/template.src.yaml, infra/sync-document.yaml

@@ -19,7 +19,7 @@
 //! the attempt is abandoned and retried under the SDK's standard retry
 //! policy (three attempts, exponential backoff with jitter).
 
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
@@ -47,7 +47,7 @@ pub fn https_client() -> SharedHttpClient {
         connector.set_proxy_config(Some(ProxyConfig::from_env()));
         connector.build()
     });
-    SharedHttpClient::new(WarmOnce { inner, warmed: Once::new() })
+    SharedHttpClient::new(WarmOnce { inner, warmed: OnceLock::new() })
 }
 
 /// An HTTP client whose base-config validation (the SDK's warm-up: a
@@ -57,7 +57,7 @@ pub fn https_client() -> SharedHttpClient {
 #[derive(Debug)]
 struct WarmOnce {
     inner: SharedHttpClient,
-    warmed: Once,
+    warmed: OnceLock<Result<(), String>>,
 }
 
 impl HttpClient for WarmOnce {
@@ -70,9 +70,11 @@ impl HttpClient for WarmOnce {
         runtime_components: &RuntimeComponentsBuilder,
         cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        let mut result = Ok(());
-        self.warmed.call_once(|| result = self.inner.validate_base_client_config(runtime_components, cfg));
-        result
+        // The first client's answer, for every client (an error stays one).
+        let first = self
+            .warmed
+            .get_or_init(|| self.inner.validate_base_client_config(runtime_components, cfg).map_err(|e| e.to_string()));
+        first.clone().map_err(BoxError::from)
     }
 
     fn validate_final_config(&self, runtime_components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
@@ -181,7 +183,7 @@ mod tests {
     fn every_client_shares_one_warm_up() {
         let count = Arc::new(AtomicUsize::new(0));
         let inner = SharedHttpClient::new(Counting(count.clone()));
-        let shared = SharedHttpClient::new(WarmOnce { inner, warmed: Once::new() });
+        let shared = SharedHttpClient::new(WarmOnce { inner, warmed: OnceLock::new() });
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))

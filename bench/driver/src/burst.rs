@@ -1,5 +1,6 @@
 //! Burst coalescing: N uploads delivered as S3 would (EventBridge -> SQS ->
-//! batches), half before the first wave starts and half while it runs;
+//! batches): the first half (with the quiet period off, the first batch
+//! already starts a wave), then the second half while the first wave runs;
 //! fleetkeeper against the naive per-upload sync, in the same run.
 
 use std::time::Duration;
@@ -47,12 +48,20 @@ pub struct Outcome {
     pub waves: u64,
     /// `SendCommand` calls.
     pub send_command: u64,
-    /// Syncs run on instances (`aws s3 sync` of the codebase).
+    /// Syncs the instances were asked to run (every command's `TargetCount`).
     pub instance_syncs: u64,
+    /// Invocations that only added demand.
+    pub demand_only: usize,
+    /// fleetkeeper: every requested generation completed, no wave left.
+    pub caught_up: bool,
     /// Invocations of the sync functions.
     pub invocations: usize,
-    /// The most DynamoDB writes of an invocation that started no wave.
+    /// The most DynamoDB writes of an invocation that only added demand (no
+    /// wave sent, no delayed start queued).
     pub demand_writes_max: u64,
+    /// The most DynamoDB writes of an invocation that queued the delayed
+    /// start (quiet period on).
+    pub queue_writes_max: u64,
     /// The most DynamoDB writes of an invocation that sent a wave.
     pub winner_writes_max: u64,
     /// The calls of that demand-only invocation, and of that winner.
@@ -127,10 +136,12 @@ pub async fn run(case: Case) -> Result<Outcome, String> {
         true => send_command,
         false => stage.waves().await as u64,
     };
-    let demand = measured
-        .iter()
-        .filter(|m| m.to == Component::CodebaseSync && m.of("SendCommand") == 0)
-        .max_by_key(|m| m.writes());
+    // Only demand: no wave sent, no delayed start queued.
+    let only_demand =
+        |m: &&Measured| m.to == Component::CodebaseSync && m.of("SendCommand") == 0 && m.of("SendMessage") == 0;
+    let demand = measured.iter().filter(only_demand).max_by_key(|m| m.writes());
+    let queued =
+        measured.iter().filter(|m| m.of("SendCommand") == 0 && m.of("SendMessage") > 0).max_by_key(|m| m.writes());
     let winner = measured.iter().filter(|m| m.of("SendCommand") > 0).max_by_key(|m| m.writes());
     let describe = |m: Option<&Measured>| {
         m.map(|m| m.calls.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ")).unwrap_or_default()
@@ -142,7 +153,10 @@ pub async fn run(case: Case) -> Result<Outcome, String> {
         case,
         waves,
         send_command,
-        instance_syncs: waves * INSTANCES as u64,
+        instance_syncs: stage.instance_invocations().await,
+        demand_only: measured.iter().filter(only_demand).count(),
+        queue_writes_max: queued.map(Measured::writes).unwrap_or(0),
+        caught_up: case.naive || stage.caught_up().await,
         invocations: measured.len(),
         demand_writes_max: demand.map(Measured::writes).unwrap_or(0),
         winner_writes_max: winner.map(Measured::writes).unwrap_or(0),

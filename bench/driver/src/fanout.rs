@@ -32,6 +32,8 @@ pub struct Outcome {
     pub dispatch_own_ms: f64,
     /// The settling's calls by operation.
     pub settle_ops: String,
+    /// Failed invocations (should be 0).
+    pub failed: usize,
     /// Whether the wave settled (completed_gen reached its target).
     pub settled: bool,
 }
@@ -83,6 +85,7 @@ pub async fn run(instances: usize) -> Result<Outcome, String> {
         dispatch_wall_ms: wall.as_secs_f64() * 1e3,
         dispatch_own_ms: wall.saturating_sub(dispatch_emulator).as_secs_f64() * 1e3,
         settle_ops: by_op(&settle),
+        failed: dispatch.iter().chain(&settle).filter(|m| m.failed).count(),
         settled,
     })
 }

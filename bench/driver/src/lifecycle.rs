@@ -21,6 +21,8 @@ pub struct Phase {
     pub calls: BTreeMap<Component, u64>,
     /// Whether the fleet reached the expected state.
     pub reached: bool,
+    /// Failed invocations (should be 0).
+    pub failed: usize,
 }
 
 impl Phase {
@@ -47,7 +49,8 @@ fn phase(what: &str, instances: usize, measured: &[Measured], reached: bool) -> 
     for m in measured {
         *calls.entry(m.to).or_default() += m.total();
     }
-    Phase { what: what.to_owned(), instances, invocations: measured.len(), calls, reached }
+    let failed = measured.iter().filter(|m| m.failed).count();
+    Phase { what: what.to_owned(), instances, invocations: measured.len(), calls, reached, failed }
 }
 
 /// Runs the three phases on a fresh fleet.

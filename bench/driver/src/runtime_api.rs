@@ -9,7 +9,7 @@
 //! `/next` until the process is killed, as Lambda freezes an idle sandbox.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ struct Shared {
     first_next: Option<Instant>,
     responses: Vec<Instant>,
     answers: Vec<(bool, Value)>,
+    /// The run is over: the held long poll and the accept loop end.
+    done: bool,
 }
 
 struct Api {
@@ -46,7 +48,7 @@ struct Api {
 /// Starts `command` (its environment already set, but for the Runtime API's
 /// address) under a fresh API, serves `events` one by one, and returns the
 /// timings once every event was answered, or an error after `limit`.
-pub fn cold_run(mut command: Command, events: Vec<Value>, limit: Duration) -> Result<ColdRun, String> {
+pub fn cold_run(command: Command, events: Vec<Value>, limit: Duration) -> Result<ColdRun, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let want = events.len();
@@ -55,11 +57,25 @@ pub fn cold_run(mut command: Command, events: Vec<Value>, limit: Duration) -> Re
         let api = api.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                if api.state.lock().map(|s| s.done).unwrap_or(true) {
+                    return;
+                }
                 let api = api.clone();
                 std::thread::spawn(move || serve(&api, stream));
             }
         });
     }
+    let result = measure(&api, command, addr, want, limit);
+    // The end: the held long poll returns, the accept loop wakes and ends.
+    if let Ok(mut s) = api.state.lock() {
+        s.done = true;
+    }
+    api.changed.notify_all();
+    let _ = TcpStream::connect(addr);
+    result
+}
+
+fn measure(api: &Api, mut command: Command, addr: SocketAddr, want: usize, limit: Duration) -> Result<ColdRun, String> {
     command
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
         .stdin(Stdio::null())
@@ -73,6 +89,9 @@ pub fn cold_run(mut command: Command, events: Vec<Value>, limit: Duration) -> Re
     if want == 0 {
         // Init only: wait for the first /next, then for the process to exit.
         while state.first_next.is_none() && Instant::now() < deadline {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Err(format!("the process exited ({status}) before its first /next"));
+            }
             state = api.changed.wait_timeout(state, Duration::from_millis(50)).map_err(|_| "poisoned".to_owned())?.0;
         }
         drop(state);
@@ -191,9 +210,10 @@ fn next_event(api: &Api, arrived: Instant) -> Option<(usize, Value)> {
         s.served += 1;
         return Some((i, s.events[i].clone()));
     }
-    drop(s);
-    // Idle: hold the long poll, as Lambda does, until the process is killed.
-    std::thread::sleep(Duration::from_secs(3600));
+    // Idle: hold the long poll, as Lambda does, until the run is over.
+    while !s.done {
+        s = api.changed.wait(s).ok()?;
+    }
     None
 }
 

@@ -195,6 +195,25 @@ impl Stage {
         ended
     }
 
+    /// Instance invocations of every command sent in this account (each
+    /// command's `TargetCount`): the syncs the instances were asked to run.
+    pub async fn instance_invocations(&self) -> u64 {
+        let mut total = 0;
+        let mut pages = self.clients.ssm.list_commands().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let Ok(page) = page else { break };
+            total += page.commands().iter().map(|c| c.target_count().max(0) as u64).sum::<u64>();
+        }
+        total
+    }
+
+    /// Whether the fleet is caught up: every requested generation completed
+    /// and no wave running.
+    pub async fn caught_up(&self) -> bool {
+        let item = self.fleet.item(&self.clients).await;
+        item.wave.is_none() && item.completed_gen >= item.requested_gen
+    }
+
     /// Moves every clock forward.
     pub async fn advance(&self, by: Duration) {
         self.clock.advance(by).await;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 struct Naive {
     ssm: aws_sdk_ssm::Client,
-    group: String,
+    groups: Vec<String>,
     source: String,
     destination: String,
 }
@@ -34,7 +34,9 @@ async fn handle(event: LambdaEvent<Value>, naive: &Naive) -> Result<Value, Error
             .ssm
             .send_command()
             .document_name("AWS-RunShellScript")
-            .targets(Target::builder().key("tag:aws:autoscaling:groupName").values(&naive.group).build())
+            .targets(
+                Target::builder().key("tag:aws:autoscaling:groupName").set_values(Some(naive.groups.clone())).build(),
+            )
             .parameters("commands", vec![format!("aws s3 sync --delete {} {}", naive.source, naive.destination)])
             .send()
             .await?;
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let naive = Naive {
         ssm: aws_sdk_ssm::Client::new(&sdk),
-        group: var("FLEET_ASG_NAMES")?,
+        groups: var("FLEET_ASG_NAMES")?.split(',').map(|g| g.trim().to_owned()).collect(),
         source: format!("s3://{}/{}", var("FLEET_CODEBASE_BUCKET")?, var("FLEET_CODEBASE_PREFIX").unwrap_or_default()),
         destination: var("FLEET_SYNC_DESTINATION")?,
     };
