@@ -77,7 +77,7 @@ release:
 # The benchmarks (BENCHMARKS.md, docs/bench-*.svg): the planners under
 # criterion, then cold start, bursts, fan-out and lifecycle against the
 # emulator with the release bootstraps. BENCH_ONLY=cold,burst,fanout,lifecycle
-# runs a part (BENCHMARKS.md then holds only that part).
+# runs those parts and updates only their sections of BENCHMARKS.md.
 BENCH_ONLY ?=
 bench: venv build release
 	$(if $(BENCH_ONLY),,cargo bench --locked -p fleetkeeper-planner-bench --bench planners)

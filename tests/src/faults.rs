@@ -169,9 +169,36 @@ struct State {
     injections: Mutex<Vec<Injection>>,
     /// How many injections preceded the current plan (its `limit` counts from there).
     plan_base: AtomicU64,
-    /// Time spent waiting on the upstream, by caller key (benchmarks take it
-    /// out of a function's invocation time).
-    upstream_time: Mutex<HashMap<String, Duration>>,
+    /// Time with at least one request of a caller key waiting on the
+    /// upstream (concurrent calls count once), by key: benchmarks take it out
+    /// of a function's invocation time.
+    upstream_time: Mutex<HashMap<String, Busy>>,
+}
+
+/// The union of a caller's requests' time at the upstream.
+#[derive(Debug, Default)]
+struct Busy {
+    in_flight: u32,
+    since: Option<std::time::Instant>,
+    total: Duration,
+}
+
+impl Busy {
+    fn begin(&mut self) {
+        if self.in_flight == 0 {
+            self.since = Some(std::time::Instant::now());
+        }
+        self.in_flight += 1;
+    }
+
+    fn end(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0
+            && let Some(since) = self.since.take()
+        {
+            self.total += since.elapsed();
+        }
+    }
 }
 
 /// The proxy, listening on loopback until dropped.
@@ -253,7 +280,7 @@ impl FaultProxy {
 
     /// Time the upstream took to answer requests signed with `key`, in all.
     pub fn upstream_time(&self, key: &str) -> Duration {
-        self.state.upstream_time.lock().ok().and_then(|u| u.get(key).copied()).unwrap_or_default()
+        self.state.upstream_time.lock().ok().and_then(|u| u.get(key).map(|b| b.total)).unwrap_or_default()
     }
 
     /// Faultable requests seen so far.
@@ -335,10 +362,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
         None
     };
     let Some((n, mut fault, plan)) = fault else {
-        let started = std::time::Instant::now();
+        if let Ok(mut u) = state.upstream_time.lock() {
+            u.entry(call.key.clone()).or_default().begin();
+        }
         let answer = forward(&state, parts, body).await;
         if let Ok(mut u) = state.upstream_time.lock() {
-            *u.entry(call.key).or_default() += started.elapsed();
+            u.entry(call.key).or_default().end();
         }
         return answer;
     };
