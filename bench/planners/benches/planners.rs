@@ -33,7 +33,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleetkeeper::config::{Component, Config, vars};
-use fleetkeeper::events::{self, CommandStatus, Event, LifecycleAction, ManualAction, Received, Skip, SkipReason};
+use fleetkeeper::events::{self, CommandStatus, Event, LifecycleAction, ManualAction, Skip, SkipReason};
 use fleetkeeper::lifecycle::gate::GateSettings;
 use fleetkeeper::lifecycle::plan::{
     CatchUpState, Completion, Duties, Health, HookObs, InstanceState, MountState, Next, Observed, Stage, TargetObs,
@@ -43,7 +43,6 @@ use fleetkeeper::lifecycle::record::{ActionState, CatchUp, LifecycleRecord, Plan
 use fleetkeeper::skips::{Skips, not_for_this_function, triage};
 use fleetkeeper::ssm_document::MAX_INSTANCE_IDS;
 use fleetkeeper::ssm_document::history::{InstanceRecord, InstanceResult, Synced, counts, next_record};
-use fleetkeeper::sync::codebase::{marker_relevance, relevance};
 use fleetkeeper::sync::decide::{CommandView, InvocationView, Settlement, settle, transition};
 use fleetkeeper::sync::run::demand::Request;
 use fleetkeeper::sync::run::{StartWhen, SyncSettings};
@@ -151,55 +150,18 @@ impl UploadBatch {
     }
 }
 
-/// `codebase-sync`'s `classify`, through the same shared functions: whether
-/// an event is demand for this fleet, or why not.
-fn classify_upload(event: &Event, settings: &SyncSettings) -> Result<(), Skip> {
-    match event {
-        Event::S3(change) => {
-            relevance(change, &settings.codebase, &settings.excludes)?;
-            match settings.marker_key() {
-                Some(marker) => marker_relevance(change, &marker),
-                None => Ok(()),
-            }
-        }
-        Event::S3Test(_) => Err(Skip::new(SkipReason::TestNotification, "s3:TestEvent")),
-        Event::Manual(m)
-            if matches!(
-                m.action,
-                ManualAction::Sync | ManualAction::SyncDue | ManualAction::Rollback | ManualAction::Resume
-            ) =>
-        {
-            Ok(())
-        }
-        other => Err(not_for_this_function(other)),
-    }
-}
-
-/// `codebase-sync`'s `change_times`: the S3 changes' event times, each at
-/// most `now`.
-fn change_times(demand: &[Received], now: u64) -> Option<ChangeTimes> {
-    let times: Vec<u64> = demand
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::S3(c) => Some(c.time_ms.map_or(now, |t| t.min(now))),
-            _ => None,
-        })
-        .collect();
-    Some(ChangeTimes { oldest: *times.iter().min()?, newest: *times.iter().max()?, seen: now })
-}
-
 /// What `codebase-sync`'s handler does with an upload batch up to its
 /// demand write: the relevant changes, the request it writes (`None`:
 /// nothing relevant, it returns), the skips of its summary.
 fn plan_upload_batch(payload: &Value, settings: &SyncSettings, now: u64) -> (usize, Option<Request>, Skips) {
     let received = events::parse(payload);
-    let (demand, skipped) = triage(received, |e| classify_upload(e, settings));
+    let (demand, skipped) = triage(received, |e| codebase_sync::classify(e, settings));
     let relevant = demand.iter().filter(|r| matches!(r.event, Event::S3(_))).count();
     let request = (relevant > 0).then(|| Request {
         reason: "upload".to_owned(),
         when: StartWhen::Quiet { due: None },
         counts: true,
-        changes: change_times(&demand, now),
+        changes: codebase_sync::change_times(&demand, now),
         allow_shrink: false,
     });
     (relevant, request, skipped)

@@ -97,7 +97,7 @@ pub fn classify(event: &Event, settings: &SyncSettings) -> Result<(), Skip> {
 /// The event times of the S3 changes in `demand`, each at most `now` (a
 /// change without a time, or stamped by a clock ahead of ours, counts as
 /// happening now: never earlier than it did).
-fn change_times(demand: &[events::Received], now: u64) -> Option<ChangeTimes> {
+pub fn change_times(demand: &[events::Received], now: u64) -> Option<ChangeTimes> {
     let times: Vec<u64> = demand
         .iter()
         .filter_map(|r| match &r.event {
