@@ -44,11 +44,13 @@ build:
 
 # The whole suite, the one CI runs: unit and planner tests, the patch layer's
 # tests, emulator-backed integration tests and the bootstrap binaries through
-# the Lambda Runtime API, all against one emulator started for the run.
+# the Lambda Runtime API, all against one emulator started for the run; the
+# criterion benchmarks once each (their test mode; criterion takes no
+# --test-threads).
 # Then the deployment template, offline: rendered from its sources, lint
 # clean, least privilege checked against the manifests, checkov clean.
 test: venv infra-venv checkov-venv build
-	$(EMULATOR) bash -c 'cargo test --workspace --all-targets --locked -- --test-threads=4 && target/debug/permissions check-recorded && $(VENV)/bin/pytest -q tests/emulator'
+	$(EMULATOR) bash -c 'cargo test --workspace --lib --bins --tests --locked -- --test-threads=4 && cargo test --locked -p fleetkeeper-planner-bench --bench planners && target/debug/permissions check-recorded && $(VENV)/bin/pytest -q tests/emulator'
 	$(MAKE) --no-print-directory infra-check checkov
 
 demo: venv build
