@@ -169,6 +169,14 @@ fn machine() -> String {
     )
 }
 
+/// A table's header row `columns` (`| a | b |`) and its separator, with as
+/// many cells as the header has.
+fn head(s: &mut String, columns: &str) {
+    let cells = columns.trim().trim_matches('|').split('|').count();
+    let _ = writeln!(s, "{columns}");
+    let _ = writeln!(s, "|{}", "---|".repeat(cells));
+}
+
 /// `fresh` (a run of some parts) merged into `existing` (a whole report):
 /// each `## ` section of `fresh` replaces the one of the same title, the
 /// others stay; the preamble is `fresh`'s.
@@ -253,12 +261,11 @@ fn cold_section(s: &mut String, c: &ColdReport, runs: usize) {
          `VmHWM` after 100 skipped events in one process.\n",
         c.lookup_calls
     );
-    let _ = writeln!(
+    head(
         s,
         "| process | init, ms | init vs bare | init − bare, ms | init vs SDK floor | cold (skipped event), ms | cold \
-         vs bare | peak RSS | binary |"
+         vs bare | peak RSS | binary |",
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         s,
         "| bare `lambda_runtime` | {} | 1 | 0 | – | {} | 1 | {} | {} |",
@@ -342,11 +349,10 @@ fn burst_section(s: &mut String, rows: &[Burst]) {
         burst::INSTANCES,
         burst::QUIET_S
     );
-    let _ = writeln!(
+    head(
         s,
-        "| uploads | who | waves | `SendCommand` | syncs on instances | invocations | DynamoDB writes (most of one invocation): demand only / queuing the delayed start / sending a wave | AWS calls per upload | time per upload, µs |"
+        "| uploads | who | waves | `SendCommand` | syncs on instances | invocations | DynamoDB writes (most of one invocation): demand only / queuing the delayed start / sending a wave | AWS calls per upload | time per upload, µs |",
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for o in rows {
         let _ = writeln!(
             s,
@@ -398,11 +404,10 @@ fn fanout_section(s: &mut String, rows: &[Fanout]) {
          is the dispatching invocation's wall time; *less emulator* takes the emulator's answering time out (the \
          harness's share stays in, as above).\n"
     );
-    let _ = writeln!(
+    head(
         s,
-        "| instances | commands | `SendCommand` | AWS calls per wave (dispatch + settle) | calls per instance | status events | dispatch, ms | dispatch less emulator, ms | settled |"
+        "| instances | commands | `SendCommand` | AWS calls per wave (dispatch + settle) | calls per instance | status events | dispatch, ms | dispatch less emulator, ms | settled |",
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for o in rows {
         let _ = writeln!(
             s,
@@ -432,8 +437,7 @@ fn lifecycle_section(s: &mut String, rows: &[Phase]) {
          bootstraps), lifecycle actions delivered as EventBridge would, catch-up commands ended at once. Calls of \
          every function during the phase.\n"
     );
-    let _ = writeln!(s, "| phase | instances | invocations | AWS calls | per instance | by function | reached |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    head(s, "| phase | instances | invocations | AWS calls | per instance | by function | reached |");
     for p in rows {
         let by: Vec<String> = p.calls.iter().map(|(c, n)| format!("{} {n}", c.name())).collect();
         let _ = writeln!(
@@ -501,8 +505,7 @@ fn planners_section(s: &mut String, rows: &[Planner]) {
          commands of 50) from its results to the next fleet item and every instance's history. Median of \
          criterion's samples, its 95 % interval.\n"
     );
-    let _ = writeln!(s, "| benchmark | per iteration | per element | elements per second |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    head(s, "| benchmark | per iteration | per element | elements per second |");
     for p in rows {
         let (median, lo, hi) = p.median_ns;
         let per = median / p.elements.max(1) as f64;
@@ -590,7 +593,14 @@ pub fn plots(r: &Results, dir: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::merge;
+    use super::{head, merge};
+
+    #[test]
+    fn a_header_gets_a_separator_of_as_many_cells() {
+        let mut s = String::new();
+        head(&mut s, "| a | b `x` | c |");
+        assert_eq!(s, "| a | b `x` | c |\n|---|---|---|\n");
+    }
 
     #[test]
     fn a_part_replaces_its_sections_and_keeps_the_others() {
